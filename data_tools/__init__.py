@@ -1,0 +1,1 @@
+"""Data tools: synthetic Waymo segments, conversion to the frame store, statistics."""
