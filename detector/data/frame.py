@@ -1,0 +1,134 @@
+"""The converted frame: one LiDAR sweep with its pose and labels, as a typed record of numpy arrays.
+
+This is the contract between the reader/converter and everything downstream (clips, model, metrics,
+viewer). Boxes follow Waymo's ``Label.Box`` exactly: ``(cx, cy, cz, length, width, height, heading)``
+in the vehicle frame of this frame, heading in radians counter-clockwise from +x.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+#: Columns of ``Frame.points``.
+POINT_FEATURES = ("x", "y", "z", "intensity", "elongation")
+#: Waymo ``Label.Type`` ids.
+TYPE_UNKNOWN, TYPE_VEHICLE, TYPE_PEDESTRIAN, TYPE_SIGN, TYPE_CYCLIST = 0, 1, 2, 3, 4
+TYPE_NAMES = {1: "VEHICLE", 2: "PEDESTRIAN", 3: "SIGN", 4: "CYCLIST"}
+
+#: Arrays written to, and required in, a frame-store ``.npz`` file.
+NPZ_ARRAYS = ("points", "pose", "timestamp_micros", "boxes", "types", "ids", "num_points", "difficulty")
+
+
+class FrameFormatError(ValueError):
+    """A frame file or record that does not hold what the contract says; the message names it."""
+
+
+@dataclass
+class Frame:
+    """One sweep. ``points`` (N, 5) float32 ``[x, y, z, intensity, elongation]`` in the vehicle frame;
+    ``pose`` (4, 4) float64 vehicle-to-world; labels are aligned arrays of length M."""
+
+    points: np.ndarray
+    pose: np.ndarray
+    timestamp_micros: int
+    segment: str = ""
+    index: int = 0
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 7), np.float32))
+    types: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
+    ids: np.ndarray = field(default_factory=lambda: np.zeros((0,), dtype="<U64"))
+    num_points: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
+    difficulty: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
+    #: optional per-point flag (N,) bool: the point lies in a no-label zone
+    nlz: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.points = np.asarray(self.points, np.float32).reshape(-1, len(POINT_FEATURES))
+        self.pose = np.asarray(self.pose, np.float64).reshape(4, 4)
+        self.timestamp_micros = int(self.timestamp_micros)
+        self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 7)
+        m = len(self.boxes)
+        self.types = np.asarray(self.types, np.int64).reshape(m)
+        self.ids = np.asarray(self.ids).astype(str).reshape(m)
+        self.num_points = np.asarray(self.num_points, np.int64).reshape(m)
+        self.difficulty = np.asarray(self.difficulty, np.int64).reshape(m)
+        if self.nlz is not None:
+            self.nlz = np.asarray(self.nlz, bool).reshape(len(self.points))
+
+    @property
+    def num_boxes(self) -> int:
+        return len(self.boxes)
+
+    def save_npz(self, path: str | os.PathLike) -> None:
+        """Write atomically: a temporary file in the same folder, then rename."""
+        path = Path(path)
+        arrays = {name: getattr(self, name) for name in NPZ_ARRAYS}
+        arrays["timestamp_micros"] = np.int64(self.timestamp_micros)
+        if self.nlz is not None:
+            arrays["nlz"] = self.nlz
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load_npz(cls, path: str | os.PathLike, segment: str | None = None, index: int | None = None) -> "Frame":
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                missing = [k for k in NPZ_ARRAYS if k not in z.files]
+                if missing:
+                    raise FrameFormatError(f"{path}: missing arrays {missing} (has {sorted(z.files)})")
+                data = {k: z[k] for k in NPZ_ARRAYS}
+                nlz = z["nlz"] if "nlz" in z.files else None
+        except FrameFormatError:
+            raise
+        except (OSError, ValueError, EOFError) as e:  # zip errors are ValueError/OSError subclasses
+            raise FrameFormatError(f"{path}: not a readable frame file ({e})") from e
+        return cls(
+            points=data["points"],
+            pose=data["pose"],
+            timestamp_micros=int(data["timestamp_micros"]),
+            segment=segment if segment is not None else path.parent.name,
+            index=index if index is not None else _index_from_name(path),
+            boxes=data["boxes"],
+            types=data["types"],
+            ids=data["ids"],
+            num_points=data["num_points"],
+            difficulty=data["difficulty"],
+            nlz=nlz,
+        )
+
+    def equals(self, other: "Frame", atol: float = 0.0) -> bool:
+        """Field-wise comparison (arrays with ``atol``), for tests and resume checks."""
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+                if a is None or b is None or a.shape != b.shape:
+                    return False
+                if a.dtype.kind in "fc":
+                    if not np.allclose(a, b, atol=atol, rtol=0):
+                        return False
+                elif not np.array_equal(a, b):
+                    return False
+            elif a != b:
+                return False
+        return True
+
+
+def _index_from_name(path: Path) -> int:
+    try:
+        return int(path.stem)
+    except ValueError:
+        return 0
