@@ -1,0 +1,122 @@
+"""Range images -> points, with Waymo's conventions (vectorised numpy, float64 inside).
+
+Conventions (Waymo Open Dataset v1):
+
+- Row i of a range image looks along inclination ``inclinations[H-1-i]``: the calibration lists beam
+  inclinations in increasing order, and row 0 is the highest beam. Without explicit inclinations the
+  beams are uniform, ``min + (i + 0.5) / H * (max - min)`` for i = 0..H-1.
+- Column j looks along azimuth ``((W - j - 0.5) / W * 2 - 1) * pi - yaw(extrinsic)`` in the sensor
+  frame (column 0 near +pi, decreasing), where ``yaw(extrinsic) = atan2(R[1,0], R[0,0])``, so the
+  columns sit at fixed azimuths in the vehicle frame whatever the sensor's mounting yaw.
+- A sensor-frame point is ``r * (cos az cos inc, sin az cos inc, sin inc)``; the extrinsic maps it
+  into the vehicle frame.
+- The TOP lidar's per-pixel pose ``(roll, pitch, yaw, x, y, z)`` is the vehicle-to-world pose at the
+  moment that pixel was measured (rotation ``Rz(yaw) Ry(pitch) Rx(roll)``). Rolling-shutter
+  compensation maps each point into the world with its pixel pose, then into the vehicle frame of the
+  frame's pose.
+- Pixels with range <= 0 hold no return.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def uniform_inclinations(inclination_min: float, inclination_max: float, height: int) -> np.ndarray:
+    """Increasing beam inclinations of a lidar calibrated with only a min and a max."""
+    return inclination_min + (np.arange(height) + 0.5) / height * (inclination_max - inclination_min)
+
+
+def row_inclinations(beam_inclinations: np.ndarray | None, inclination_min: float,
+                     inclination_max: float, height: int) -> np.ndarray:
+    """Inclination of each range-image row (row 0 = highest beam), in radians."""
+    if beam_inclinations is not None and len(beam_inclinations):
+        incl = np.asarray(beam_inclinations, np.float64)
+        if len(incl) != height:
+            raise ValueError(f"{len(incl)} beam inclinations for a range image of {height} rows")
+    else:
+        incl = uniform_inclinations(inclination_min, inclination_max, height)
+    return incl[::-1].copy()
+
+
+def extrinsic_yaw(extrinsic: np.ndarray) -> float:
+    return float(np.arctan2(extrinsic[1, 0], extrinsic[0, 0]))
+
+
+def column_azimuths(width: int, extrinsic: np.ndarray) -> np.ndarray:
+    """Sensor-frame azimuth of each range-image column, in radians."""
+    ratios = (width - np.arange(width) - 0.5) / width
+    return (ratios * 2.0 - 1.0) * np.pi - extrinsic_yaw(extrinsic)
+
+
+def sensor_directions(inclinations: np.ndarray, azimuths: np.ndarray) -> np.ndarray:
+    """(H, W, 3) unit ray directions in the sensor frame for rows ``inclinations``, columns ``azimuths``."""
+    ci, si = np.cos(inclinations)[:, None], np.sin(inclinations)[:, None]
+    ca, sa = np.cos(azimuths)[None, :], np.sin(azimuths)[None, :]
+    return np.stack([ca * ci, sa * ci, np.broadcast_to(si, (len(inclinations), len(azimuths)))], axis=-1)
+
+
+def rotation_from_rpy(roll: np.ndarray, pitch: np.ndarray, yaw: np.ndarray) -> np.ndarray:
+    """(..., 3, 3) rotations ``Rz(yaw) @ Ry(pitch) @ Rx(roll)``."""
+    cr, sr = np.cos(roll), np.sin(roll)
+    cp, sp = np.cos(pitch), np.sin(pitch)
+    cy, sy = np.cos(yaw), np.sin(yaw)
+    r = np.empty(np.shape(roll) + (3, 3), np.float64)
+    r[..., 0, 0] = cy * cp
+    r[..., 0, 1] = cy * sp * sr - sy * cr
+    r[..., 0, 2] = cy * sp * cr + sy * sr
+    r[..., 1, 0] = sy * cp
+    r[..., 1, 1] = sy * sp * sr + cy * cr
+    r[..., 1, 2] = sy * sp * cr - cy * sr
+    r[..., 2, 0] = -sp
+    r[..., 2, 1] = cp * sr
+    r[..., 2, 2] = cp * cr
+    return r
+
+
+def rpy_from_rotation(r: np.ndarray) -> np.ndarray:
+    """(..., 3) ``(roll, pitch, yaw)`` of rotations ``Rz(yaw) Ry(pitch) Rx(roll)`` (|pitch| < pi/2)."""
+    roll = np.arctan2(r[..., 2, 1], r[..., 2, 2])
+    pitch = np.arcsin(np.clip(-r[..., 2, 0], -1.0, 1.0))
+    yaw = np.arctan2(r[..., 1, 0], r[..., 0, 0])
+    return np.stack([roll, pitch, yaw], axis=-1)
+
+
+def range_image_to_points(range_image: np.ndarray, extrinsic: np.ndarray, inclinations: np.ndarray,
+                          pixel_pose: np.ndarray | None = None, frame_pose: np.ndarray | None = None,
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Points of one range image in the vehicle frame.
+
+    range_image: (H, W, C) with range in channel 0; extrinsic: (4, 4) sensor-to-vehicle;
+    inclinations: (H,) per row (see ``row_inclinations``); pixel_pose: optional (H, W, 6)
+    ``(roll, pitch, yaw, x, y, z)`` vehicle-to-world per pixel, which needs ``frame_pose`` (4, 4).
+    Returns ``(xyz, mask)``: xyz (P, 3) float64 of the valid pixels in row-major order, and the
+    (H, W) bool mask of valid pixels (range > 0) that selects them.
+    """
+    h, w = range_image.shape[:2]
+    extrinsic = np.asarray(extrinsic, np.float64)
+    mask = range_image[..., 0] > 0
+    rows, cols = np.nonzero(mask)
+    rng = range_image[rows, cols, 0].astype(np.float64)
+    incl = np.asarray(inclinations, np.float64)[rows]
+    az = column_azimuths(w, extrinsic)[cols]
+    cos_incl = np.cos(incl)
+    local = np.stack([np.cos(az) * cos_incl * rng, np.sin(az) * cos_incl * rng, np.sin(incl) * rng], axis=-1)
+    pts = local @ extrinsic[:3, :3].T + extrinsic[:3, 3]
+    if pixel_pose is not None:
+        if frame_pose is None:
+            raise ValueError("frame_pose is needed with pixel_pose")
+        if pixel_pose.shape[:2] != (h, w):
+            raise ValueError(f"pixel pose of shape {pixel_pose.shape} for a range image of {(h, w)}")
+        pp = pixel_pose[rows, cols].astype(np.float64)
+        rot = rotation_from_rpy(pp[:, 0], pp[:, 1], pp[:, 2])
+        world = np.einsum("nij,nj->ni", rot, pts) + pp[:, 3:6]
+        inv = np.linalg.inv(np.asarray(frame_pose, np.float64))
+        pts = world @ inv[:3, :3].T + inv[:3, 3]
+    return pts, mask
+
+
+__all__ = [
+    "uniform_inclinations", "row_inclinations", "extrinsic_yaw", "column_azimuths", "sensor_directions",
+    "rotation_from_rpy", "rpy_from_rotation", "range_image_to_points",
+]
