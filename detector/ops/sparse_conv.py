@@ -23,6 +23,71 @@ from spconv.pytorch.core import IndiceData
 __all__ = ["SubMConv3d", "SparseConv3d", "SparseInverseConv3d", "gather_gemm_scatter"]
 
 
+def _pairs(indice_pairs: torch.Tensor, indice_pair_num: torch.Tensor, subm: bool, inverse: bool):
+    """(offset, input rows, output rows) for every kernel offset with pairs (the centre excluded for
+    submanifold convolutions, whose centre is the identity map)."""
+    kv = indice_pairs.shape[1]
+    centre = kv // 2
+    pair_in = indice_pairs[int(inverse)]
+    pair_out = indice_pairs[int(not inverse)]
+    counts = indice_pair_num.tolist()
+    for i in range(kv):
+        if subm and i == centre:
+            continue
+        # spconv fills submanifold counts only up to the centre; an offset past it has its mirror's.
+        n = counts[kv - i - 1] if (subm and i > centre) else counts[i]
+        if n > 0:
+            yield i, pair_in[i, :n].long(), pair_out[i, :n].long()
+
+
+class _GatherGemmScatter(torch.autograd.Function):
+    """Sparse convolution over a native rule book with torch ops.
+
+    Saves only the inputs and the rule book (not the gathered rows of every offset), so memory stays
+    close to spconv's; the backward recomputes the gathers.
+    """
+
+    @staticmethod
+    def forward(ctx, features, weight, indice_pairs, indice_pair_num, num_out: int, subm: bool, inverse: bool):
+        out_channels = weight.shape[0]
+        w = weight.reshape(out_channels, -1, weight.shape[-1])  # (O, KV, I)
+        centre = w.shape[1] // 2
+        if subm:
+            out = features @ w[:, centre].T
+        else:
+            out = features.new_zeros((num_out, out_channels))
+        for i, rows_in, rows_out in _pairs(indice_pairs, indice_pair_num, subm, inverse):
+            out.index_add_(0, rows_out, features.index_select(0, rows_in) @ w[:, i].T)
+        ctx.save_for_backward(features, weight, indice_pairs, indice_pair_num)
+        ctx.subm, ctx.inverse = subm, inverse
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        features, weight, indice_pairs, indice_pair_num = ctx.saved_tensors
+        out_channels = weight.shape[0]
+        w = weight.reshape(out_channels, -1, weight.shape[-1])
+        centre = w.shape[1] // 2
+        grad_out = grad_out.contiguous()
+        need_f, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_f = torch.zeros_like(features) if need_f else None
+        grad_w = torch.zeros_like(w) if need_w else None
+        if ctx.subm:
+            if need_f:
+                grad_f += grad_out @ w[:, centre]
+            if need_w:
+                grad_w[:, centre] = grad_out.T @ features
+        for i, rows_in, rows_out in _pairs(indice_pairs, indice_pair_num, ctx.subm, ctx.inverse):
+            g = grad_out.index_select(0, rows_out)
+            if need_f:
+                grad_f.index_add_(0, rows_in, g @ w[:, i])
+            if need_w:
+                grad_w[:, i] += g.T @ features.index_select(0, rows_in)
+        if grad_w is not None:
+            grad_w = grad_w.reshape(weight.shape)
+        return grad_f, grad_w, None, None, None, None, None
+
+
 def gather_gemm_scatter(
     features: torch.Tensor,
     weight: torch.Tensor,
@@ -32,35 +97,13 @@ def gather_gemm_scatter(
     subm: bool,
     inverse: bool,
 ) -> torch.Tensor:
-    """Apply a sparse convolution given spconv's native rule book.
+    """Apply a sparse convolution given spconv's native rule book (differentiable in features, weight).
 
     ``weight`` is spconv's KRSC layout ``(out, *kernel, in)``; ``indice_pairs`` is ``(2, KV, P)``
     (row 0 input rows, row 1 output rows; swapped for an inverse convolution) and ``indice_pair_num``
-    ``(KV,)`` counts the valid pairs per kernel offset. For submanifold convolutions spconv fills only
-    the offsets up to the centre: the centre is the identity map and an offset past it has as many
-    pairs as its mirror.
+    ``(KV,)`` counts the valid pairs per kernel offset.
     """
-    out_channels = weight.shape[0]
-    w = weight.reshape(out_channels, -1, weight.shape[-1])  # (O, KV, I)
-    kv = w.shape[1]
-    centre = kv // 2
-    pair_in = indice_pairs[int(inverse)]
-    pair_out = indice_pairs[int(not inverse)]
-    counts = indice_pair_num.tolist()
-    if subm:
-        out = features @ w[:, centre].T
-    else:
-        out = features.new_zeros((num_out, out_channels))
-    for i in range(kv):
-        if subm and i == centre:
-            continue
-        n = counts[kv - i - 1] if (subm and i > centre) else counts[i]
-        if n <= 0:
-            continue
-        rows_in = pair_in[i, :n].long()
-        rows_out = pair_out[i, :n].long()
-        out = out.index_add(0, rows_out, features.index_select(0, rows_in) @ w[:, i].T)
-    return out
+    return _GatherGemmScatter.apply(features, weight, indice_pairs, indice_pair_num, num_out, subm, inverse)
 
 
 class _CpuSafeConv:
