@@ -1,0 +1,134 @@
+"""The LightningModule: clips in, losses out for training; segments streamed for validation.
+
+Validation runs the detector exactly as evaluation does: frame by frame over whole segments with
+the temporal state carried (``detector.inference``), and scores the detections with the Waymo
+metrics (``detector.eval``). Under DDP every rank streams its own whole segments; the metric counts
+are merged across ranks at epoch end.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from detector.data.batch import ClipBatch, FrameBatch
+from detector.inference import FrameResult, frame_result
+
+#: The breakdown that drives model selection and the progress bar.
+MAIN_METRIC = "OBJECT_TYPE_TYPE_VEHICLE_LEVEL_1"
+
+
+def build_model(model_cfg: DictConfig | dict) -> torch.nn.Module:
+    from hydra.utils import instantiate
+
+    return instantiate(OmegaConf.create(model_cfg) if isinstance(model_cfg, dict) else model_cfg,
+                       _convert_="partial")
+
+
+class DetectorModule(L.LightningModule):
+    """Wraps a ``Detector`` built from ``model_cfg`` (kept in the checkpoint so that evaluation can
+    rebuild the exact model from the checkpoint alone)."""
+
+    def __init__(self, model_cfg: dict, lr: float = 2e-3, weight_decay: float = 1e-2,
+                 scheduler: str = "onecycle", warmup_pct: float = 0.1, grad_clip: float | None = None,
+                 validation_metrics: bool = True) -> None:
+        super().__init__()
+        if isinstance(model_cfg, DictConfig):
+            model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
+        self.save_hyperparameters()
+        self.model = build_model(model_cfg)
+        self._metrics = None
+        self._val_state = None
+        self._val_losses: list[float] = []
+
+    # -- training ---------------------------------------------------------------------------------
+    def forward(self, clip: ClipBatch, decode: bool = False):
+        return self.model(clip, decode=decode)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        if isinstance(batch, (ClipBatch, FrameBatch)):
+            return batch.to(device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def training_step(self, batch: ClipBatch, batch_idx: int) -> torch.Tensor:
+        out = self.model(batch)
+        losses = out.losses
+        bs = batch.batch_size
+        self.log("train/loss", losses["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=bs)
+        for k, v in losses.items():
+            if k != "loss":
+                self.log(f"train/{k}", v, on_step=True, on_epoch=False, batch_size=bs)
+        opt = self.optimizers(use_pl_optimizer=False)
+        self.log("lr", opt.param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=bs)
+        return losses["loss"]
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=hp.lr)
+        if hp.scheduler == "none":
+            return opt
+        total = int(self.trainer.estimated_stepping_batches)
+        if hp.scheduler == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=max(total, 2),
+                                                        pct_start=hp.warmup_pct, anneal_strategy="cos",
+                                                        div_factor=10.0, final_div_factor=100.0)
+        elif hp.scheduler == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total, 1))
+        else:
+            raise ValueError(f"unknown scheduler {hp.scheduler!r} (onecycle, cosine, none)")
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- validation: streaming over whole segments --------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        from detector.eval import WaymoMetrics
+
+        self._metrics = WaymoMetrics()
+        self._val_state = None
+        self._val_losses = []
+
+    def validation_step(self, frame: FrameBatch, batch_idx: int) -> None:
+        if self._val_state is None:
+            self._val_state = self.model.init_state(frame.batch_size)
+        if len(frame.boxes):
+            # the loss of this frame given the carried state (no gradient); same step as inference
+            dets, self._val_state, losses = self.model.step(frame, self._val_state, return_losses=True)
+            self._val_losses.append(float(losses["loss"]))
+        else:
+            dets, self._val_state = self.model.step(frame, self._val_state)
+        if self.hparams.validation_metrics:
+            self.add_to_metrics(frame_result(frame, dets[0]))
+
+    def add_to_metrics(self, r: FrameResult) -> None:
+        self._metrics.add_frame((r.segment, r.timestamp_micros), r.gt_boxes, r.gt_types, r.gt_num_points,
+                                r.gt_difficulty, r.boxes, r.scores, r.types)
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self._metrics
+        losses = self._val_losses
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, (metrics, losses))
+            metrics = gathered[0][0]
+            for other, _ in gathered[1:]:
+                metrics.merge(other)
+            losses = [v for _, ls in gathered for v in ls]
+        if losses:
+            self.log("val/loss", sum(losses) / len(losses))
+        if self.hparams.validation_metrics:
+            results = metrics.compute()
+            for key in ("OBJECT_TYPE_TYPE_VEHICLE_LEVEL_1", "OBJECT_TYPE_TYPE_VEHICLE_LEVEL_2",
+                        "OBJECT_TYPE_TYPE_PEDESTRIAN_LEVEL_1", "OBJECT_TYPE_TYPE_CYCLIST_LEVEL_1"):
+                if key in results:
+                    short = key.replace("OBJECT_TYPE_TYPE_", "").lower()
+                    self.log(f"val/AP_{short}", results[key]["AP"], prog_bar=key == MAIN_METRIC)
+                    self.log(f"val/APH_{short}", results[key]["APH"])
+        self._metrics = None
+        self._val_state = None

@@ -1,0 +1,95 @@
+"""Train a detector: ``python -m detector.train experiment=NAME [overrides]``.
+
+Writes into the Hydra run dir: ``checkpoints/last.ckpt`` and ``checkpoints/best-*.ckpt``, CSV and
+TensorBoard logs (``logs/``), ``learning_curves.png``. ``ckpt_path=PATH`` resumes a run: model,
+optimizer, scheduler, epoch and step are restored, and since every random draw of the data
+pipeline is a function of (seed, epoch, clip), a run resumed from an epoch-end checkpoint ends with
+the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from detector import CONFIG_DIR
+from detector.errors import check_checkpoint_file, user_errors
+from detector.lit_module import DetectorModule
+
+log = logging.getLogger(__name__)
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    """Hydra's run dir when run through Hydra, else ``cfg.output_dir`` (tests compose configs)."""
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(cfg.get("output_dir") or "outputs/train")
+
+
+def build_trainer(cfg: DictConfig, out: Path, callbacks: list | None = None) -> L.Trainer:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    loggers = []
+    if cfg.logging.csv:
+        loggers.append(CSVLogger(str(out), name="logs", version="csv"))
+    if cfg.logging.tensorboard:
+        loggers.append(TensorBoardLogger(str(out), name="logs", version="tensorboard"))
+    ck = cfg.checkpoint
+    cbs = [ModelCheckpoint(dirpath=str(out / "checkpoints"), filename="last", save_last=False,
+                           every_n_train_steps=ck.every_n_train_steps, save_on_train_epoch_end=True,
+                           enable_version_counter=False)]
+    if cfg.module.validation_metrics and ck.monitor:
+        cbs.append(ModelCheckpoint(dirpath=str(out / "checkpoints"), filename="best-{epoch:02d}",
+                                   monitor=ck.monitor, mode=ck.mode, save_top_k=1, auto_insert_metric_name=False))
+    cbs += list(callbacks or [])
+    return instantiate(cfg.trainer, logger=loggers or False, callbacks=cbs, default_root_dir=str(out))
+
+
+def train(cfg: DictConfig) -> dict:
+    """Run training as configured; returns paths of what it wrote and the last validation metrics."""
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(int(cfg.torch_threads))
+    L.seed_everything(int(cfg.seed), workers=True)
+    out = output_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path:
+        check_checkpoint_file(ckpt_path)
+    datamodule = instantiate(cfg.data, seed=int(cfg.seed))
+    module = DetectorModule(model_cfg=OmegaConf.to_container(cfg.model, resolve=True), **cfg.module)
+    trainer = build_trainer(cfg, out)
+    OmegaConf.save(cfg, out / "train_config.yaml", resolve=True)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    result = {"output_dir": str(out), "last_checkpoint": str(out / "checkpoints" / "last.ckpt"),
+              "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}}
+    best = [c for c in trainer.callbacks if getattr(c, "monitor", None)]
+    if best and best[0].best_model_path:
+        result["best_checkpoint"] = best[0].best_model_path
+    if cfg.logging.plot and cfg.logging.csv and trainer.is_global_zero:
+        csv_path = out / "logs" / "csv" / "metrics.csv"
+        if csv_path.is_file():
+            from detector.plots import plot_learning_curves
+
+            result["learning_curves"] = str(plot_learning_curves({"run": csv_path}, out / "learning_curves.png"))
+    if trainer.is_global_zero:
+        log.info("training done: %s", result)
+        print(f"outputs: {out}")
+    return result
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
+@user_errors
+def main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()
