@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The main job, one command on a fresh machine: set-up, synthetic Waymo segments, conversion to the
+# frame store, training of the LSTM detector, evaluation with the Waymo metrics, a rendered picture.
+#   scripts/demo.sh                 # everything under work/demo/ (re-running reuses data already made)
+#   DEMO_DIR=/tmp/demo scripts/demo.sh
+#   scripts/demo.sh trainer.max_epochs=2   # extra Hydra overrides go to the training command
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEMO_DIR="${DEMO_DIR:-$ROOT/work/demo}"
+PY="$ROOT/.venv/bin/python"
+start=$(date +%s)
+step() { echo; echo "=== [$(( $(date +%s) - start ))s] $*"; }
+
+step "set-up"
+"$ROOT/scripts/setup.sh"
+
+step "synthesize Waymo-format segments -> $DEMO_DIR/records"
+if [ ! -f "$DEMO_DIR/records/.done" ]; then
+  "$PY" -m data_tools.synthesize out_dir="$DEMO_DIR/records" seed=0 hydra.run.dir="$DEMO_DIR/logs/synthesize"
+  touch "$DEMO_DIR/records/.done"
+fi
+
+step "convert records -> frame store $DEMO_DIR/store"
+"$PY" -m data_tools.convert_waymo src="$DEMO_DIR/records" dst="$DEMO_DIR/store" workers=2 \
+  hydra.run.dir="$DEMO_DIR/logs/convert"
+"$PY" -m data_tools.stats dst="$DEMO_DIR/store" hydra.run.dir="$DEMO_DIR/logs/stats"
+
+step "train experiment=demo_synthetic"
+TRAIN_DIR="$DEMO_DIR/train"
+rm -rf "$TRAIN_DIR"
+"$PY" -m detector.train experiment=demo_synthetic data.root="$DEMO_DIR/store" hydra.run.dir="$TRAIN_DIR" "$@"
+CKPT="$TRAIN_DIR/checkpoints/last.ckpt"
+
+step "evaluate on the validation split"
+EVAL_DIR="$DEMO_DIR/evaluate"
+rm -rf "$EVAL_DIR"
+"$PY" -m detector.evaluate experiment=demo_synthetic data.root="$DEMO_DIR/store" ckpt_path="$CKPT" \
+  split=validation hydra.run.dir="$EVAL_DIR"
+
+step "render detections"
+SEG="$(ls -d "$DEMO_DIR"/store/validation/*/ | head -n 1)"
+"$PY" -m detector.visualize segment="$SEG" predictions="$EVAL_DIR/predictions.bin" frame=-1 \
+  headless=true out="$DEMO_DIR/detections.png" hydra.run.dir="$DEMO_DIR/logs/visualize"
+"$PY" -m detector.visualize segment="$SEG" predictions="$EVAL_DIR/predictions.bin" \
+  bev=true out="$DEMO_DIR/detections_bev.png" frame=-1 hydra.run.dir="$DEMO_DIR/logs/visualize_bev"
+
+step "done in $(( $(date +%s) - start ))s"
+cat <<TXT
+records:          $DEMO_DIR/records
+frame store:      $DEMO_DIR/store
+training run:     $TRAIN_DIR  (checkpoints/, logs/, learning_curves.png)
+evaluation:       $EVAL_DIR  (predictions.bin, ground_truth.bin, metrics.json)
+pictures:         $DEMO_DIR/detections.png, $DEMO_DIR/detections_bev.png
+TXT
