@@ -134,3 +134,18 @@ def test_clip_dataset_applies_one_transform_to_every_frame(tmp_path):
         rel = np.linalg.inv(f1.pose) @ f0.pose
         moved = f0.points[:30, :3].astype(np.float64) @ rel[:3, :3].T + rel[:3, 3]
         np.testing.assert_allclose(moved, f1.points[:30, :3], atol=5e-4)
+
+
+def test_clip_augmentation_is_a_function_of_seed_epoch_and_clip(tmp_path):
+    make_segment(tmp_path, "training", "seg", 8, seed=4, num_points=20)
+    cfg = AugmentConfig(rotation=math.pi, translate_std=(0.5, 0.5, 0.1))
+    ds = ClipDataset(tmp_path, "training", clip_length=2, stride=1, augment=cfg, seed=11)
+    again = ClipDataset(tmp_path, "training", clip_length=2, stride=1, augment=cfg, seed=11)
+    torch.manual_seed(123)  # the global RNG plays no part
+    assert [ds[i].transform for i in range(len(ds))] == [again[(i, 0)].transform for i in range(len(ds))]
+    epoch1 = [ds[(i, 1)].transform for i in range(len(ds))]
+    ds.set_epoch(1)
+    assert [ds[i].transform for i in range(len(ds))] == epoch1
+    assert len({t.angle for t in epoch1} | {ds[(i, 0)].transform.angle for i in range(len(ds))}) == 2 * len(ds)
+    other_seed = ClipDataset(tmp_path, "training", clip_length=2, stride=1, augment=cfg, seed=12)
+    assert other_seed[(0, 1)].transform != epoch1[0]

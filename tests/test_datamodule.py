@@ -183,3 +183,21 @@ class _DumpingRecorder(_Recorder):
     def on_validation_epoch_end(self):
         with open(f"{self.out}/val{self.global_rank}.txt", "w") as f:
             f.write(" ".join(f"{s}:{i}" for s, i, _ in self.val_seen))
+
+
+def test_training_batches_independent_of_worker_count(store):
+    def epoch_batches(workers, epoch):
+        dm = ClipDataModule(store, clip_length=2, stride=1, batch_size=3, num_workers=workers, seed=5,
+                            augment={"translate_std": [0.3, 0.3, 0.0]})
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        return [(b.frames[0].segments, b.frames[0].indices, b.frames[1].points, b.frames[1].poses) for b in loader]
+
+    a, b = epoch_batches(0, 1), epoch_batches(2, 1)
+    assert len(a) == len(b) == 6
+    for x, y in zip(a, b):
+        assert x[0] == y[0] and x[1] == y[1]
+        assert torch.equal(x[2], y[2]) and torch.equal(x[3], y[3])
+    c = epoch_batches(0, 2)
+    assert [x[:2] for x in c] != [x[:2] for x in a]
+    assert list(ClipSampler(_Sized(3), shuffle=False, with_epoch=True)) == [(0, 0), (1, 0), (2, 0)]

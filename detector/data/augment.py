@@ -146,8 +146,7 @@ def wrap_angle(a: np.ndarray) -> np.ndarray:
 
 
 def sample_transform(cfg: AugmentConfig, generator: torch.Generator | None = None) -> GlobalTransform:
-    """Draw one transform from torch's RNG (the global one unless ``generator`` is given), so that
-    ``seed_everything`` and DataLoader worker seeding make it reproducible and new every epoch."""
+    """Draw one transform from ``generator`` (torch's global RNG when None)."""
     u = torch.rand(3, generator=generator, dtype=torch.float64).tolist()
     t = torch.randn(3, generator=generator, dtype=torch.float64).tolist()
     lo, hi = cfg.scale

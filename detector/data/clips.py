@@ -28,6 +28,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from detector.data.batch import FrameBatch
@@ -178,19 +179,24 @@ class ClipDataset(_FrameStoreDataset):
     """Item i: T consecutive frames of one segment as a ``Clip`` (see the module docstring).
 
     Each frame file is read once per item. ``augment`` (training only) draws one ``GlobalTransform``
-    per clip from torch's RNG and applies it to every frame and pose.
+    per clip and applies it to every frame and pose. The draw is a function of ``(seed, epoch, i)``
+    only (not of worker processes or earlier draws), so runs resumed at an epoch boundary repeat it:
+    the key may be ``i`` (epoch from ``set_epoch``) or ``(i, epoch)`` as ``ClipSampler(with_epoch=True)``
+    yields, which also reaches DataLoader workers.
     """
 
     def __init__(self, root: str | os.PathLike, split: str, clip_length: int = 4, stride: int | None = None,
                  max_gap_s: float | None = 0.5, augment: AugmentConfig | None = None,
                  point_range: Sequence[float] | None = None, classes: Sequence[int] | None = DEFAULT_CLASSES,
-                 keep_boxes_outside_range: bool = False, cover_tail: bool = True,
+                 keep_boxes_outside_range: bool = False, cover_tail: bool = True, seed: int = 0,
                  segments: Sequence[SegmentInfo] | None = None) -> None:
         super().__init__(root, split, max_gap_s=max_gap_s, point_range=point_range, classes=classes,
                          keep_boxes_outside_range=keep_boxes_outside_range, segments=segments)
         self.clip_length = int(clip_length)
         self.stride = int(stride) if stride is not None else self.clip_length
         self.augment = AugmentConfig.from_any(augment)
+        self.seed = int(seed)
+        self.epoch = 0
         self.index: list[tuple[int, int]] = []  # (segment position, first frame)
         short = []
         for k, seg in enumerate(self.segments):
@@ -209,13 +215,24 @@ class ClipDataset(_FrameStoreDataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, i: int) -> Clip:
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def augment_generator(self, i: int, epoch: int) -> torch.Generator:
+        """The RNG of clip i's augmentation in ``epoch``."""
+        state = np.random.SeedSequence([self.seed, epoch, i]).generate_state(1, np.uint64)[0]
+        return torch.Generator().manual_seed(int(state) & (2**63 - 1))
+
+    def __getitem__(self, key: int | tuple[int, int]) -> Clip:
+        i, epoch = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), self.epoch)
         k, start = self.index[i]
         seg = self.segments[k]
         frames = [self._load(seg, start + t) for t in range(self.clip_length)]
         reset = self.resets[k][start:start + self.clip_length].copy()
         reset[0] = True
-        transform = sample_transform(self.augment) if self.augment is not None else None
+        transform = None
+        if self.augment is not None:
+            transform = sample_transform(self.augment, self.augment_generator(i, epoch))
         if transform is not None:
             frames = [transform.apply_frame(f) for f in frames]
         frames = [self._finish(f) for f in frames]

@@ -2,6 +2,8 @@
 
 - ``train_dataloader``: ``ClipDataset`` (augmented) + ``ClipSampler`` (shuffled, DDP-aware, whole clips
   per rank, the same count on every rank) -> ``ClipBatch`` of ``clip_length`` frames x ``batch_size`` clips.
+  Clip order and augmentation are functions of ``(seed, epoch, clip)`` only: the same for any number of
+  workers, and repeated by a run resumed at an epoch boundary.
 - ``val/test/predict_dataloader``: ``SegmentDataset`` -> one ``FrameBatch`` per step (batch size 1), every
   frame of this rank's whole segments in order, ``reset`` at segment starts and on gaps. Under DDP the
   segments are split across ranks whole, so ranks may run different numbers of steps: do not sync
@@ -74,7 +76,8 @@ class ClipDataModule(L.LightningDataModule):
                   None: ("train", "val", "test")}[stage]
         if "train" in wanted and self.train_set is None:
             self.train_set = ClipDataset(self.root, self.splits["train"], clip_length=self.clip_length,
-                                         stride=self.stride, augment=self.augment, **self._frame_kwargs())
+                                         stride=self.stride, augment=self.augment, seed=self.seed,
+                                         **self._frame_kwargs())
         num_replicas, rank = self._rank()
         for name in wanted:
             if name != "train" and name not in self.stream_sets:
@@ -90,7 +93,7 @@ class ClipDataModule(L.LightningDataModule):
             self.setup("fit")
         num_replicas, rank = self._rank()
         sampler = ClipSampler(self.train_set, shuffle=True, seed=self.seed, num_replicas=num_replicas, rank=rank,
-                              drop_last=self.drop_last)
+                              drop_last=self.drop_last, with_epoch=True)
         return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, collate_fn=collate_clips,
                           drop_last=self.drop_last, **self._loader_kwargs())
 

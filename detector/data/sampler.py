@@ -22,7 +22,7 @@ def distributed_context(num_replicas: int | None = None, rank: int | None = None
     return int(num_replicas), int(rank)
 
 
-class ClipSampler(Sampler[int]):
+class ClipSampler(Sampler):
     """Indices of clips for one rank.
 
     The epoch's order is a permutation drawn from ``seed + epoch`` (or 0..n-1 without shuffle), the same
@@ -30,15 +30,18 @@ class ClipSampler(Sampler[int]):
     multiple of R (ranks disjoint, a few clips skipped per epoch); without it, it is padded by repeating
     its head (every clip seen, up to R-1 repeated). Lightning must keep it: pass it as ``sampler=`` and set
     ``Trainer(use_distributed_sampler=False)``; Lightning calls ``set_epoch`` each epoch.
+    ``with_epoch=True`` yields ``(index, epoch)`` keys, so that the dataset's random augmentation can
+    depend on the epoch even inside DataLoader workers (``ClipDataset`` accepts both key forms).
     """
 
     def __init__(self, dataset: Sized, shuffle: bool = True, seed: int = 0, num_replicas: int | None = None,
-                 rank: int | None = None, drop_last: bool = False) -> None:
+                 rank: int | None = None, drop_last: bool = False, with_epoch: bool = False) -> None:
         self.dataset = dataset
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.num_replicas, self.rank = distributed_context(num_replicas, rank)
         self.drop_last = bool(drop_last)
+        self.with_epoch = bool(with_epoch)
         self.epoch = 0
         n = len(dataset)
         if self.drop_last:
@@ -67,8 +70,9 @@ class ClipSampler(Sampler[int]):
         pad = self.total_size - n
         return order + (order * math.ceil(pad / n))[:pad]
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.order()[self.rank:self.total_size:self.num_replicas])
+    def __iter__(self) -> Iterator[int | tuple[int, int]]:
+        mine = self.order()[self.rank:self.total_size:self.num_replicas]
+        return iter([(i, self.epoch) for i in mine] if self.with_epoch else mine)
 
     def __len__(self) -> int:
         return self.num_samples
