@@ -1,5 +1,20 @@
 """Evaluation: rotated 3D IoU, the Waymo detection metrics (AP/APH), submission files."""
 
+from detector.eval.config import MetricsSpec, default_config
 from detector.eval.iou import bev_iou, iou3d, paired_iou
+from detector.eval.metrics import PRCurve, WaymoMetrics, evaluate_objects, evaluate_objects_curves, mean_average_precision
+from detector.eval.submission import (
+    FrameObjects,
+    SubmissionError,
+    detections_to_objects,
+    frame_key,
+    objects_to_frames,
+    read_objects,
+    write_objects,
+)
 
-__all__ = ["bev_iou", "iou3d", "paired_iou"]
+__all__ = [
+    "FrameObjects", "MetricsSpec", "PRCurve", "SubmissionError", "WaymoMetrics", "bev_iou", "default_config",
+    "detections_to_objects", "evaluate_objects", "evaluate_objects_curves", "frame_key", "iou3d",
+    "mean_average_precision", "objects_to_frames", "paired_iou", "read_objects", "write_objects",
+]

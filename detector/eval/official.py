@@ -1,0 +1,142 @@
+"""Bridge to the official TensorFlow metrics op, for cross-checks and benchmarks only.
+
+The op lives in ``.venv-official`` (``scripts/setup_official.sh``): TensorFlow and its numpy pin
+cannot share the project's venv. :func:`run_official_op` writes the inputs to an ``.npz``, runs this
+file there as a script (``python detector/eval/official.py IN.npz OUT.npz``, which imports only
+numpy besides TensorFlow and the Waymo package) and reads the results back.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+OFFICIAL_PYTHON = REPO_ROOT / ".venv-official" / "bin" / "python"
+
+
+def official_available() -> bool:
+    return OFFICIAL_PYTHON.exists()
+
+
+@dataclass(frozen=True)
+class ObjectArrays:
+    """Objects of many frames as flat arrays, the op's input layout."""
+
+    boxes: np.ndarray  # (N, 7)
+    types: np.ndarray  # (N,)
+    frame_ids: np.ndarray  # (N,) int64
+    scores: np.ndarray | None = None  # (N,), predictions only
+    overlap_nlz: np.ndarray | None = None  # (N,) bool, predictions only
+    difficulty: np.ndarray | None = None  # (N,), ground truth only (1 or 2)
+
+
+@dataclass(frozen=True)
+class OfficialResult:
+    names: list[str]
+    ap: np.ndarray  # (B,)
+    aph: np.ndarray  # (B,)
+    pr: np.ndarray  # (B, C, 5): precision, recall, tp, fp, fn
+    pr_ha: np.ndarray  # (B, C, 2): precision_ha, recall_ha
+    seconds: float  # wall time of the op alone
+    peak_rss_mib: float  # peak resident memory of the op's process
+
+    def as_dict(self) -> dict[str, dict[str, float]]:
+        return {n: {"AP": float(a), "APH": float(h)} for n, a, h in zip(self.names, self.ap, self.aph)}
+
+
+def official_inputs(gt_frames: dict, pred_frames: dict) -> tuple[ObjectArrays, ObjectArrays]:
+    """Flat op inputs from ``{frame key: FrameObjects}`` maps, with the official tool's ground-truth
+    rules applied (``num_points <= 0`` dropped; unset difficulty -> LEVEL_2 at <= 5 points)."""
+    keys = sorted(set(gt_frames) | set(pred_frames))
+
+    def flat(frames, is_gt):
+        parts = [(i, frames[k]) for i, k in enumerate(keys) if k in frames]
+        if not parts:
+            z = np.zeros(0)
+            return ObjectArrays(np.zeros((0, 7)), z.astype(np.int64), z.astype(np.int64), z.astype(np.float32),
+                                z.astype(bool), z.astype(np.int64))
+        ids = np.concatenate([np.full(len(f.types), i, np.int64) for i, f in parts])
+        cat = {name: np.concatenate([getattr(f, name) for _, f in parts])
+               for name in ("boxes", "types", "scores", "overlap_nlz", "num_points", "difficulty")}
+        if not is_gt:
+            return ObjectArrays(cat["boxes"], cat["types"], ids, cat["scores"], cat["overlap_nlz"])
+        keep = cat["num_points"] > 0
+        diff = np.where(cat["difficulty"] == 0, np.where(cat["num_points"] <= 5, 2, 1), cat["difficulty"])
+        return ObjectArrays(cat["boxes"][keep], cat["types"][keep], ids[keep], difficulty=diff[keep])
+
+    return flat(gt_frames, True), flat(pred_frames, False)
+
+
+def run_official_op(gt: ObjectArrays, pred: ObjectArrays, config, timeout: float | None = None) -> OfficialResult:
+    """Run ``py_metrics_ops.detection_metrics`` in ``.venv-official`` on the given arrays."""
+    if not official_available():
+        raise FileNotFoundError(f"{OFFICIAL_PYTHON} not found: run scripts/setup_official.sh")
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+        np.savez(
+            src,
+            pred_bbox=np.asarray(pred.boxes, np.float32).reshape(-1, 7),
+            pred_type=np.asarray(pred.types, np.uint8),
+            pred_score=np.asarray(pred.scores, np.float32),
+            pred_frame_id=np.asarray(pred.frame_ids, np.int64),
+            pred_nlz=(np.zeros(len(pred.types), bool) if pred.overlap_nlz is None
+                      else np.asarray(pred.overlap_nlz, bool)),
+            gt_bbox=np.asarray(gt.boxes, np.float32).reshape(-1, 7),
+            gt_type=np.asarray(gt.types, np.uint8),
+            gt_frame_id=np.asarray(gt.frame_ids, np.int64),
+            gt_difficulty=np.asarray(gt.difficulty, np.uint8),
+            config=np.frombuffer(config.SerializeToString(), np.uint8),
+        )
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        proc = subprocess.run([str(OFFICIAL_PYTHON), str(Path(__file__).resolve()), str(src), str(dst)],
+                              cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"official op failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+        with np.load(dst) as out:
+            return OfficialResult(
+                names=[str(n) for n in out["names"]], ap=out["ap"], aph=out["aph"], pr=out["pr"],
+                pr_ha=out["pr_ha"], seconds=float(out["seconds"]), peak_rss_mib=float(out["peak_rss_mib"]),
+            )
+
+
+def _main(src: str, dst: str) -> None:  # runs inside .venv-official
+    import tensorflow as tf
+    from waymo_open_dataset.metrics.ops import py_metrics_ops
+    from waymo_open_dataset.metrics.python import config_util_py
+    from waymo_open_dataset.protos import metrics_pb2
+
+    data = dict(np.load(src))
+    config = metrics_pb2.Config()
+    config.ParseFromString(data.pop("config").tobytes())
+    start = time.perf_counter()
+    ap, aph, _, pr, pr_ha, _, _ = py_metrics_ops.detection_metrics(
+        prediction_bbox=tf.constant(data["pred_bbox"]),
+        prediction_type=tf.constant(data["pred_type"]),
+        prediction_score=tf.constant(data["pred_score"]),
+        prediction_frame_id=tf.constant(data["pred_frame_id"]),
+        prediction_overlap_nlz=tf.constant(data["pred_nlz"]),
+        ground_truth_bbox=tf.constant(data["gt_bbox"]),
+        ground_truth_type=tf.constant(data["gt_type"]),
+        ground_truth_frame_id=tf.constant(data["gt_frame_id"]),
+        ground_truth_difficulty=tf.constant(data["gt_difficulty"]),
+        config=config.SerializeToString(),
+    )
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    np.savez(dst, names=np.array(config_util_py.get_breakdown_names_from_config(config)), ap=ap.numpy(),
+             aph=aph.numpy(), pr=pr.numpy(), pr_ha=pr_ha.numpy(), seconds=seconds, peak_rss_mib=peak)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit("usage: .venv-official/bin/python detector/eval/official.py IN.npz OUT.npz")
+    _main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,128 @@
+"""Waymo leaderboard files: ``metrics_pb2.Objects`` (.bin) reading, writing and conversion.
+
+Ground-truth files use the same message; their objects carry ``num_lidar_points_in_box`` and
+``detection_difficulty_level``. Objects are grouped into frames by the official key
+``(context_name + "_" + camera_name, frame_timestamp_micros)``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from google.protobuf import unknown_fields
+from google.protobuf.message import DecodeError
+from waymo_open_dataset import label_pb2
+from waymo_open_dataset.protos import metrics_pb2
+
+FrameKey = tuple[str, int]
+_CHECKED_OBJECTS = 100  # objects inspected for signs of a file of another message type
+
+
+class SubmissionError(ValueError):
+    """A file that is not a readable ``metrics_pb2.Objects``; the message names the file."""
+
+
+def read_objects(path: str | os.PathLike) -> metrics_pb2.Objects:
+    """Parse a ``metrics_pb2.Objects`` file, refusing files of other message types."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SubmissionError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    objects = metrics_pb2.Objects()
+    try:
+        objects.ParseFromString(data)
+    except DecodeError as exc:
+        raise SubmissionError(f"{path}: not a metrics_pb2.Objects file ({exc})") from exc
+    suspicious = len(unknown_fields.UnknownFieldSet(objects)) > 0
+    for obj in objects.objects[:_CHECKED_OBJECTS]:
+        if (len(unknown_fields.UnknownFieldSet(obj)) or len(unknown_fields.UnknownFieldSet(obj.object))
+                or not obj.object.HasField("box") or not obj.context_name):
+            suspicious = True
+            break
+    if suspicious:
+        raise SubmissionError(f"{path}: not a metrics_pb2.Objects file (unexpected fields, or objects "
+                              "without a box or context_name)")
+    return objects
+
+
+def write_objects(path: str | os.PathLike, objects: metrics_pb2.Objects | list) -> None:
+    """Write atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    if not isinstance(objects, metrics_pb2.Objects):
+        objects = metrics_pb2.Objects(objects=list(objects))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(objects.SerializeToString())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def detections_to_objects(context_name: str, timestamp: int, boxes, scores, types) -> list[metrics_pb2.Object]:
+    """Detections of one frame, boxes (K, 7) in Waymo's convention, as leaderboard objects."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 7)
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    types = np.asarray(types, np.int64).reshape(-1)
+    if not (len(boxes) == len(scores) == len(types)):
+        raise ValueError(f"{context_name}@{timestamp}: {len(boxes)} boxes, {len(scores)} scores, {len(types)} types")
+    out = []
+    for box, score, typ in zip(boxes.tolist(), scores.tolist(), types.tolist()):
+        obj = metrics_pb2.Object(context_name=context_name, frame_timestamp_micros=int(timestamp), score=score)
+        b = obj.object.box
+        b.center_x, b.center_y, b.center_z, b.length, b.width, b.height, b.heading = box
+        obj.object.type = typ
+        out.append(obj)
+    return out
+
+
+@dataclass
+class FrameObjects:
+    """The objects of one frame as arrays (fields of predictions or ground truth; both are kept)."""
+
+    boxes: np.ndarray  # (N, 7) float64
+    types: np.ndarray  # (N,) int64
+    scores: np.ndarray  # (N,) float32
+    overlap_nlz: np.ndarray  # (N,) bool
+    num_points: np.ndarray  # (N,) int64
+    difficulty: np.ndarray  # (N,) int64, 0 when unset
+
+    @classmethod
+    def empty(cls) -> "FrameObjects":
+        return cls(np.zeros((0, 7)), np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, bool),
+                   np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+
+def frame_key(obj: metrics_pb2.Object) -> FrameKey:
+    """The official frame key: (context name + "_" + camera name number, timestamp)."""
+    return f"{obj.context_name}_{obj.camera_name}", obj.frame_timestamp_micros
+
+
+def objects_to_frames(objects: metrics_pb2.Objects | list) -> dict[FrameKey, FrameObjects]:
+    """Group objects by frame key, in order of first appearance; arrays keep the file's order."""
+    items = objects.objects if isinstance(objects, metrics_pb2.Objects) else objects
+    rows: dict[FrameKey, list] = {}
+    for obj in items:
+        o = obj.object
+        b = o.box
+        diff = o.detection_difficulty_level if o.detection_difficulty_level != label_pb2.Label.UNKNOWN else 0
+        rows.setdefault(frame_key(obj), []).append(
+            (b.center_x, b.center_y, b.center_z, b.length, b.width, b.height, b.heading,
+             o.type, obj.score, obj.overlap_with_nlz, o.num_lidar_points_in_box, diff))
+    frames = {}
+    for key, r in rows.items():
+        a = np.array(r, dtype=np.float64).reshape(-1, 12)
+        frames[key] = FrameObjects(boxes=a[:, :7], types=a[:, 7].astype(np.int64),
+                                   scores=np.array([x[8] for x in r], np.float32),
+                                   overlap_nlz=a[:, 9].astype(bool), num_points=a[:, 10].astype(np.int64),
+                                   difficulty=a[:, 11].astype(np.int64))
+    return frames
