@@ -201,3 +201,16 @@ def test_training_batches_independent_of_worker_count(store):
     c = epoch_batches(0, 2)
     assert [x[:2] for x in c] != [x[:2] for x in a]
     assert list(ClipSampler(_Sized(3), shuffle=False, with_epoch=True)) == [(0, 0), (1, 0), (2, 0)]
+
+
+def test_streamed_splits_keep_boxes_outside_range_training_drops_them(store):
+    rng = [-8, -8, -3, 8, 8, 4]
+    dm = ClipDataModule(store, clip_length=2, batch_size=1, point_range=rng)
+    train_boxes = torch.cat([fb.boxes for b in dm.train_dataloader() for fb in b.frames])
+    assert len(train_boxes) and (train_boxes[:, 1:3].abs() <= 8).all()
+    val_boxes = torch.cat([fb.boxes for fb in dm.val_dataloader()])
+    assert (val_boxes[:, 1:3].abs() > 8).any()
+    val_types = torch.cat([fb.types for fb in dm.val_dataloader()])
+    assert set(val_types.tolist()) == {1, 2, 4}
+    strict = ClipDataModule(store, point_range=rng, eval_keep_boxes_outside_range=False)
+    assert all((fb.boxes[:, 1:3].abs() <= 8).all() for fb in strict.val_dataloader())

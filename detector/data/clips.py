@@ -233,7 +233,6 @@ class ClipDataset(_FrameStoreDataset):
         transform = None
         if self.augment is not None:
             transform = sample_transform(self.augment, self.augment_generator(i, epoch))
-        if transform is not None:
             frames = [transform.apply_frame(f) for f in frames]
         frames = [self._finish(f) for f in frames]
         return Clip(frames=frames, reset=reset, segment=seg.name, start=start, transform=transform)

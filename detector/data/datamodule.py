@@ -9,6 +9,10 @@
   segments are split across ranks whole, so ranks may run different numbers of steps: do not sync
   across ranks per step (no ``sync_dist`` on step-level logs), reduce metrics at epoch end.
 
+Boxes: training drops boxes whose centre lies outside ``point_range`` (unless
+``keep_boxes_outside_range``); the streamed splits keep them by default (``eval_keep_boxes_outside_range``)
+so that metrics count every labelled object of ``classes``, as the official evaluation does.
+
 The Trainer must run with ``use_distributed_sampler=False`` so that Lightning keeps these samplers.
 """
 
@@ -37,7 +41,7 @@ class ClipDataModule(L.LightningDataModule):
                  augment: AugmentConfig | Mapping | None = None, stride: int | None = None,
                  max_gap_s: float | None = 0.5, point_range: Sequence[float] | None = None,
                  classes: Sequence[int] | None = DEFAULT_CLASSES, keep_boxes_outside_range: bool = False,
-                 train_split: str = "training", val_split: str = "validation", test_split: str = "validation",
+                 eval_keep_boxes_outside_range: bool = True, train_split: str = "training", val_split: str = "validation", test_split: str = "validation",
                  predict_split: str | None = None, seed: int = 0, drop_last: bool = False,
                  pin_memory: bool = False, persistent_workers: bool = False) -> None:
         super().__init__()
@@ -51,6 +55,7 @@ class ClipDataModule(L.LightningDataModule):
         self.point_range = None if point_range is None else [float(v) for v in point_range]
         self.classes = None if classes is None else [int(c) for c in classes]
         self.keep_boxes_outside_range = bool(keep_boxes_outside_range)
+        self.eval_keep_boxes_outside_range = bool(eval_keep_boxes_outside_range)
         self.splits = {"train": train_split, "val": val_split, "test": test_split,
                        "predict": predict_split or test_split}
         self.seed = int(seed)
@@ -67,9 +72,10 @@ class ClipDataModule(L.LightningDataModule):
             return distributed_context(trainer.world_size, trainer.global_rank)
         return distributed_context()
 
-    def _frame_kwargs(self) -> dict:
+    def _frame_kwargs(self, stream: bool = False) -> dict:
+        keep = self.eval_keep_boxes_outside_range if stream else self.keep_boxes_outside_range
         return dict(max_gap_s=self.max_gap_s, point_range=self.point_range, classes=self.classes,
-                    keep_boxes_outside_range=self.keep_boxes_outside_range)
+                    keep_boxes_outside_range=keep)
 
     def setup(self, stage: str | None = None) -> None:
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",),
@@ -82,7 +88,7 @@ class ClipDataModule(L.LightningDataModule):
         for name in wanted:
             if name != "train" and name not in self.stream_sets:
                 self.stream_sets[name] = SegmentDataset(self.root, self.splits[name], num_replicas=num_replicas,
-                                                        rank=rank, **self._frame_kwargs())
+                                                        rank=rank, **self._frame_kwargs(stream=True))
 
     def _loader_kwargs(self) -> dict:
         return dict(num_workers=self.num_workers, pin_memory=self.pin_memory,
