@@ -1,0 +1,138 @@
+"""``python -m detector.visualize``: look at a segment, its labels and the detector's boxes.
+
+    python -m detector.visualize input=data/x/validation/SEG predictions=predictions.bin
+    python -m detector.visualize input=SEG.tfrecord headless=true out=frame.png frame=10
+    python -m detector.visualize input=SEG headless=true out=segment.gif frames=[0,40]
+
+Bad inputs end with a one-line message on stderr and exit status 2 (no traceback).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from detector import CONFIG_DIR
+from detector.errors import UserError
+from detector.data.frame import FrameFormatError
+from detector.data.frame_store import FrameStoreError
+from detector.data.tfrecord import RecordError
+from detector.viz import sources
+from detector.viz.camera import birds_eye_camera, chase_camera
+from detector.viz.headless import RenderError, check_output_path, render_scenes, write_images
+from detector.viz.interactive import NO_DISPLAY_MESSAGE, NoDisplayError, display_available, run_interactive
+from detector.viz.scene import SceneOptions
+from detector.viz.sources import CheckpointUnavailableError, VisualizeInputError
+
+#: Errors that are the user's input or environment: reported as one line, exit status 2.
+USER_ERRORS = (UserError, VisualizeInputError, CheckpointUnavailableError, RenderError, NoDisplayError,
+               FrameStoreError, FrameFormatError, RecordError, FileNotFoundError)
+
+
+@dataclass
+class VisualizeResult:
+    mode: str  # "png" | "gif" | "mp4" | "interactive"
+    out: Path | None
+    frames: int
+    seconds: float
+
+
+def scene_options(cfg: DictConfig) -> SceneOptions:
+    vr = cfg.value_range
+    return SceneOptions(
+        color_by=cfg.color_by, cmap=cfg.cmap, value_range=tuple(vr) if vr is not None else None,
+        max_points=cfg.max_points, show_gt=cfg.show_gt, show_pred=cfg.show_pred,
+        show_scores=cfg.show_scores, show_state=cfg.show_state, score_threshold=cfg.score_threshold,
+        point_size=cfg.point_size, line_width=cfg.line_width)
+
+
+def frame_range(cfg: DictConfig) -> tuple[int, int | None]:
+    if cfg.frames is None:
+        return 0, None
+    fr = list(cfg.frames)
+    if len(fr) != 2:
+        raise VisualizeInputError(f"frames={fr}: expected [start, stop] (stop may be null)")
+    return int(fr[0]), (None if fr[1] is None else int(fr[1]))
+
+
+def _check_options(cfg: DictConfig) -> None:
+    if cfg.renderer not in ("open3d", "matplotlib"):
+        raise VisualizeInputError(f"renderer={cfg.renderer}: expected open3d or matplotlib")
+    if cfg.camera not in ("bev", "chase"):
+        raise VisualizeInputError(f"camera={cfg.camera}: expected bev or chase")
+    if cfg.renderer == "matplotlib" and cfg.camera != "bev":
+        raise VisualizeInputError("renderer=matplotlib draws the bird's-eye view only (camera=bev)")
+    if cfg.show_state and not cfg.ckpt_path:
+        raise VisualizeInputError("show_state=true shows the running detector's state: it needs ckpt_path=")
+    if cfg.show_state and sources.STATE_VOXELS_READER is None:
+        raise VisualizeInputError("show_state=true: reading the state voxels from the detector is not "
+                                  "wired in this version (detector.viz.sources.STATE_VOXELS_READER)")
+    if cfg.width < 16 or cfg.height < 16:
+        raise VisualizeInputError(f"image size {cfg.width}x{cfg.height}: at least 16x16")
+
+
+def visualize(cfg: DictConfig) -> VisualizeResult:
+    _check_options(cfg)
+    headless = bool(cfg.headless)
+    if headless and not cfg.out:
+        raise VisualizeInputError("headless=true needs out=FILE.png (one frame) or out=FILE.gif|.mp4")
+    if cfg.out and not headless:
+        raise VisualizeInputError(f"out={cfg.out} is written by the offscreen renderer: add headless=true")
+    if not headless and cfg.renderer == "matplotlib":
+        raise VisualizeInputError("renderer=matplotlib renders to a file: add headless=true out=FILE.png")
+    out = check_output_path(cfg.out) if headless else None
+    source = sources.open_source(cfg.input)
+    predictions = sources.load_predictions(cfg.predictions) if cfg.predictions else None
+    if not headless and not display_available():
+        raise NoDisplayError(NO_DISPLAY_MESSAGE)
+    start, stop = frame_range(cfg)
+    single = out is not None and out.suffix.lower() == ".png"
+    if single:
+        # a temporal detector needs the frames before the shown one: stream from `start` on
+        start, stop = (min(start, cfg.frame) if cfg.ckpt_path else cfg.frame), cfg.frame + 1
+    scenes = sources.iter_scene_frames(
+        source, start, stop, predictions=predictions, ckpt_path=cfg.ckpt_path, ckpt_loader=cfg.ckpt_loader,
+        device=cfg.device, state_voxels=sources.STATE_VOXELS_READER if cfg.show_state else None)
+    if single:
+        scenes = islice(scenes, stop - start - 1, None)
+    opts = scene_options(cfg)
+    t0 = time.perf_counter()
+    if not headless:
+        scene_list = list(scenes)
+        if not scene_list:
+            raise VisualizeInputError(f"input={cfg.input}: no frames in [{start}, {stop})")
+        run_interactive(scene_list, opts, title=source.name, fps=cfg.fps)
+        return VisualizeResult("interactive", None, len(scene_list), time.perf_counter() - t0)
+
+    if cfg.renderer == "matplotlib":
+        from detector.viz.bev import BevFraming, render_bev_scenes
+
+        images = render_bev_scenes(scenes, opts, BevFraming(cfg.width, cfg.height, cfg.range_m))
+    else:
+        camera = (birds_eye_camera(cfg.width, cfg.height, cfg.range_m) if cfg.camera == "bev"
+                  else chase_camera(cfg.width, cfg.height))
+        images = render_scenes(scenes, camera, opts)
+    count = write_images(out, images, fps=cfg.fps)
+    return VisualizeResult(out.suffix.lower().lstrip("."), out, count, time.perf_counter() - t0)
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="visualize", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        result = visualize(cfg)
+    except USER_ERRORS as e:
+        print(f"visualize: {e}", file=sys.stderr)
+        sys.exit(2)
+    if result.out is not None:
+        print(f"wrote {result.out} ({result.frames} frame{'s' if result.frames != 1 else ''}, "
+              f"{result.seconds:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

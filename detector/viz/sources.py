@@ -1,0 +1,241 @@
+"""Where the viewer's frames and boxes come from.
+
+Frames: a frame-store segment folder (with ``segment.json``) or a raw Waymo TFRecord. Predictions: a
+Waymo ``metrics_pb2.Objects`` file (``predictions.bin``), matched to frames by (context name = segment
+name, frame timestamp); or a checkpoint, run in streaming mode over the shown frames.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+
+from detector.data.frame import Frame
+from detector.data.frame_store import SEGMENT_META, read_segment
+from detector.viz.scene import PredictedBoxes, SceneFrame, StateVoxels
+
+#: ``module:function`` that turns a checkpoint path into a ``Detector`` (``fn(path, map_location=...)``).
+CHECKPOINT_LOADER = "detector.train:load_detector"
+TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords")
+#: ``fn(state) -> (centres (N, 3) metres, voxel size)`` for batch element 0 of a ``Detector`` state;
+#: None until the detector's state is wired to the viewer (``show_state=true`` then says so).
+STATE_VOXELS_READER: Callable | None = None
+
+
+class VisualizeInputError(ValueError):
+    """A missing or unreadable input of the viewer; the message names the file and what was expected."""
+
+
+class CheckpointUnavailableError(RuntimeError):
+    """``ckpt_path`` was given but this installation cannot load a detector from a checkpoint."""
+
+
+@dataclass(frozen=True)
+class FrameSource:
+    """A segment to show: ``kind`` is ``"segment"`` (frame store) or ``"tfrecord"``."""
+
+    path: Path
+    kind: str
+    name: str
+    num_frames: int | None  # None for a TFRecord (known only after reading it through)
+
+    def frames(self, start: int = 0, stop: int | None = None) -> Iterator[Frame]:
+        """Frames ``start <= index < stop`` in order."""
+        if start < 0 or (stop is not None and stop < start):
+            raise VisualizeInputError(f"{self.path}: bad frame range [{start}, {stop})")
+        if self.kind == "segment":
+            info = read_segment(self.path)
+            end = info.num_frames if stop is None else min(stop, info.num_frames)
+            if start >= info.num_frames:
+                raise VisualizeInputError(f"{self.path}: frame {start} out of range (segment has "
+                                          f"{info.num_frames} frames)")
+            for i in range(start, end):
+                yield info.load_frame(i)
+            return
+        from detector.data.waymo_reader import frame_from_proto, iter_frame_protos
+
+        count = 0
+        for i, (offset, proto) in enumerate(islice(iter_frame_protos(self.path), start, stop), start):
+            count += 1
+            yield frame_from_proto(proto, index=i, where=f"{self.path}: record {i} at byte offset {offset}")
+        if count == 0:
+            raise VisualizeInputError(f"{self.path}: no record at index {start} or after")
+
+
+def open_source(path: str | os.PathLike | None) -> FrameSource:
+    """A frame-store segment folder or a ``.tfrecord`` file; a clear error for anything else."""
+    if path is None or str(path) == "":
+        raise VisualizeInputError("no input: set input=PATH to a frame-store segment folder (holding "
+                                  f"{SEGMENT_META}) or to a Waymo .tfrecord file")
+    path = Path(path)
+    if not path.exists():
+        raise VisualizeInputError(f"input={path}: no such file or folder")
+    if path.is_dir():
+        info = read_segment(path)
+        if info is None:
+            subdirs = sorted(p.name for p in path.iterdir() if p.is_dir())[:5]
+            hint = f" (it holds folders {subdirs}: point input= at one segment folder)" if subdirs else ""
+            raise VisualizeInputError(f"input={path}: not a frame-store segment: no {SEGMENT_META}{hint}")
+        return FrameSource(path, "segment", info.name, info.num_frames)
+    if path.suffix.lower() in TFRECORD_SUFFIXES or ".tfrecord" in path.name:
+        from detector.data.waymo_reader import read_context_name
+
+        return FrameSource(path, "tfrecord", read_context_name(path), None)
+    raise VisualizeInputError(f"input={path}: expected a frame-store segment folder or a .tfrecord file")
+
+
+class PredictionIndex:
+    """Predicted boxes of a ``metrics_pb2.Objects`` file, by (context name, timestamp)."""
+
+    def __init__(self, path: Path, by_frame: dict[tuple[str, int], PredictedBoxes]):
+        self.path = path
+        self.by_frame = by_frame
+        self.contexts = {c for c, _ in by_frame}
+
+    def check_segment(self, segment: str) -> None:
+        if segment not in self.contexts:
+            present = sorted(self.contexts)
+            raise VisualizeInputError(
+                f"predictions={self.path}: no objects for segment {segment!r} "
+                f"({len(present)} context names present, e.g. {present[:3]})")
+
+    def for_frame(self, frame: Frame) -> PredictedBoxes:
+        """The frame's boxes; none (empty) where the file has no object at this timestamp."""
+        return self.by_frame.get((frame.segment, frame.timestamp_micros), PredictedBoxes())
+
+
+def _read_objects(path: Path):
+    """``detector.eval.submission.read_objects`` where present, else a plain protobuf parse."""
+    try:
+        from detector.eval.submission import SubmissionError, read_objects
+    except ModuleNotFoundError as e:
+        if e.name != "detector.eval.submission":
+            raise
+        from google.protobuf.message import DecodeError
+        from waymo_open_dataset.protos import metrics_pb2
+
+        objects = metrics_pb2.Objects()
+        try:
+            objects.ParseFromString(path.read_bytes())
+        except DecodeError as err:
+            raise VisualizeInputError(f"predictions={path}: not a metrics_pb2.Objects file ({err})") from err
+        return objects
+    try:
+        return read_objects(path)
+    except SubmissionError as err:
+        raise VisualizeInputError(f"predictions={err}") from err
+
+
+def load_predictions(path: str | os.PathLike) -> PredictionIndex:
+    path = Path(path)
+    if not path.is_file():
+        raise VisualizeInputError(f"predictions={path}: no such file")
+    rows: dict[tuple[str, int], list] = defaultdict(list)
+    for o in _read_objects(path).objects:
+        b = o.object.box
+        rows[(o.context_name, int(o.frame_timestamp_micros))].append(
+            (b.center_x, b.center_y, b.center_z, b.length, b.width, b.height, b.heading,
+             o.object.type, o.score))
+    by_frame = {}
+    for key, r in rows.items():
+        a = np.asarray(r, np.float64)
+        by_frame[key] = PredictedBoxes(a[:, :7], a[:, 7].astype(np.int64), a[:, 8])
+    return PredictionIndex(path, by_frame)
+
+
+def resolve_checkpoint_loader(spec: str = CHECKPOINT_LOADER) -> Callable:
+    module_name, _, attr = spec.partition(":")
+    advice = ("; pass predictions=FILE.bin (a metrics_pb2.Objects file) instead, or set "
+              "ckpt_loader=module:function to a loader that returns a Detector")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and module_name.startswith(e.name):
+            raise CheckpointUnavailableError(
+                f"ckpt_path needs the checkpoint loader {spec}, but module {e.name} is not in this "
+                f"installation{advice}") from e
+        raise
+    loader = getattr(module, attr, None)
+    if loader is None:
+        raise CheckpointUnavailableError(f"ckpt_path needs the checkpoint loader {spec}, but {module_name} "
+                                         f"has no {attr!r}{advice}")
+    return loader
+
+
+def stream_detections(detector, frames: Iterable[Frame], device: str = "cpu",
+                      state_voxels: Callable | None = None
+                      ) -> Iterator[tuple[Frame, PredictedBoxes, StateVoxels | None]]:
+    """Run ``detector`` online over ``frames`` (one segment, in order): ``init_state(1)``, then
+    ``step(frame_batch, state) -> (detections per batch element, state)`` with ``reset`` on the first
+    frame. ``state_voxels(state) -> (centres (N, 3) metres, voxel size)`` extracts the state's sites."""
+    import torch
+
+    from detector.data.collate import collate_frames
+
+    if hasattr(detector, "eval"):
+        detector.eval()
+    state = detector.init_state(1)
+    with torch.no_grad():
+        for i, frame in enumerate(frames):
+            batch = collate_frames([frame], [i == 0]).to(device)
+            detections, state = detector.step(batch, state)
+            d = detections[0]
+            boxes = PredictedBoxes(_numpy(d.boxes), _numpy(d.types), _numpy(d.scores))
+            voxels = None
+            if state_voxels is not None:
+                centers, size = state_voxels(state)
+                voxels = StateVoxels(_numpy(centers).reshape(-1, 3), size)
+            yield frame, boxes, voxels
+
+
+def detections_from_checkpoint(ckpt_path: str | os.PathLike, frames: Iterable[Frame],
+                               loader: str = CHECKPOINT_LOADER, device: str = "cpu",
+                               state_voxels: Callable | None = None
+                               ) -> Iterator[tuple[Frame, PredictedBoxes, StateVoxels | None]]:
+    """Load the detector of ``ckpt_path`` with ``loader`` and stream it over ``frames``."""
+    ckpt_path = Path(ckpt_path)
+    if not ckpt_path.is_file():
+        raise VisualizeInputError(f"ckpt_path={ckpt_path}: no such file")
+    detector = resolve_checkpoint_loader(loader)(ckpt_path, map_location=device)
+    if hasattr(detector, "to"):
+        detector = detector.to(device)
+    return stream_detections(detector, frames, device=device, state_voxels=state_voxels)
+
+
+def _numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def iter_scene_frames(source: FrameSource, start: int = 0, stop: int | None = None,
+                      predictions: PredictionIndex | None = None, ckpt_path: str | None = None,
+                      ckpt_loader: str = CHECKPOINT_LOADER, device: str = "cpu",
+                      state_voxels: Callable | None = None) -> Iterator[SceneFrame]:
+    """The frames of ``source`` in [start, stop) with their predictions (file or checkpoint)."""
+    if predictions is not None and ckpt_path:
+        raise VisualizeInputError("give predictions= or ckpt_path=, not both")
+    if predictions is not None:
+        predictions.check_segment(source.name)
+    frames = source.frames(start, stop)
+    if ckpt_path:
+        for frame, boxes, voxels in detections_from_checkpoint(ckpt_path, frames, ckpt_loader, device,
+                                                               state_voxels):
+            yield SceneFrame(frame, boxes, voxels)
+        return
+    for frame in frames:
+        yield SceneFrame(frame, predictions.for_frame(frame) if predictions is not None else None)
+
+
+__all__ = [
+    "CHECKPOINT_LOADER", "STATE_VOXELS_READER", "VisualizeInputError", "CheckpointUnavailableError", "FrameSource", "open_source",
+    "PredictionIndex", "load_predictions", "resolve_checkpoint_loader", "stream_detections",
+    "detections_from_checkpoint", "iter_scene_frames",
+]
