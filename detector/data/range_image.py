@@ -82,6 +82,20 @@ def rpy_from_rotation(r: np.ndarray) -> np.ndarray:
     return np.stack([roll, pitch, yaw], axis=-1)
 
 
+def _apply(m: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """``m[..., :3, :3] @ p + m[..., :3, 3]`` for (N, 3) points and one (4, 4) or (N, 4, 4) transform."""
+    return np.stack([m[..., i, 0] * p[:, 0] + m[..., i, 1] * p[:, 1] + m[..., i, 2] * p[:, 2] + m[..., i, 3]
+                     for i in range(3)], axis=-1)
+
+
+def _pose_matrices(pose6: np.ndarray) -> np.ndarray:
+    m = np.zeros(pose6.shape[:-1] + (4, 4))
+    m[..., :3, :3] = rotation_from_rpy(pose6[..., 0], pose6[..., 1], pose6[..., 2])
+    m[..., :3, 3] = pose6[..., 3:6]
+    m[..., 3, 3] = 1.0
+    return m
+
+
 def range_image_to_points(range_image: np.ndarray, extrinsic: np.ndarray, inclinations: np.ndarray,
                           pixel_pose: np.ndarray | None = None, frame_pose: np.ndarray | None = None,
                           ) -> tuple[np.ndarray, np.ndarray]:
@@ -98,22 +112,23 @@ def range_image_to_points(range_image: np.ndarray, extrinsic: np.ndarray, inclin
     mask = range_image[..., 0] > 0
     rows, cols = np.nonzero(mask)
     rng = range_image[rows, cols, 0].astype(np.float64)
-    incl = np.asarray(inclinations, np.float64)[rows]
-    az = column_azimuths(w, extrinsic)[cols]
-    cos_incl = np.cos(incl)
-    local = np.stack([np.cos(az) * cos_incl * rng, np.sin(az) * cos_incl * rng, np.sin(incl) * rng], axis=-1)
-    pts = local @ extrinsic[:3, :3].T + extrinsic[:3, 3]
-    if pixel_pose is not None:
-        if frame_pose is None:
-            raise ValueError("frame_pose is needed with pixel_pose")
-        if pixel_pose.shape[:2] != (h, w):
-            raise ValueError(f"pixel pose of shape {pixel_pose.shape} for a range image of {(h, w)}")
-        pp = pixel_pose[rows, cols].astype(np.float64)
-        rot = rotation_from_rpy(pp[:, 0], pp[:, 1], pp[:, 2])
-        world = np.einsum("nij,nj->ni", rot, pts) + pp[:, 3:6]
-        inv = np.linalg.inv(np.asarray(frame_pose, np.float64))
-        pts = world @ inv[:3, :3].T + inv[:3, 3]
-    return pts, mask
+    incl = np.asarray(inclinations, np.float64)
+    az = column_azimuths(w, extrinsic)
+    cos_incl = np.cos(incl)[rows] * rng
+    local = np.stack([np.cos(az)[cols] * cos_incl, np.sin(az)[cols] * cos_incl, np.sin(incl)[rows] * rng], axis=-1)
+    if pixel_pose is None:
+        return _apply(extrinsic, local), mask
+    if frame_pose is None:
+        raise ValueError("frame_pose is needed with pixel_pose")
+    if pixel_pose.shape[:2] != (h, w):
+        raise ValueError(f"pixel pose of shape {pixel_pose.shape} for a range image of {(h, w)}")
+    world_to_frame = np.linalg.inv(np.asarray(frame_pose, np.float64))
+    if h > 0 and (pixel_pose == pixel_pose[:1]).all():
+        # One pose per column (how a spinning lidar fires): fold the three transforms per column.
+        sensor_to_frame = world_to_frame @ _pose_matrices(pixel_pose[0].astype(np.float64)) @ extrinsic
+        return _apply(sensor_to_frame[cols], local), mask
+    pixel_to_world = _pose_matrices(pixel_pose[rows, cols].astype(np.float64))
+    return _apply(world_to_frame, _apply(pixel_to_world, _apply(extrinsic, local))), mask
 
 
 __all__ = [

@@ -173,6 +173,7 @@ class TFRecordWriter:
         os.fsync(self._f.fileno())
         self._f.close()
         self._f = None
+        os.chmod(self._tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
@@ -190,6 +191,12 @@ class TFRecordWriter:
             self.close()
         else:
             self.abort()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_tfrecord(path: str | os.PathLike, records: Iterable[bytes]) -> int:

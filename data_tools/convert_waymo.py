@@ -1,0 +1,176 @@
+"""``python -m data_tools.convert_waymo src=DIR dst=DIR workers=K [shard=i/n]``: records -> frame store.
+
+``src/<split>/*.tfrecord`` (split in training, validation, testing) becomes
+``dst/<split>/<segment>/<index:04d>.npz`` plus ``segment.json``, the segment being the records'
+``context.name``. Frame files are written atomically and ``segment.json`` last, so a segment whose
+metadata is present and names the same source is complete and is skipped on a re-run; anything else
+is converted again from scratch (giving byte-identical files). A corrupt or truncated record fails its
+segment with the file and byte offset in the message; the other segments are still converted, and the
+command then exits with status 1 and a summary.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+from google.protobuf.message import DecodeError
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from detector import CONFIG_DIR
+from detector.data.frame import FrameFormatError
+from detector.data.frame_store import SEGMENT_META, SPLITS, FrameStoreError, read_segment, write_segment_meta
+from detector.data.tfrecord import RecordError
+from detector.data.waymo_reader import iter_frames, read_context_name
+
+_FRAME_FILE = re.compile(r"^\d{4,}\.npz$")
+
+
+@dataclass(frozen=True)
+class SegmentJob:
+    split: str
+    path: Path  # the record file
+    source: str  # its path relative to src, stored in segment.json
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    job: SegmentJob
+    status: str  # "converted", "skipped" or "failed"
+    segment: str = ""
+    frames: int = 0
+    error: str = ""
+
+
+def find_records(src: str | Path) -> list[SegmentJob]:
+    """Every ``src/<split>/*.tfrecord``, splits in Waymo's order, files sorted by name."""
+    src = Path(src)
+    if not src.is_dir():
+        raise FileNotFoundError(f"src={src}: no such folder")
+    jobs = [SegmentJob(split, p, f"{split}/{p.name}")
+            for split in SPLITS if (src / split).is_dir()
+            for p in sorted((src / split).glob("*.tfrecord"))]
+    if not jobs:
+        raise FileNotFoundError(
+            f"src={src}: no records; expected {', '.join(f'{s}/*.tfrecord' for s in SPLITS)} under it")
+    return jobs
+
+
+class ShardError(ValueError):
+    """A ``shard=`` value that is not ``i/n`` with ``0 <= i < n``."""
+
+
+def parse_shard(shard: str | None) -> tuple[int, int]:
+    if shard is None or str(shard) in ("", "None", "null"):
+        return 0, 1
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(shard))
+    if not m or not 0 <= int(m.group(1)) < int(m.group(2)):
+        raise ShardError(f"shard={shard}: expected i/n with 0 <= i < n, e.g. shard=0/4")
+    return int(m.group(1)), int(m.group(2))
+
+
+def select_shard(jobs: list[SegmentJob], shard: str | None) -> list[SegmentJob]:
+    """Job ``k`` of the sorted list belongs to shard ``k mod n``: disjoint shards that cover all files."""
+    i, n = parse_shard(shard)
+    return jobs[i::n]
+
+
+def is_complete(seg_dir: Path, segment: str, job: SegmentJob) -> bool:
+    try:
+        info = read_segment(seg_dir, job.split)
+    except FrameStoreError:
+        return False  # unreadable metadata: convert again
+    return (info is not None and info.name == segment and info.source == job.source
+            and all(info.frame_path(i).is_file() for i in range(info.num_frames)))
+
+
+def _clear_incomplete(seg_dir: Path) -> None:
+    """Drop what a partial run may have left: metadata first, then temporary and frame files."""
+    meta = seg_dir / SEGMENT_META
+    if meta.exists():
+        meta.unlink()
+    for p in seg_dir.iterdir():
+        if p.is_file() and (p.name.endswith(".tmp") and p.name.startswith(".") or _FRAME_FILE.match(p.name)):
+            p.unlink()
+
+
+def convert_segment(job: SegmentJob, dst: str | Path, second_return: bool = True) -> SegmentResult:
+    """Convert one record file (or skip it when its segment is already complete)."""
+    try:
+        segment = read_context_name(job.path)
+        seg_dir = Path(dst) / job.split / segment
+        if is_complete(seg_dir, segment, job):
+            return SegmentResult(job, "skipped", segment, read_segment(seg_dir).num_frames)
+        seg_dir.mkdir(parents=True, exist_ok=True)
+        _clear_incomplete(seg_dir)
+        timestamps = []
+        for frame in iter_frames(job.path, second_return=second_return):
+            if frame.segment != segment:
+                raise FrameFormatError(f"{job.path}: record {frame.index} has context.name {frame.segment!r}, "
+                                       f"the first record {segment!r}")
+            frame.save_npz(seg_dir / f"{frame.index:04d}.npz")
+            timestamps.append(frame.timestamp_micros)
+        write_segment_meta(seg_dir, segment=segment, split=job.split, timestamps_micros=timestamps,
+                           source=job.source)
+        return SegmentResult(job, "converted", segment, len(timestamps))
+    except (RecordError, FrameFormatError, FrameStoreError, DecodeError, OSError) as e:
+        return SegmentResult(job, "failed", error=f"{type(e).__name__}: {e}")
+
+
+def _convert_star(args) -> SegmentResult:
+    return convert_segment(*args)
+
+
+def convert(src: str | Path, dst: str | Path, workers: int = 1, shard: str | None = None,
+            second_return: bool = True, progress: bool = False) -> list[SegmentResult]:
+    """Convert every record file of this shard; returns one result per file, in job order."""
+    jobs = select_shard(find_records(src), shard)
+    Path(dst).mkdir(parents=True, exist_ok=True)
+    args = [(job, str(dst), second_return) for job in jobs]
+    results = []
+    with tqdm(total=len(jobs), desc="convert", unit="segment", disable=not progress) as bar:
+        if workers > 1 and len(jobs) > 1:
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            with ctx.Pool(min(workers, len(jobs))) as pool:
+                for r in pool.imap(_convert_star, args):
+                    results.append(r)
+                    bar.update()
+        else:
+            for a in args:
+                results.append(_convert_star(a))
+                bar.update()
+    return results
+
+
+def summary(results: list[SegmentResult]) -> str:
+    counts = {s: sum(r.status == s for r in results) for s in ("converted", "skipped", "failed")}
+    frames = sum(r.frames for r in results if r.status != "failed")
+    lines = [f"segments: {counts['converted']} converted, {counts['skipped']} already complete (skipped), "
+             f"{counts['failed']} failed; {frames} frames in converted and skipped segments"]
+    lines += [f"FAILED {r.job.path}: {r.error}" for r in results if r.status == "failed"]
+    return "\n".join(lines)
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="convert_waymo", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        parse_shard(cfg.shard)
+        results = convert(cfg.src, cfg.dst, workers=int(cfg.workers), shard=cfg.shard,
+                          second_return=bool(cfg.second_return), progress=bool(cfg.progress))
+    except (ShardError, FileNotFoundError) as e:
+        print(f"convert_waymo: {e}", file=sys.stderr)
+        sys.exit(2)
+    text = summary(results)
+    failed = any(r.status == "failed" for r in results)
+    print(text, file=sys.stderr if failed else sys.stdout)
+    if failed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

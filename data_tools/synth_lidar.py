@@ -1,0 +1,232 @@
+"""Synthetic lidars: the sensor rig, and ray casting of range images with Open3D's RaycastingScene.
+
+Rays go through the centre of every range-image pixel, with the row and column conventions of
+``detector.data.range_image``. The TOP lidar spins through the frame's 0.1 s: column ``c`` is cast
+from the ego pose at its own time (the rolling shutter) and that pose is stored per pixel, quantised
+to float32 before casting so that the record holds exactly the pose the ray came from. The short-range
+lidars are cast from the frame pose (Waymo gives them no per-pixel pose).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import open3d as o3d
+from waymo_open_dataset import dataset_pb2
+
+from data_tools.synth_scene import POLE, REFLECTIVITY, SIGN, TREE, points_in_polygons
+from detector.data.range_image import column_azimuths, row_inclinations, sensor_directions
+
+SWEEP_SECONDS = 0.1
+L = dataset_pb2.LaserName
+
+
+def _rot_x(a):
+    c, s = np.cos(a), np.sin(a)
+    o, z = np.ones_like(a), np.zeros_like(a)
+    return np.stack([np.stack([o, z, z], -1), np.stack([z, c, -s], -1), np.stack([z, s, c], -1)], -2)
+
+
+def _rot_y(a):
+    c, s = np.cos(a), np.sin(a)
+    o, z = np.ones_like(a), np.zeros_like(a)
+    return np.stack([np.stack([c, z, s], -1), np.stack([z, o, z], -1), np.stack([-s, z, c], -1)], -2)
+
+
+def _rot_z(a):
+    c, s = np.cos(a), np.sin(a)
+    o, z = np.ones_like(a), np.zeros_like(a)
+    return np.stack([np.stack([c, -s, z], -1), np.stack([s, c, z], -1), np.stack([z, z, o], -1)], -2)
+
+
+def pose_matrices(rpy_xyz: np.ndarray) -> np.ndarray:
+    """(N, 4, 4) transforms of ``(roll, pitch, yaw, x, y, z)`` rows: rotation Rz(yaw) Ry(pitch) Rx(roll)."""
+    rpy_xyz = np.asarray(rpy_xyz, np.float64).reshape(-1, 6)
+    m = np.zeros((len(rpy_xyz), 4, 4))
+    m[:, :3, :3] = _rot_z(rpy_xyz[:, 2]) @ _rot_y(rpy_xyz[:, 1]) @ _rot_x(rpy_xyz[:, 0])
+    m[:, :3, 3] = rpy_xyz[:, 3:]
+    m[:, 3, 3] = 1.0
+    return m
+
+
+@dataclass(frozen=True)
+class LidarSpec:
+    name: int  # dataset_pb2.LaserName
+    height: int
+    width: int
+    extrinsic: np.ndarray  # (4, 4) sensor -> vehicle
+    beam_inclinations: np.ndarray | None  # increasing; None: uniform between min and max
+    inclination_min: float
+    inclination_max: float
+    max_range: float
+    max_abs_azimuth: float | None = None  # sensor-frame azimuth limit of the field of view
+    rolling_shutter: bool = False
+
+    def row_inclinations(self) -> np.ndarray:
+        return row_inclinations(self.beam_inclinations, self.inclination_min, self.inclination_max, self.height)
+
+
+def _extrinsic(xyz, roll=0.0, pitch=0.0, yaw=0.0) -> np.ndarray:
+    return pose_matrices([roll, pitch, yaw, *xyz])[0]
+
+
+def top_beam_inclinations(height: int) -> np.ndarray:
+    """Increasing, non-uniform: denser towards the horizon, from -17.6 to +2.4 degrees."""
+    u = np.linspace(0.0, 1.0, height)
+    return np.deg2rad(-17.6 + 20.0 * (1.0 - (1.0 - u) ** 1.6))
+
+
+def make_rig(kind: str = "demo", top_height: int | None = None, top_width: int | None = None) -> list[LidarSpec]:
+    """``demo``: TOP 64x1024 and FRONT 48x160; ``waymo``: TOP 64x2650 and four short-range 200x600."""
+    if kind not in ("demo", "waymo"):
+        raise ValueError(f"lidar rig {kind!r}: expected 'demo' or 'waymo'")
+    th, tw = (64, 2650) if kind == "waymo" else (64, 1024)
+    th, tw = top_height or th, top_width or tw
+    top = LidarSpec(L.TOP, th, tw, _extrinsic((1.43, 0.0, 2.184), roll=-0.003, pitch=0.004, yaw=0.1),
+                    top_beam_inclinations(th), float(np.deg2rad(-17.6)), float(np.deg2rad(2.4)), 75.0,
+                    rolling_shutter=True)
+    short = dict(inclination_min=float(np.deg2rad(-90.0)), inclination_max=float(np.deg2rad(30.0)),
+                 max_range=20.0, max_abs_azimuth=float(np.deg2rad(90.0)), beam_inclinations=None)
+    sh, sw = (200, 600) if kind == "waymo" else (48, 160)
+    front = LidarSpec(L.FRONT, sh, sw, _extrinsic((4.07, 0.0, 0.69), pitch=0.02), **short)
+    if kind == "demo":
+        return [top, front]
+    return [top, front,
+            LidarSpec(L.SIDE_LEFT, sh, sw, _extrinsic((3.25, 1.03, 0.98), yaw=np.pi / 2), **short),
+            LidarSpec(L.SIDE_RIGHT, sh, sw, _extrinsic((3.25, -1.03, 0.98), yaw=-np.pi / 2), **short),
+            LidarSpec(L.REAR, sh, sw, _extrinsic((-1.15, 0.0, 0.46), yaw=np.pi), **short)]
+
+
+@dataclass
+class CastScene:
+    """One frame's world as a single triangle mesh with per-triangle material and object index."""
+
+    scene: o3d.t.geometry.RaycastingScene
+    material: np.ndarray
+    object_index: np.ndarray
+
+    @classmethod
+    def build(cls, vertices: np.ndarray, triangles: np.ndarray, material: np.ndarray,
+              object_index: np.ndarray) -> "CastScene":
+        scene = o3d.t.geometry.RaycastingScene()
+        scene.add_triangles(o3d.core.Tensor(vertices.astype(np.float32)),
+                            o3d.core.Tensor(triangles.astype(np.uint32)))
+        return cls(scene, material, object_index)
+
+    def cast(self, origins: np.ndarray, dirs: np.ndarray):
+        rays = np.concatenate([origins, dirs], axis=-1).astype(np.float32).reshape(-1, 6)
+        out = self.scene.cast_rays(o3d.core.Tensor(rays))
+        t = out["t_hit"].numpy().astype(np.float64)
+        prim = out["primitive_ids"].numpy().astype(np.int64)
+        normals = out["primitive_normals"].numpy().astype(np.float64)
+        return t, prim, normals
+
+
+@dataclass
+class NoiseConfig:
+    range_noise: float = 0.02  # metres, Gaussian on every return
+    pixel_dropout: float = 0.01  # chance that a pixel gives no return
+    beam_dropout: float = 0.01  # chance that a TOP row is missing in a frame
+    sector_dropout: float = 0.2  # chance that a frame loses an azimuth sector of the TOP lidar
+    second_return: float = 0.03  # chance of a second return behind a first one (thin things: 0.5)
+
+
+@dataclass
+class LidarCapture:
+    """What one lidar measured in one frame: range images ``(H, W, 4)`` [range, intensity, elongation,
+    is_in_nlz] for both returns (range -1 where no return), the TOP per-pixel pose ``(H, W, 6)``, and
+    the world coordinates of the points of each return in the reader's order (row-major, valid pixels)."""
+
+    spec: LidarSpec
+    returns: list[np.ndarray]
+    pixel_pose: np.ndarray | None
+    world_points: list[np.ndarray]
+
+
+def _features(t, prim, normals, dirs, cast: CastScene, rng, weaker: float = 1.0):
+    mat = cast.material[prim]
+    cos = np.abs(np.einsum("ij,ij->i", normals, dirs))
+    intensity = REFLECTIVITY[mat] * (0.35 + 0.65 * cos) * np.exp(rng.normal(0, 0.1, len(t))) * weaker
+    elongation = np.clip(0.04 + 0.4 * (1.0 - cos) + rng.normal(0, 0.02, len(t)), 0.0, None)
+    return intensity, elongation
+
+
+def capture(spec: LidarSpec, cast: CastScene, sweep_rpy_xyz: np.ndarray, nlz_polygons, rng: np.random.Generator,
+            noise: NoiseConfig) -> LidarCapture:
+    """Cast one lidar. ``sweep_rpy_xyz``: (W, 6) ego pose of each column (rolling shutter) or (1, 6)."""
+    h, w = spec.height, spec.width
+    pose6 = np.asarray(sweep_rpy_xyz, np.float64).reshape(-1, 6)
+    if spec.rolling_shutter:
+        pose6 = pose6.astype(np.float32).astype(np.float64)  # exactly what the record will hold
+    col_pose = pose_matrices(pose6) @ spec.extrinsic  # sensor -> world, per column (or one)
+    if len(col_pose) == 1:
+        col_pose = np.broadcast_to(col_pose, (w, 4, 4))
+    dirs_sensor = sensor_directions(spec.row_inclinations(), column_azimuths(w, spec.extrinsic))
+    rot = col_pose[:, :3, :3]
+    dirs = np.stack([sum(rot[None, :, i, j] * dirs_sensor[..., j] for j in range(3)) for i in range(3)], axis=-1)
+    origins = np.broadcast_to(col_pose[None, :, :3, 3], (h, w, 3))
+
+    t, prim, normals = cast.cast(origins, dirs)
+    t = t.reshape(h, w)
+    valid = np.isfinite(t) & (t <= spec.max_range) & (t > 0.3)
+    if spec.max_abs_azimuth is not None:
+        az = column_azimuths(w, spec.extrinsic)
+        az = (az + np.pi) % (2 * np.pi) - np.pi
+        valid &= (np.abs(az) <= spec.max_abs_azimuth)[None, :]
+    valid &= rng.random((h, w)) >= noise.pixel_dropout
+    if spec.rolling_shutter:
+        valid &= (rng.random(h) >= noise.beam_dropout)[:, None]
+        if rng.random() < noise.sector_dropout:
+            start, width = rng.integers(0, w), int(w * rng.uniform(0.03, 0.12))
+            cols = (start + np.arange(width)) % w
+            valid[:, cols] = False
+
+    dirs_flat = dirs.reshape(-1, 3)
+    origins_flat = origins.reshape(-1, 3)
+    idx = np.flatnonzero(valid)
+    r1 = quantize_range(t.ravel()[idx] + rng.normal(0, noise.range_noise, len(idx)))
+    keep = r1 > 0
+    idx, r1 = idx[keep], r1[keep]
+    world1 = origins_flat[idx] + r1[:, None].astype(np.float64) * dirs_flat[idx]
+    inten1, elong1 = _features(t.ravel()[idx], prim[idx], normals[idx], dirs_flat[idx], cast, rng)
+    img1 = _image(h, w, idx, r1, inten1, elong1, points_in_polygons(world1[:, :2], nlz_polygons))
+
+    # Second returns: continue the ray past the first hit; keep it if it meets another object.
+    thin = np.isin(cast.material[prim[idx]], (POLE, SIGN, TREE))
+    pick = rng.random(len(idx)) < np.where(thin, 0.5, noise.second_return)
+    idx2 = idx[pick]
+    start = t.ravel()[idx2] + 0.3
+    t2, prim2, normals2 = cast.cast(origins_flat[idx2] + start[:, None] * dirs_flat[idx2], dirs_flat[idx2])
+    ok = np.isfinite(t2) & (start + t2 <= spec.max_range)
+    ok[ok] = cast.object_index[prim2[ok]] != cast.object_index[prim[idx2][ok]]
+    idx2, r2 = idx2[ok], quantize_range(start[ok] + t2[ok] + rng.normal(0, noise.range_noise, ok.sum()))
+    world2 = origins_flat[idx2] + r2[:, None].astype(np.float64) * dirs_flat[idx2]
+    inten2, elong2 = _features(r2, prim2[ok], normals2[ok], dirs_flat[idx2], cast, rng, weaker=0.5)
+    img2 = _image(h, w, idx2, r2, inten2, elong2, points_in_polygons(world2[:, :2], nlz_polygons))
+
+    pixel_pose = None
+    if spec.rolling_shutter:
+        pixel_pose = np.broadcast_to(pose6.astype(np.float32)[None], (h, w, 6)).copy()
+    # Reader order is row-major over valid pixels: flat indices are already sorted.
+    return LidarCapture(spec, [img1, img2], pixel_pose, [world1, world2])
+
+
+def quantize_range(r: np.ndarray) -> np.ndarray:
+    """Ranges on a 1/256 m grid, as float32 (real lidars quantise too; the records compress 3x better)."""
+    return (np.round(np.asarray(r, np.float64) * 256.0) / 256.0).astype(np.float32)
+
+
+def _image(h, w, idx, rng_, inten, elong, nlz) -> np.ndarray:
+    img = np.full((h * w, 4), -1.0, np.float32)
+    img[idx, 0] = rng_
+    # Intensity keeps the upper 16 bits of its float32 (7 mantissa bits); elongation a 1/256 grid.
+    img[idx, 1] = (np.asarray(inten, np.float32).view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)
+    img[idx, 2] = np.round(np.asarray(elong) * 256.0) / 256.0
+    img[idx, 3] = np.where(nlz, 1.0, -1.0)
+    return img.reshape(h, w, 4)
+
+
+def sweep_times(width: int) -> np.ndarray:
+    """Offset (s) of each TOP column from the frame timestamp: the sweep is centred on it."""
+    return ((np.arange(width) + 0.5) / width - 0.5) * SWEEP_SECONDS

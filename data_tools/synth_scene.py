@@ -1,0 +1,343 @@
+"""Synthetic street scenes: a road, static structures, traffic and the ego vehicle, as functions of time.
+
+Everything is laid out along a road of constant curvature (a straight road or an arc), in road
+coordinates ``(s, d)``: ``s`` arc length along the centre line, ``d`` offset to the left. Lanes are
+at ``d = -1.75, -5.25`` (the ego's direction) and ``+1.75, +5.25`` (oncoming); cyclists at
+``|d| = 7.6``; parked vehicles at ``|d| = 9.6``; poles, signs and trees at ``|d| = 11.4``; pedestrians
+on the sidewalks at ``|d| = 12.1 .. 14.8``; low walls at ``|d| = 15.6``; buildings from ``|d| = 16.5``
+outwards. Rows are spaced so that no two objects ever overlap.
+Actors follow the road (so vehicles turn with it) at constant speed; their label box is exactly the
+bounding box of their mesh, with the heading of their direction of travel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from detector.data.frame import TYPE_CYCLIST, TYPE_PEDESTRIAN, TYPE_SIGN, TYPE_VEHICLE
+
+# Materials: index into REFLECTIVITY (per-triangle material of the cast scene).
+GROUND, BUILDING, WALL, POLE, SIGN, TREE, VEHICLE, PEDESTRIAN, CYCLIST = range(9)
+REFLECTIVITY = np.array([0.08, 0.22, 0.3, 0.35, 1.1, 0.15, 0.45, 0.2, 0.3])
+ACTOR_MATERIAL = {TYPE_VEHICLE: VEHICLE, TYPE_PEDESTRIAN: PEDESTRIAN, TYPE_CYCLIST: CYCLIST, TYPE_SIGN: SIGN}
+
+_BOX_TRIANGLES = np.array([[0, 2, 1], [0, 3, 2], [4, 5, 6], [4, 6, 7], [0, 1, 5], [0, 5, 4],
+                           [1, 2, 6], [1, 6, 5], [2, 3, 7], [2, 7, 6], [3, 0, 4], [3, 4, 7]], np.int64)
+
+
+def hexahedron(bottom: np.ndarray, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mesh of a convex solid given its bottom and top quads (4, 3) each, counter-clockwise from above."""
+    return np.concatenate([bottom, top]).astype(np.float64), _BOX_TRIANGLES.copy()
+
+
+def box(x0, x1, y0, y1, z0, z1) -> tuple[np.ndarray, np.ndarray]:
+    quad = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64)
+    return hexahedron(np.c_[quad, np.full(4, z0)], np.c_[quad, np.full(4, z1)])
+
+
+def merge(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    verts, tris, n = [], [], 0
+    for v, t in parts:
+        verts.append(v)
+        tris.append(t + n)
+        n += len(v)
+    return np.concatenate(verts), np.concatenate(tris)
+
+
+# --- actor shapes, in the actor frame: origin at the box centre, x along the length --------------
+
+def vehicle_mesh(l: float, w: float, h: float, boxy: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Wheels, a body and a cabin that together fill exactly the box ``l x w x h``."""
+    z0 = -h / 2
+    wheel_d = min(0.7, 0.38 * h)
+    parts = []
+    for sx in (-1, 1):
+        for sy in (-1, 1):
+            cx, cy = sx * 0.32 * l, sy * (w / 2 - 0.14)
+            parts.append(box(cx - wheel_d / 2, cx + wheel_d / 2, cy - 0.14, cy + 0.14, z0, z0 + wheel_d))
+    body_top = z0 + (0.75 if boxy else 0.58) * h
+    parts.append(box(-l / 2, l / 2, -w / 2, w / 2, z0 + 0.55 * wheel_d, body_top))
+    if boxy:  # van/truck: the cabin is the full front, cargo box behind at full height
+        parts.append(box(-l / 2, l / 2 - 0.15 * l, -w / 2, w / 2, body_top, z0 + h))
+    else:  # car: sloped windscreen and rear window
+        cw = 0.44 * w
+        bottom = np.array([[-0.36 * l, -cw, body_top], [0.22 * l, -cw, body_top],
+                           [0.22 * l, cw, body_top], [-0.36 * l, cw, body_top]])
+        top = np.array([[-0.24 * l, -0.9 * cw, z0 + h], [0.02 * l, -0.9 * cw, z0 + h],
+                        [0.02 * l, 0.9 * cw, z0 + h], [-0.24 * l, 0.9 * cw, z0 + h]])
+        parts.append(hexahedron(bottom, top))
+    return merge(parts)
+
+
+def pedestrian_mesh(l: float, w: float, h: float) -> tuple[np.ndarray, np.ndarray]:
+    """Legs in stride (spanning the length), torso, arms (spanning the width) and head."""
+    z0 = -h / 2
+    leg = 0.16
+    hip = z0 + 0.48 * h
+    parts = [box(-l / 2, -l / 2 + leg, -0.15, -0.02, z0, hip), box(l / 2 - leg, l / 2, 0.02, 0.15, z0, hip),
+             box(-0.12, 0.12, -0.2, 0.2, hip, z0 + 0.82 * h),
+             box(-0.07, 0.07, -w / 2, -w / 2 + 0.1, z0 + 0.5 * h, z0 + 0.8 * h),
+             box(-0.07, 0.07, w / 2 - 0.1, w / 2, z0 + 0.5 * h, z0 + 0.8 * h),
+             box(-0.1, 0.1, -0.09, 0.09, z0 + 0.85 * h, z0 + h)]
+    return merge(parts)
+
+
+def cyclist_mesh(l: float, w: float, h: float) -> tuple[np.ndarray, np.ndarray]:
+    """Two wheels, a frame, handlebars spanning the width, and a rider."""
+    z0 = -h / 2
+    r = 0.34
+    parts = [box(-l / 2, -l / 2 + 2 * r, -0.03, 0.03, z0, z0 + 2 * r),
+             box(l / 2 - 2 * r, l / 2, -0.03, 0.03, z0, z0 + 2 * r),
+             box(-l / 2 + r, l / 2 - r, -0.04, 0.04, z0 + r, z0 + 2 * r + 0.1),
+             box(l / 2 - r - 0.1, l / 2 - r, -w / 2, w / 2, z0 + 2 * r + 0.1, z0 + 2 * r + 0.2),
+             box(-0.25, 0.2, -0.18, 0.18, z0 + 2 * r + 0.1, z0 + h - 0.25),
+             box(-0.05, 0.15, -0.1, 0.1, z0 + h - 0.25, z0 + h)]
+    return merge(parts)
+
+
+# --- the road --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RoadPath:
+    """A centre line of constant curvature from ``(x0, y0)`` with heading ``heading0``."""
+
+    x0: float
+    y0: float
+    heading0: float
+    curvature: float
+
+    def at(self, s, d=0.0):
+        """World ``(x, y, heading)`` of road coordinates ``(s, d)`` (arrays broadcast)."""
+        s, d = np.asarray(s, np.float64), np.asarray(d, np.float64)
+        k = self.curvature
+        h = self.heading0 + k * s
+        if abs(k) < 1e-9:
+            c, sn = np.cos(self.heading0), np.sin(self.heading0)
+            return self.x0 + s * c - d * sn, self.y0 + s * sn + d * c, h + 0 * d
+        cx = self.x0 - np.sin(self.heading0) / k
+        cy = self.y0 + np.cos(self.heading0) / k
+        radius = 1.0 / k - d
+        return cx + radius * np.sin(h), cy - radius * np.cos(h), h + 0 * d
+
+
+@dataclass
+class Actor:
+    """A labeled object moving along the road: ``s(t) = s0 + speed * t`` at a fixed offset ``d0``.
+
+    ``reverse`` turns it to face -s (oncoming traffic, some parked cars)."""
+
+    type: int
+    size: tuple[float, float, float]  # length, width, height
+    s0: float
+    d0: float
+    speed: float = 0.0
+    reverse: bool = False
+    z0: float = 0.0  # height of the box bottom above the ground (signs)
+    id: str = ""
+    mesh: tuple[np.ndarray, np.ndarray] = field(default=None, repr=False)
+
+    def state(self, road: RoadPath, t: float) -> tuple[np.ndarray, float]:
+        """World box centre (3,) and heading at time ``t``."""
+        s = self.s0 + self.speed * t
+        x, y, h = road.at(s, self.d0)
+        heading = float(h) + (np.pi if self.reverse else 0.0)
+        return np.array([float(x), float(y), self.z0 + self.size[2] / 2]), heading
+
+
+@dataclass
+class Ego:
+    """The ego vehicle drives along ``d`` with ``s(t) = speed t + accel t^2 / 2``; small body roll and
+    pitch oscillations (``wobble`` rad) make the vehicle frame tilt like a real car's."""
+
+    d: float
+    speed: float
+    accel: float
+    wobble: float = 0.0
+    phase: tuple[float, float] = (0.0, 0.0)
+
+    def rpy_xyz(self, road: RoadPath, t) -> np.ndarray:
+        """(N, 6) ``(roll, pitch, yaw, x, y, z)`` vehicle-to-world at times ``t`` (seconds)."""
+        t = np.atleast_1d(np.asarray(t, np.float64))
+        s = self.speed * t + 0.5 * self.accel * t * t
+        x, y, yaw = road.at(s, self.d)
+        roll = self.wobble * np.sin(2 * np.pi * 0.7 * t + self.phase[0])
+        pitch = self.wobble * np.sin(2 * np.pi * 1.1 * t + self.phase[1])
+        return np.stack([roll, pitch, yaw, x, y, np.zeros_like(t)], axis=-1)
+
+
+@dataclass
+class Scene:
+    road: RoadPath
+    ego: Ego
+    actors: list[Actor]
+    static: tuple[np.ndarray, np.ndarray, np.ndarray]  # vertices, triangles, per-triangle material
+    no_label_zones: list[np.ndarray]  # world-frame polygons (K, 2)
+
+
+def _track_id(rng: np.random.Generator) -> str:
+    alphabet = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"))
+    return "".join(rng.choice(alphabet, 22))
+
+
+def _vehicle_size(rng) -> tuple[tuple[float, float, float], bool]:
+    kind = rng.random()
+    if kind < 0.72:  # car
+        return (rng.uniform(4.0, 5.0), rng.uniform(1.75, 2.0), rng.uniform(1.4, 1.7)), False
+    if kind < 0.95:  # van / SUV
+        return (rng.uniform(4.6, 5.4), rng.uniform(1.9, 2.1), rng.uniform(1.75, 2.1)), True
+    return (rng.uniform(7.5, 11.0), rng.uniform(2.4, 2.6), rng.uniform(2.9, 3.4)), True  # truck / bus
+
+
+def _fill_row(rng, s_lo, s_hi, length_fn, gap_lo, gap_hi, keep=1.0):
+    """Positions (centre s, length, extra) along a row with random gaps; ``keep`` thins the row."""
+    out, s = [], s_lo + rng.uniform(0, gap_hi)
+    while s < s_hi:
+        length, extra = length_fn()
+        if rng.random() < keep:
+            out.append((s + length / 2, length, extra))
+        s += length + rng.uniform(gap_lo, gap_hi)
+    return out
+
+
+def make_scene(rng: np.random.Generator, duration: float, object_range: float = 45.0,
+               vehicle_density: float = 1.0, wobble: float = 0.0, nlz_prob: float = 0.5) -> Scene:
+    """A random street scene for ``duration`` seconds of driving (deterministic for ``rng``)."""
+    road = RoadPath(rng.uniform(-300, 300), rng.uniform(-300, 300), rng.uniform(-np.pi, np.pi),
+                    float(rng.choice([0.0, 1.0]) * rng.uniform(-1 / 60, 1 / 60)))
+    ego = Ego(d=-1.75, speed=rng.uniform(3.0, 11.0), accel=rng.uniform(-0.4, 0.6), wobble=wobble,
+              phase=(rng.uniform(0, 2 * np.pi), rng.uniform(0, 2 * np.pi)))
+    ego_s_end = ego.speed * duration + 0.5 * ego.accel * duration ** 2
+    s_lo, s_hi = -object_range, ego_s_end + object_range
+    actors: list[Actor] = []
+
+    def add(type_, size, s0, d0, **kw):
+        l, w, h = size
+        if type_ == TYPE_VEHICLE:
+            mesh = vehicle_mesh(l, w, h, kw.pop("boxy"))
+        elif type_ == TYPE_PEDESTRIAN:
+            mesh = pedestrian_mesh(l, w, h)
+        elif type_ == TYPE_CYCLIST:
+            mesh = cyclist_mesh(l, w, h)
+        else:
+            mesh = box(-l / 2, l / 2, -w / 2, w / 2, -h / 2, h / 2)
+        actors.append(Actor(type_, (l, w, h), s0, d0, id=_track_id(rng), mesh=mesh, **kw))
+
+    def vehicle():
+        size, boxy = _vehicle_size(rng)
+        return size[0], (size, boxy)
+
+    def cyclist():
+        size = (rng.uniform(1.6, 1.95), rng.uniform(0.55, 0.8), rng.uniform(1.6, 1.85))
+        return size[0], size
+
+    def pedestrian():
+        size = (rng.uniform(0.55, 1.0), rng.uniform(0.55, 1.0), rng.uniform(1.5, 1.95))
+        return 0.8, size
+
+    # Moving traffic: one speed per lane (no overtaking inside a lane).
+    for d, direction in ((-1.75, 1), (-5.25, 1), (1.75, -1), (5.25, -1)):
+        speed = ego.speed if d == ego.d else rng.uniform(3.0, 13.0)
+        span = speed * duration + 10
+        lo, hi = (s_lo - span, s_hi) if direction > 0 else (s_lo, s_hi + span)
+        for s, _, (size, boxy) in _fill_row(rng, lo, hi, vehicle, 6.0, 26.0 / vehicle_density):
+            if d == ego.d and -20.0 < s < 18.0:
+                continue  # keep the ego's own place free (it may accelerate or brake a little)
+            add(TYPE_VEHICLE, size, s, d, speed=direction * speed, reverse=direction < 0, boxy=boxy)
+
+    # Parked vehicles along both curbs.
+    for d in (-9.6, 9.6):
+        for s, _, (size, boxy) in _fill_row(rng, s_lo, s_hi, vehicle, 0.8, 7.0, keep=min(1.0, 0.75 * vehicle_density)):
+            add(TYPE_VEHICLE, size, s, d, reverse=bool(rng.random() < 0.3), boxy=boxy)
+
+    # Cyclists in the bike lanes; pedestrians on the sidewalks, walking either way or standing.
+    for d, direction in ((-7.6, 1), (7.6, -1)):
+        speed = rng.uniform(2.5, 6.0)
+        for s, _, size in _fill_row(rng, s_lo - speed * duration, s_hi + speed * duration, cyclist, 15.0, 70.0):
+            add(TYPE_CYCLIST, size, s, d, speed=direction * speed, reverse=direction < 0)
+    for side in (-1, 1):
+        for s, _, size in _fill_row(rng, s_lo, s_hi, pedestrian, 1.0, 14.0, keep=0.8):
+            walking = rng.random() < 0.7
+            speed = rng.uniform(0.7, 1.6) * rng.choice([-1, 1]) if walking else 0.0
+            add(TYPE_PEDESTRIAN, size, s, side * rng.uniform(12.1, 14.8), speed=speed,
+                reverse=bool(speed < 0 or (speed == 0 and rng.random() < 0.5)))
+
+    # Static structures: buildings, low walls, poles (some with signs), trees.
+    parts, mats = [], []
+
+    def place(mesh, s, d, material, yaw_offset=0.0):
+        x, y, h = road.at(s, d)
+        h = float(h) + yaw_offset
+        v, t = mesh
+        c, sn = np.cos(h), np.sin(h)
+        world = np.c_[c * v[:, 0] - sn * v[:, 1] + x, sn * v[:, 0] + c * v[:, 1] + y, v[:, 2]]
+        parts.append((world, t))
+        mats.append(np.full(len(t), material))
+
+    for side in (-1, 1):
+        for s, length, (depth, height, setback) in _fill_row(
+                rng, s_lo - 20, s_hi + 20,
+                lambda: (rng.uniform(8, 30), (rng.uniform(8, 20), rng.uniform(4, 22), rng.uniform(0, 5))),
+                2.0, 10.0, keep=0.85):
+            d_near = 16.5 + setback
+            place(box(-length / 2, length / 2, -depth / 2, depth / 2, 0, height), s,
+                  side * (d_near + depth / 2), BUILDING)
+        for s, length, height in _fill_row(rng, s_lo, s_hi, lambda: (rng.uniform(5, 20), rng.uniform(1.0, 2.3)),
+                                           3.0, 25.0, keep=0.5):
+            place(box(-length / 2, length / 2, -0.15, 0.15, 0, height), s, side * 15.6, WALL)
+        for s, _, kind in _fill_row(rng, s_lo, s_hi, lambda: (0.3, rng.random()), 10.0, 30.0):
+            d = side * 11.4
+            if kind < 0.25:  # tree: trunk and crown
+                place(box(-0.15, 0.15, -0.15, 0.15, 0, 3.6), s, d, TREE)
+                r = rng.uniform(1.0, 1.8)
+                place(box(-r, r, -r, r, 3.6, 3.6 + 2 * r * rng.uniform(0.8, 1.2)), s, d, TREE)
+                continue
+            pole_h = rng.uniform(4.5, 8.0)
+            place(box(-0.12, 0.12, -0.12, 0.12, 0, pole_h), s, d, POLE)
+            if kind > 0.6:  # a sign plate facing the traffic, labeled
+                size = (0.08, rng.uniform(0.6, 0.9), rng.uniform(0.6, 0.9))
+                add(TYPE_SIGN, size, s - 0.2 * side, d - 0.0, z0=rng.uniform(2.0, 2.6),
+                    reverse=side > 0)
+
+    # No-label zone over part of a building block, in the world frame.
+    zones = []
+    if rng.random() < nlz_prob:
+        s0 = rng.uniform(s_lo, s_hi - 20)
+        side = rng.choice([-1, 1])
+        ss = np.array([s0, s0 + 20, s0 + 20, s0])
+        dd = side * np.array([17.5, 17.5, 40.0, 40.0])
+        x, y, _ = road.at(ss, dd)
+        zones.append(np.c_[x, y])
+
+    v, t = merge(parts)
+    return Scene(road, ego, actors, (v, t, np.concatenate(mats)), zones)
+
+
+def ground_mesh(center_xy: np.ndarray, half: float = 200.0) -> tuple[np.ndarray, np.ndarray]:
+    cx, cy = center_xy
+    v = np.array([[cx - half, cy - half, 0], [cx + half, cy - half, 0], [cx + half, cy + half, 0],
+                  [cx - half, cy + half, 0]], np.float64)
+    return v, np.array([[0, 1, 2], [0, 2, 3]], np.int64)
+
+
+def actor_world_mesh(actor: Actor, center: np.ndarray, heading: float) -> np.ndarray:
+    """World vertices of ``actor``'s mesh with its box centre at ``center`` and yaw ``heading``."""
+    v = actor.mesh[0]
+    c, s = np.cos(heading), np.sin(heading)
+    return np.c_[c * v[:, 0] - s * v[:, 1] + center[0], s * v[:, 0] + c * v[:, 1] + center[1], v[:, 2] + center[2]]
+
+
+def points_in_polygons(xy: np.ndarray, polygons: list[np.ndarray]) -> np.ndarray:
+    """Even-odd rule: (N,) bool, True where a point lies inside any polygon."""
+    inside = np.zeros(len(xy), bool)
+    for poly in polygons:
+        hit = np.zeros(len(xy), bool)
+        x, y = xy[:, 0], xy[:, 1]
+        for (x1, y1), (x2, y2) in zip(poly, np.roll(poly, -1, axis=0)):
+            crosses = (y1 > y) != (y2 > y)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                xc = x1 + (y - y1) * (x2 - x1) / (y2 - y1)
+            hit ^= crosses & (x < xc)
+        inside |= hit
+    return inside
