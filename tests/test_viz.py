@@ -402,3 +402,47 @@ def test_interactive_viewer_steps_through_frames(store, predictions_file):
     assert (shown, t) == (1, 1.0) and visible == [[False] * 3, [True] * 2, [False] * 3] and labels == []
     assert r["end"] == [2, 2.0]  # clamped at the last frame
     assert r["back"] == [1, []]
+
+
+def write_label_only_tfrecord(path: Path, num_frames: int) -> Path:
+    """Waymo Frame records without lasers (so no points), with pose, timestamp and the labels of
+    ``make_frame``: enough for the reader and the viewer's TFRecord path."""
+    from waymo_open_dataset import dataset_pb2
+
+    from detector.data.tfrecord import write_tfrecord
+
+    records = []
+    for i in range(num_frames):
+        f = make_frame(i)
+        proto = dataset_pb2.Frame()
+        proto.context.name = SEGMENT
+        proto.timestamp_micros = f.timestamp_micros
+        proto.pose.transform.extend(np.eye(4).reshape(-1).tolist())
+        for box, t in zip(f.boxes, f.types):
+            label = proto.laser_labels.add()
+            b = label.box
+            b.center_x, b.center_y, b.center_z, b.length, b.width, b.height, b.heading = map(float, box)
+            label.type = int(t)
+            label.id = f"obj{t}"
+        records.append(proto.SerializeToString())
+    write_tfrecord(path, records)
+    return path
+
+
+def test_tfrecord_input(predictions_file, tmp_path):
+    record = write_label_only_tfrecord(tmp_path / "segment-x.tfrecord", 3)
+    source = sources.open_source(record)
+    assert (source.kind, source.name) == ("tfrecord", SEGMENT)
+    scenes = list(sources.iter_scene_frames(source, 1, 3, predictions=sources.load_predictions(predictions_file)))
+    assert [s.frame.index for s in scenes] == [1, 2] and [len(s.predictions) for s in scenes] == [0, 3]
+    np.testing.assert_allclose(scenes[1].frame.boxes, make_frame(2).boxes, atol=1e-6)
+    out = tmp_path / "rec.gif"
+    assert run_cfg(f"input={record}", "headless=true", f"out={out}", "width=96", "height=64",
+                   "renderer=matplotlib").frames == 3
+    data = bytearray(record.read_bytes())
+    data[-1] ^= 0xFF  # last record's data CRC
+    (tmp_path / "bad.tfrecord").write_bytes(bytes(data))
+    from detector.data.tfrecord import RecordError
+
+    with pytest.raises(RecordError, match="bad.tfrecord"):
+        run_cfg(f"input={tmp_path / 'bad.tfrecord'}", "headless=true", f"out={tmp_path / 'bad.gif'}")
