@@ -124,6 +124,11 @@ def visualize(cfg: DictConfig) -> VisualizeResult:
 
 @hydra.main(config_path=CONFIG_DIR, config_name="visualize", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    if cfg.renderer == "open3d":
+        import open3d as o3d
+
+        # its notices (e.g. the headless fallback when there is no X server) are not errors
+        o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
     try:
         result = visualize(cfg)
     except USER_ERRORS as e:

@@ -1,0 +1,58 @@
+"""Render speed of the two headless renderers on one segment, in one process.
+
+    python -m detector.viz.bench SEGMENT_DIR_OR_TFRECORD [--frames 5] [--width 1280 --height 960]
+
+Prints seconds per frame of the Open3D offscreen renderer (bird's eye and chase) and of the matplotlib
+bird's-eye plot, and their ratios to the Open3D bird's-eye time (the baseline, measured in the same
+process). Renderer creation is timed apart from the frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from detector.viz.bev import BevFraming, render_bev
+from detector.viz.camera import birds_eye_camera, chase_camera
+from detector.viz.headless import OffscreenView
+from detector.viz.scene import SceneOptions
+from detector.viz.sources import iter_scene_frames, open_source
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("input")
+    p.add_argument("--frames", type=int, default=5)
+    p.add_argument("--width", type=int, default=1280)
+    p.add_argument("--height", type=int, default=960)
+    p.add_argument("--range-m", type=float, default=60.0)
+    args = p.parse_args(argv)
+
+    scenes = list(iter_scene_frames(open_source(args.input), 0, args.frames))
+    opts = SceneOptions()
+    points = sum(len(s.frame.points) for s in scenes) / len(scenes)
+    print(f"{len(scenes)} frames, {points:.0f} points a frame, {args.width}x{args.height}")
+    results = {}
+    for name, camera in (("open3d bev", birds_eye_camera(args.width, args.height, args.range_m)),
+                         ("open3d chase", chase_camera(args.width, args.height))):
+        t0 = time.perf_counter()
+        with OffscreenView(camera, opts) as view:
+            created = time.perf_counter() - t0
+            view.render_scene(scenes[0])  # warm-up (shader compilation)
+            t1 = time.perf_counter()
+            for s in scenes:
+                view.render_scene(s)
+            results[name] = (time.perf_counter() - t1) / len(scenes)
+        print(f"{name}: renderer created in {created:.2f} s")
+    framing = BevFraming(args.width, args.height, args.range_m)
+    t1 = time.perf_counter()
+    for s in scenes:
+        render_bev(s, opts, framing)
+    results["matplotlib bev"] = (time.perf_counter() - t1) / len(scenes)
+    base = results["open3d bev"]
+    for name, sec in results.items():
+        print(f"{name:15s} {sec:6.3f} s/frame   ratio to open3d bev {sec / base:5.2f}")
+
+
+if __name__ == "__main__":
+    main()
