@@ -300,13 +300,13 @@ def make_scene(rng: np.random.Generator, duration: float, object_range: float = 
                 add(TYPE_SIGN, size, s - 0.2 * side, d - 0.0, z0=rng.uniform(2.0, 2.6),
                     reverse=side > 0)
 
-    # No-label zone over part of a building block, in the world frame.
+    # No-label zone over part of a building block (beyond the walls: no actor inside), in the world frame.
     zones = []
     if rng.random() < nlz_prob:
-        s0 = rng.uniform(s_lo, s_hi - 20)
+        s0 = rng.uniform(-20.0, ego_s_end)  # next to the ego's path, so that it is seen
         side = rng.choice([-1, 1])
         ss = np.array([s0, s0 + 20, s0 + 20, s0])
-        dd = side * np.array([17.5, 17.5, 40.0, 40.0])
+        dd = side * np.array([16.0, 16.0, 40.0, 40.0])
         x, y, _ = road.at(ss, dd)
         zones.append(np.c_[x, y])
 
