@@ -9,9 +9,13 @@ the prediction/ground-truth pairs that may match (same type, IoU >= the type's t
 * the matching decomposes over the graph's connected components, and within a component it only
   changes at the score cutoffs where one of its predictions drops out;
 * components with one ground truth (or one prediction) have a closed form per cutoff: the present
-  partner with the largest weight, ties to the lowest index, as the official solver resolves them;
-  other components are solved with ``scipy.optimize.linear_sum_assignment`` on each distinct
-  prediction set (ties between equal-weight matchings may then resolve differently);
+  partner with the largest weight; other components are solved with
+  ``scipy.optimize.linear_sum_assignment`` on each distinct prediction set;
+* ties (equal quantized sums; in practice only exact duplicate boxes): predictions tied for one
+  ground truth resolve to the lowest index, as the official solver does. Ground truths tied for one
+  prediction also resolve to the lowest index, but there the official solver's choice depends on
+  unrelated predictions of the frame; counts can differ only if such identical ground-truth boxes
+  differ in difficulty level;
 * every outcome is an interval of cutoff indices, accumulated with difference arrays, so a frame
   costs a few vectorized operations however many cutoffs there are.
 """
