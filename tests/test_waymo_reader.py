@@ -79,7 +79,7 @@ def test_one_pixel_by_hand(per_column_pose):
                         ext[:3, :3] @ sensor_point(2, 5, 4.0) + ext[:3, 3]]
     xyz, mask = range_image_to_points(img, ext, incl)
     assert mask.sum() == 2
-    np.testing.assert_allclose(xyz, expected_vehicle, atol=1e-9)
+    np.testing.assert_allclose(xyz, expected_vehicle, atol=2e-5)  # float32 output
 
     # With per-pixel poses: pixel -> world by the pixel's pose, world -> vehicle by the frame pose.
     frame_pose = _transform(_rz(1.0), [100.0, -50.0, 0.3])
@@ -97,7 +97,7 @@ def test_one_pixel_by_hand(per_column_pose):
         world = _transform(_rz(y) @ _ry(p) @ _rx(r), [x, yy, z]) @ np.r_[pv, 1.0]
         expected.append((np.linalg.inv(frame_pose) @ world)[:3])
     xyz, _ = range_image_to_points(img, ext, incl, pp, frame_pose)
-    np.testing.assert_allclose(xyz, expected, atol=1e-9)
+    np.testing.assert_allclose(xyz, expected, atol=2e-5)
 
 
 def test_matrix_serialization_matches_protobuf():

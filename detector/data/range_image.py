@@ -1,4 +1,4 @@
-"""Range images -> points, with Waymo's conventions (vectorised numpy, float64 inside).
+"""Range images -> points, with Waymo's conventions (vectorised numpy).
 
 Conventions (Waymo Open Dataset v1):
 
@@ -104,20 +104,24 @@ def range_image_to_points(range_image: np.ndarray, extrinsic: np.ndarray, inclin
     range_image: (H, W, C) with range in channel 0; extrinsic: (4, 4) sensor-to-vehicle;
     inclinations: (H,) per row (see ``row_inclinations``); pixel_pose: optional (H, W, 6)
     ``(roll, pitch, yaw, x, y, z)`` vehicle-to-world per pixel, which needs ``frame_pose`` (4, 4).
-    Returns ``(xyz, mask)``: xyz (P, 3) float64 of the valid pixels in row-major order, and the
+    Returns ``(xyz, mask)``: xyz (P, 3) float32 of the valid pixels in row-major order, and the
     (H, W) bool mask of valid pixels (range > 0) that selects them.
+
+    Angles and transforms are composed in float64 (world coordinates in the poses need it); the
+    per-point products run in float32, the output precision (error < 0.1 mm at 75 m).
     """
     h, w = range_image.shape[:2]
     extrinsic = np.asarray(extrinsic, np.float64)
     mask = range_image[..., 0] > 0
     rows, cols = np.nonzero(mask)
-    rng = range_image[rows, cols, 0].astype(np.float64)
+    rng = range_image[..., 0][mask].astype(np.float32)
     incl = np.asarray(inclinations, np.float64)
     az = column_azimuths(w, extrinsic)
-    cos_incl = np.cos(incl)[rows] * rng
-    local = np.stack([np.cos(az)[cols] * cos_incl, np.sin(az)[cols] * cos_incl, np.sin(incl)[rows] * rng], axis=-1)
+    cos_incl = np.cos(incl).astype(np.float32)[rows] * rng
+    local = np.stack([np.cos(az).astype(np.float32)[cols] * cos_incl, np.sin(az).astype(np.float32)[cols] * cos_incl,
+                      np.sin(incl).astype(np.float32)[rows] * rng], axis=-1)
     if pixel_pose is None:
-        return _apply(extrinsic, local), mask
+        return _apply(extrinsic.astype(np.float32), local), mask
     if frame_pose is None:
         raise ValueError("frame_pose is needed with pixel_pose")
     if pixel_pose.shape[:2] != (h, w):
@@ -125,10 +129,12 @@ def range_image_to_points(range_image: np.ndarray, extrinsic: np.ndarray, inclin
     world_to_frame = np.linalg.inv(np.asarray(frame_pose, np.float64))
     if h > 0 and (pixel_pose == pixel_pose[:1]).all():
         # One pose per column (how a spinning lidar fires): fold the three transforms per column.
-        sensor_to_frame = world_to_frame @ _pose_matrices(pixel_pose[0].astype(np.float64)) @ extrinsic
-        return _apply(sensor_to_frame[cols], local), mask
+        m = world_to_frame @ _pose_matrices(pixel_pose[0].astype(np.float64)) @ extrinsic
+        return _apply(m[:, :3, :].astype(np.float32)[cols], local), mask
+    # General case: a pose per pixel; world coordinates need float64.
     pixel_to_world = _pose_matrices(pixel_pose[rows, cols].astype(np.float64))
-    return _apply(world_to_frame, _apply(pixel_to_world, _apply(extrinsic, local))), mask
+    world = _apply(pixel_to_world, _apply(extrinsic, local.astype(np.float64)))
+    return _apply(world_to_frame, world).astype(np.float32), mask
 
 
 __all__ = [

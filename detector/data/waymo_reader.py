@@ -125,7 +125,7 @@ def frame_from_proto(frame: dataset_pb2.Frame, index: int = 0, where: str = "fra
     if not calibrations and lasers:
         raise FrameFormatError(f"{where}: lasers present but context.laser_calibrations is empty")
 
-    pts_parts, feat_parts, nlz_parts = [], [], []
+    pts_parts, nlz_parts = [], []
     for ri_index in (0, 1) if second_return else (0,):
         for calib in calibrations:
             lname = dataset_pb2.LaserName.Name.Name(calib.name)
@@ -153,15 +153,16 @@ def frame_from_proto(frame: dataset_pb2.Frame, index: int = 0, where: str = "fra
                         f"{where}: TOP range_image_pose of shape {pixel_pose.shape}, range image {img.shape}")
             xyz, mask = range_image_to_points(img, extrinsic.reshape(4, 4), incl, pixel_pose,
                                               frame_pose if pixel_pose is not None else None)
-            pts_parts.append(xyz)
-            valid = img[mask]
+            part = np.zeros((len(xyz), 5), np.float32)
+            part[:, :3] = xyz
             c = img.shape[2]
-            feat_parts.append(valid[:, 1:3] if c >= 3 else np.zeros((len(valid), 2), np.float32))
-            nlz_parts.append(valid[:, 3] > 0 if c >= 4 else np.zeros(len(valid), bool))
+            if c >= 2:
+                part[:, 3:3 + min(c - 1, 2)] = img[..., 1:3][mask]
+            pts_parts.append(part)
+            nlz_parts.append(img[..., 3][mask] > 0 if c >= 4 else np.zeros(len(xyz), bool))
 
     if pts_parts:
-        points = np.concatenate([np.concatenate(pts_parts).astype(np.float32),
-                                 np.concatenate(feat_parts).astype(np.float32)], axis=1)
+        points = np.concatenate(pts_parts)
         nlz = np.concatenate(nlz_parts)
     else:
         points, nlz = np.zeros((0, 5), np.float32), np.zeros(0, bool)
