@@ -1,0 +1,121 @@
+"""Recurrent cells over sparse tensors: the gates are sparse convolutions over ``[x_t, h_{t-1}]``.
+
+All cells work on one set of sites (the union of the current voxels and the moved state), with the
+previous hidden/memory features already scattered onto them (zeros where the state had no site).
+
+- ``lstm``: i, f, o, g gates; c = f*c + i*g; h = o*tanh(c). Forget-gate bias initialised to 1.0.
+- ``peephole``: LSTM whose i and f gates also see c_{t-1} and whose o gate sees c_t (per-channel
+  weights, initialised to 0).
+- ``coupled``: LSTM with coupled input and forget gates, i = 1 - f.
+- ``gru``: z, r gates over [x, h]; candidate n = tanh(conv([x, r*h])); h = (1-z)*n + z*h; no memory.
+"""
+
+from __future__ import annotations
+
+import torch
+from spconv.pytorch import SparseConvTensor
+from torch import nn
+
+from detector.models.backbone import SparseUNet, SubMBlock
+from detector.ops import SubMConv3d
+
+__all__ = ["GateNet", "SparseRecurrentCell", "CELL_KINDS"]
+
+CELL_KINDS = ("lstm", "peephole", "coupled", "gru")
+
+
+class GateNet(nn.Module):
+    """Sparse convolutions from ``in_channels`` to ``out_channels`` gate pre-activations.
+
+    levels = 0: ``depth`` - 1 submanifold blocks (conv + BN + ReLU) then a final submanifold conv
+    with bias; levels >= 1: a light sparse U-Net of that many levels then a final submanifold conv.
+    The final convolution has no normalisation, so its bias sets the gates' initial values.
+    ``subm_key`` names the 3x3x3 submanifold rule book on the fused sites: every net over the same
+    sites shares it (computed once per frame); ``key`` names the U-Net's own down/up rule books.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, key: str, channels: int = 32, levels: int = 0, depth: int = 1,
+        subm_key: str = "fused_subm3",
+    ) -> None:
+        super().__init__()
+        if levels > 0:
+            self.body: nn.Module = SparseUNet(
+                in_channels, [channels * (2**i) for i in range(levels + 1)], blocks=1, key=f"{key}_unet"
+            )
+            c = channels
+        else:
+            blocks = [SubMBlock(in_channels if i == 0 else channels, channels, subm_key) for i in range(depth - 1)]
+            self.body = nn.Sequential(*blocks)
+            c = channels if depth > 1 else in_channels
+        self.out = SubMConv3d(c, out_channels, 3, bias=True, indice_key=subm_key)
+
+    def forward(self, x: SparseConvTensor) -> SparseConvTensor:
+        return self.out(self.body(x))
+
+
+class SparseRecurrentCell(nn.Module):
+    """One recurrent layer of kind ``lstm`` | ``peephole`` | ``coupled`` | ``gru`` (see module doc).
+
+    ``forward(x, h, c)`` takes a ``SparseConvTensor`` x (U sites, in_channels) and the previous
+    hidden (U, H) / memory (U, H or None) on the same sites; returns ``(h, c, sites)`` where
+    ``sites`` is a ``SparseConvTensor`` carrying the rule books computed on these sites (reusable).
+    """
+
+    def __init__(
+        self, kind: str, in_channels: int, hidden_channels: int, key: str, gate_channels: int = 32,
+        gate_levels: int = 0, gate_depth: int = 1, forget_bias: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if kind not in CELL_KINDS:
+            raise ValueError(f"SparseRecurrentCell: unknown cell kind {kind!r}; expected one of {CELL_KINDS}")
+        self.kind = kind
+        self.in_channels = int(in_channels)
+        self.hidden_channels = h = int(hidden_channels)
+        n_gates = {"lstm": 4, "peephole": 4, "coupled": 3, "gru": 2}[kind]
+        self.gates = GateNet(in_channels + h, n_gates * h, f"{key}_g", gate_channels, gate_levels, gate_depth)
+        if kind == "gru":
+            self.candidate = GateNet(in_channels + h, h, f"{key}_n", gate_channels, gate_levels, gate_depth)
+        if kind == "peephole":
+            self.peep_i = nn.Parameter(torch.zeros(h))
+            self.peep_f = nn.Parameter(torch.zeros(h))
+            self.peep_o = nn.Parameter(torch.zeros(h))
+        with torch.no_grad():
+            bias = self.gates.out.bias
+            if kind in ("lstm", "peephole"):  # order i, f, o, g
+                bias[h : 2 * h].fill_(forget_bias)
+            elif kind == "coupled":  # order f, o, g
+                bias[:h].fill_(forget_bias)
+
+    @property
+    def has_memory(self) -> bool:
+        return self.kind != "gru"
+
+    def forward(
+        self, x: SparseConvTensor, h: torch.Tensor, c: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, SparseConvTensor]:
+        hc = self.hidden_channels
+        xf = x.features
+        pre = self.gates(x.replace_feature(torch.cat([xf, h], dim=1)))
+        a = pre.features
+        if self.kind == "gru":
+            z, r = torch.sigmoid(a[:, :hc]), torch.sigmoid(a[:, hc:])
+            n = torch.tanh(self.candidate(pre.replace_feature(torch.cat([xf, r * h], dim=1))).features)
+            return (1 - z) * n + z * h, None, pre
+        if c is None:
+            raise ValueError(f"{self.kind} cell needs a memory tensor")
+        if self.kind == "coupled":
+            f = torch.sigmoid(a[:, :hc])
+            o = torch.sigmoid(a[:, hc : 2 * hc])
+            g = torch.tanh(a[:, 2 * hc :])
+            c_new = f * c + (1 - f) * g
+            return o * torch.tanh(c_new), c_new, pre
+        ai, af, ao, ag = a.split(hc, dim=1)
+        if self.kind == "peephole":
+            ai = ai + self.peep_i * c
+            af = af + self.peep_f * c
+        i, f, g = torch.sigmoid(ai), torch.sigmoid(af), torch.tanh(ag)
+        c_new = f * c + i * g
+        if self.kind == "peephole":
+            ao = ao + self.peep_o * c_new
+        return torch.sigmoid(ao) * torch.tanh(c_new), c_new, pre

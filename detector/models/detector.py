@@ -1,0 +1,272 @@
+"""The Detector: voxelizer -> sparse U-Net backbone -> temporal fusion -> head, for clips and streams.
+
+Contract (used by training and evaluation; plain attributes, no hparams):
+
+- ``forward(clip, decode=False, compute_loss=True) -> ClipOutput``: the clip's frames in order from a
+  fresh state, gradients flowing through the temporal state across frames. ``losses["loss"]`` is the
+  total averaged over frames. ``detections[t][b]`` only with ``decode=True``.
+- ``init_state(batch_size) -> State``; ``step(frame, state) -> (list[Detections], State)`` (with
+  ``return_losses=True``: ``(detections, state, losses)``): online, no gradients, bounded state;
+  honours ``frame.reset`` per stream and resets a stream whose timestamp gap exceeds ``max_gap_s``
+  (either direction). Raises for a bidirectional model.
+- ``offline_segment(frames) -> list[list[Detections]]``: a whole segment, any mode (bidirectional
+  included), without gradients.
+- ``temporal_mode``: ``"none"`` | ``"concat"`` | the cell kind (``"lstm"``, ``"gru"``, ``"peephole"``,
+  ``"coupled"``); ``is_causal`` / ``bidirectional``: whether the model streams (``bidirectional`` is
+  True only for the offline bidirectional recurrent model).
+
+``Detections.boxes`` are Waymo 7-DoF boxes in the frame's vehicle frame, ``types`` Waymo type ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from spconv.pytorch import SparseConvTensor
+from torch import nn
+
+from detector.data.batch import ClipBatch, FrameBatch
+from detector.data.voxelize import Voxelizer
+from detector.models.backbone import SparseUNet
+from detector.models.head import DetectionHead
+from detector.models.losses import sigmoid_focal_loss
+from detector.models.outputs import ClipOutput, Detections, HeadOutput
+from detector.models.state import State, relative_transforms, scatter_rows, union_sites
+from detector.models.targets import assign_targets
+from detector.models.temporal import ConcatSweeps, FusedOutput, RecurrentFusion, SingleFrame
+
+__all__ = ["Detector"]
+
+_FUSED_KEY = "fused_subm3"
+
+
+class Detector(nn.Module):
+    """See the module docstring. Built by Hydra from ``configs/model/*.yaml``."""
+
+    def __init__(
+        self,
+        voxelizer: Voxelizer,
+        backbone: SparseUNet,
+        temporal: SingleFrame | ConcatSweeps | RecurrentFusion,
+        head: DetectionHead,
+        max_gap_s: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.voxelizer = voxelizer
+        self.backbone = backbone
+        self.temporal = temporal
+        self.head = head
+        self.max_gap_s = float(max_gap_s)
+        want = voxelizer.num_features(temporal.point_channels)
+        if backbone.in_channels != want:
+            raise ValueError(
+                f"Detector: backbone.in_channels={backbone.in_channels} but the voxelizer gives {want} features "
+                f"for temporal mode {temporal.mode!r} ({temporal.point_channels} point channels)"
+            )
+        if isinstance(temporal, RecurrentFusion) and temporal.in_channels != backbone.out_channels:
+            raise ValueError(
+                f"Detector: temporal.in_channels={temporal.in_channels} != backbone.out_channels={backbone.out_channels}"
+            )
+        fused = temporal.out_channels(backbone.out_channels)
+        if head.in_channels != fused:
+            raise ValueError(f"Detector: head.in_channels={head.in_channels} but the temporal module gives {fused}")
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def temporal_mode(self) -> str:
+        return self.temporal.mode
+
+    @property
+    def is_causal(self) -> bool:
+        return bool(self.temporal.causal)
+
+    @property
+    def classes(self) -> list[int]:
+        """Trained Waymo type ids, in the order of the head's class logits."""
+        return list(self.head.classes)
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        """A fresh state for ``batch_size`` streams (every stream starts afresh on its next frame)."""
+        if device is None:
+            device = next(self.parameters()).device
+        return State(
+            poses=torch.eye(4, dtype=torch.float64, device=device).repeat(batch_size, 1, 1),
+            timestamps=torch.zeros(batch_size, dtype=torch.long, device=device),
+            valid=torch.zeros(batch_size, dtype=torch.bool, device=device),
+        )
+
+    # ----------------------------------------------------------------- public API
+    def forward(self, clip: ClipBatch, decode: bool = False, compute_loss: bool = True) -> ClipOutput:
+        if len(clip) == 0:
+            raise ValueError("Detector.forward: empty clip")
+        if not self.is_causal:
+            return self._bidirectional(clip.frames, decode, compute_loss, cache=True)
+        state = self.init_state(clip.batch_size, clip.frames[0].points.device)
+        frame_losses, detections = [], [] if decode else None
+        for frame in clip.frames:
+            out, state = self._causal_frame(frame, state)
+            if compute_loss:
+                frame_losses.append(self.head.loss(out, self.head.targets(out, frame.boxes, frame.types)))
+            if decode:
+                detections.append(self.head.decode(out, frame.batch_size))
+        return ClipOutput(self._average(frame_losses), frame_losses, detections, state.detach())
+
+    @property
+    def bidirectional(self) -> bool:
+        """True for the offline bidirectional recurrent model (``step`` is not available)."""
+        return not self.is_causal
+
+    @torch.no_grad()
+    def step(
+        self, frame: FrameBatch, state: State, return_losses: bool = False
+    ) -> tuple[list[Detections], State] | tuple[list[Detections], State, dict[str, torch.Tensor]]:
+        """One online step (no gradients). See the module docstring. With ``return_losses`` also the
+        frame's loss dict given the carried state (targets from ``frame.boxes``)."""
+        if not self.is_causal:
+            raise RuntimeError(
+                "Detector.step: this model is bidirectional (it looks at future frames, so it cannot stream); "
+                "use offline_segment(frames) or forward(clip)"
+            )
+        if state.batch_size != frame.batch_size:
+            raise ValueError(f"Detector.step: state has {state.batch_size} streams, frame has {frame.batch_size}")
+        out, state = self._causal_frame(frame, state)
+        detections = self.head.decode(out, frame.batch_size)
+        if return_losses:
+            losses = self.head.loss(out, self.head.targets(out, frame.boxes, frame.types))
+            return detections, state.detach(), losses
+        return detections, state.detach()
+
+    @torch.no_grad()
+    def offline_segment(self, frames: Sequence[FrameBatch]) -> list[list[Detections]]:
+        """Detections ``[t][b]`` for a whole segment (list of frames in time order), any mode."""
+        frames = list(frames)
+        if not frames:
+            return []
+        if not self.is_causal:
+            return self._bidirectional(frames, decode=True, compute_loss=False, cache=False).detections
+        state = self.init_state(frames[0].batch_size, frames[0].points.device)
+        result = []
+        for frame in frames:
+            dets, state = self.step(frame, state)
+            result.append(dets)
+        return result
+
+    # ----------------------------------------------------------------- internals
+    def _reset_mask(self, frame: FrameBatch, state: State, flags: torch.Tensor | None = None) -> torch.Tensor:
+        """Streams to start afresh: flagged (``frame.reset``, or ``flags`` when running backwards in
+        time), never started, or a time gap beyond ``max_gap_s`` (either direction)."""
+        flags = frame.reset if flags is None else flags
+        gap = (frame.timestamps.to(state.timestamps.device) - state.timestamps).abs()
+        return flags.to(state.valid.device).bool() | ~state.valid | (gap > int(self.max_gap_s * 1e6))
+
+    def _encode(self, frame: FrameBatch, state: State) -> SparseConvTensor:
+        points = self.temporal.points(frame, state)
+        x = self.voxelizer(points, frame.batch_size)
+        return self.backbone(x)
+
+    def _head(self, fused: SparseConvTensor) -> HeadOutput:
+        return self.head(fused, self.voxelizer.centers(fused.indices))
+
+    def _causal_frame(self, frame: FrameBatch, state: State) -> tuple[HeadOutput, State]:
+        state = state.drop_streams(self._reset_mask(frame, state))
+        feats = self._encode(frame, state)
+        new_state = State(frame.poses.double(), frame.timestamps.long(), torch.ones_like(state.valid))
+        if isinstance(self.temporal, RecurrentFusion):
+            transforms = relative_transforms(frame.poses, state.poses)
+            fused = self.temporal.run(feats, state.recurrent, transforms, self.voxelizer)
+            out = self._head(fused.fused)
+            new_state.recurrent = self.temporal.prune(fused, out.objectness())
+        else:
+            key = f"{self.backbone.key}_subm0"
+            if key in feats.indice_dict and _FUSED_KEY not in feats.indice_dict:
+                # the head's submanifold conv runs on the backbone's level-0 sites: reuse that rule book
+                feats.indice_dict[_FUSED_KEY] = feats.indice_dict[key]
+            out = self._head(feats)
+            if isinstance(self.temporal, ConcatSweeps):
+                new_state.sweeps = self.temporal.next_sweeps(frame, state)
+        return out, new_state
+
+    def _bidirectional(
+        self, frames: list[FrameBatch], decode: bool, compute_loss: bool, cache: bool
+    ) -> ClipOutput:
+        """Forward and backward recurrent passes; the head sees both directions' hidden features.
+
+        The backward pass runs first. With ``cache`` (training) its per-frame outputs are kept; without
+        (offline, long segments) only its bounded per-frame input states are kept and its step is
+        recomputed during the forward pass, so memory grows by at most ``top_k`` sites a frame.
+        """
+        temporal: RecurrentFusion = self.temporal
+        n = len(frames)
+        batch_size = frames[0].batch_size
+        device = frames[0].points.device
+        aux_losses: list[torch.Tensor] = [frames[0].points.new_zeros(()) for _ in range(n)]
+        feats_cache: dict[int, SparseConvTensor] = {}
+        bwd_out: dict[int, FusedOutput] = {}
+        bwd_in: dict[int, State] = {}
+        state = self.init_state(batch_size, device)
+        for t in range(n - 1, -1, -1):
+            frame = frames[t]
+            # going backwards, the flag that separates frame t from t+1 is frame t+1's
+            flags = frames[t + 1].reset if t + 1 < n else torch.ones_like(frame.reset)
+            state = state.drop_streams(self._reset_mask(frame, state, flags))
+            feats = self._encode(frame, state)
+            out_b = temporal.run(feats, state.recurrent, relative_transforms(frame.poses, state.poses), self.voxelizer, True)
+            score_b = temporal.direction_score(out_b, backward=True)
+            if compute_loss:
+                aux_losses[t] = aux_losses[t] + self._objectness_loss(out_b, score_b, frame)
+            if cache:
+                feats_cache[t], bwd_out[t] = feats, out_b
+            else:
+                bwd_in[t] = state
+            state = State(frame.poses.double(), frame.timestamps.long(), torch.ones_like(state.valid))
+            state.recurrent = temporal.prune(out_b, score_b.detach())
+
+        frame_losses, detections = [], [] if decode else None
+        state = self.init_state(batch_size, device)
+        for t, frame in enumerate(frames):
+            state = state.drop_streams(self._reset_mask(frame, state))
+            feats = feats_cache.pop(t) if cache else self._encode(frame, state)
+            out_f = temporal.run(feats, state.recurrent, relative_transforms(frame.poses, state.poses), self.voxelizer)
+            if cache:
+                out_b = bwd_out.pop(t)
+            else:
+                prev_b = bwd_in.pop(t)
+                out_b = temporal.run(
+                    feats, prev_b.recurrent, relative_transforms(frame.poses, prev_b.poses), self.voxelizer, True
+                )
+            score_f = temporal.direction_score(out_f, backward=False)
+            sites, (rows_f, rows_b) = union_sites([out_f.fused.indices, out_b.fused.indices], feats.spatial_shape)
+            u = sites.shape[0]
+            joined = torch.cat(
+                [scatter_rows(out_f.hidden[-1], rows_f, u), scatter_rows(out_b.hidden[-1], rows_b, u)], dim=1
+            )
+            out = self._head(SparseConvTensor(joined, sites, feats.spatial_shape, batch_size))
+            if compute_loss:
+                losses = self.head.loss(out, self.head.targets(out, frame.boxes, frame.types))
+                aux = aux_losses[t] + self._objectness_loss(out_f, score_f, frame)
+                losses["aux_objectness"] = aux
+                losses["loss"] = losses["loss"] + aux
+                frame_losses.append(losses)
+            if decode:
+                detections.append(self.head.decode(out, batch_size))
+            state = State(frame.poses.double(), frame.timestamps.long(), torch.ones_like(state.valid))
+            state.recurrent = temporal.prune(out_f, score_f.detach())
+        return ClipOutput(self._average(frame_losses), frame_losses, detections, None)
+
+    def _objectness_loss(self, out: FusedOutput, logits: torch.Tensor, frame: FrameBatch) -> torch.Tensor:
+        """Class-agnostic focal loss of a direction's objectness on its own sites (bidirectional)."""
+        sites = out.fused.indices
+        targets = assign_targets(
+            self.voxelizer.centers(sites), sites[:, 0], frame.boxes, frame.types, self.head.classes, self.head.assign_margin
+        )
+        positive = targets.positive.float()
+        return sigmoid_focal_loss(logits, positive, self.head.focal_alpha, self.head.focal_gamma) / max(
+            targets.num_positive, 1
+        )
+
+    @staticmethod
+    def _average(frame_losses: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        if not frame_losses:
+            return {}
+        return {k: torch.stack([fl[k] for fl in frame_losses]).mean() for k in frame_losses[0]}

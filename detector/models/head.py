@@ -1,0 +1,151 @@
+"""Detection head: per-site class logits, box code and heading direction; losses; decoding + NMS."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from spconv.pytorch import SparseConvTensor
+from torch import nn
+
+from detector.models.backbone import SubMBlock
+from detector.models.box_coding import DEFAULT_ANCHOR_SIZES, BoxCoder
+from detector.models.losses import sigmoid_focal_loss, smooth_l1
+from detector.models.nms import rotated_nms
+from detector.models.outputs import Detections, HeadOutput
+from detector.models.targets import Targets, assign_targets
+
+__all__ = ["DetectionHead"]
+
+
+def _per_class(value: float | Sequence[float], n: int, name: str) -> list[float]:
+    if isinstance(value, (int, float)):
+        return [float(value)] * n
+    value = [float(v) for v in value]
+    if len(value) != n:
+        raise ValueError(f"DetectionHead: {name} needs one value per class ({n}), got {value}")
+    return value
+
+
+class DetectionHead(nn.Module):
+    """Per-site predictions for ``classes`` (Waymo type ids, default vehicle, pedestrian, cyclist).
+
+    A submanifold block (``convs`` of them) on the fused sites, then per-site linear layers for the
+    class logits (focal loss), the 8-number box code (smooth L1) and the direction bit (BCE).
+    Decoding: per-class score thresholds, the ``pre_nms`` best sites per stream, rotated BEV NMS with
+    per-class IoU thresholds (optionally merging suppressed boxes), at most ``max_detections`` a frame.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        classes: Sequence[int] = (1, 2, 4),
+        channels: int = 32,
+        convs: int = 1,
+        anchor_sizes: Sequence[Sequence[float]] | None = None,
+        assign_margin: float = 0.25,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        cls_weight: float = 1.0,
+        reg_weight: float = 2.0,
+        dir_weight: float = 0.2,
+        score_threshold: float | Sequence[float] = 0.1,
+        nms_iou: float | Sequence[float] = 0.25,
+        nms_merge: bool = True,
+        pre_nms: int = 1024,
+        max_detections: int = 200,
+        prior_prob: float = 0.01,
+    ) -> None:
+        super().__init__()
+        self.classes = [int(c) for c in classes]
+        if not self.classes:
+            raise ValueError("DetectionHead: classes is empty")
+        n = len(self.classes)
+        self.in_channels = int(in_channels)
+        sizes = anchor_sizes if anchor_sizes is not None else [DEFAULT_ANCHOR_SIZES[c] for c in self.classes]
+        self.coder = BoxCoder(sizes)
+        if self.coder.anchor_sizes.shape[0] != n:
+            raise ValueError(f"DetectionHead: {len(sizes)} anchor sizes for {n} classes")
+        self.assign_margin = float(assign_margin)
+        self.focal_alpha, self.focal_gamma = float(focal_alpha), float(focal_gamma)
+        self.cls_weight, self.reg_weight, self.dir_weight = float(cls_weight), float(reg_weight), float(dir_weight)
+        self.score_threshold = _per_class(score_threshold, n, "score_threshold")
+        self.nms_iou = _per_class(nms_iou, n, "nms_iou")
+        self.nms_merge = bool(nms_merge)
+        self.pre_nms, self.max_detections = int(pre_nms), int(max_detections)
+
+        c_in = self.in_channels
+        self.body = nn.Sequential(*[SubMBlock(c_in if i == 0 else channels, channels, "fused_subm3") for i in range(convs)])
+        c = channels if convs > 0 else c_in
+        self.cls = nn.Linear(c, n)
+        self.reg = nn.Linear(c, BoxCoder.code_size + 1)
+        with torch.no_grad():
+            self.cls.bias.fill_(-torch.log(torch.tensor((1 - prior_prob) / prior_prob)).item())
+            self.reg.weight.mul_(0.1)
+            self.reg.bias.zero_()
+
+    def forward(self, x: SparseConvTensor, centres: torch.Tensor) -> HeadOutput:
+        f = self.body(x).features
+        reg = self.reg(f)
+        return HeadOutput(x.indices, centres, self.cls(f), reg[:, :-1], reg[:, -1])
+
+    def targets(self, out: HeadOutput, gt_boxes: torch.Tensor, gt_types: torch.Tensor) -> Targets:
+        return assign_targets(out.centres, out.sites[:, 0], gt_boxes, gt_types, self.classes, self.assign_margin)
+
+    def loss(self, out: HeadOutput, targets: Targets) -> dict[str, torch.Tensor]:
+        """``{"loss", "cls", "reg", "dir"}`` for one frame; normalised by the number of positives."""
+        pos = targets.positive
+        num_pos = max(targets.num_positive, 1)
+        onehot = torch.zeros_like(out.cls_logits)
+        onehot[pos, targets.labels[pos]] = 1.0
+        cls = sigmoid_focal_loss(out.cls_logits, onehot, self.focal_alpha, self.focal_gamma) / num_pos
+        if bool(pos.any()):
+            code, direction = self.coder.encode(targets.boxes[pos], out.centres[pos], targets.labels[pos])
+            reg = smooth_l1(out.box_reg[pos], code).sum() / num_pos
+            dirl = nn.functional.binary_cross_entropy_with_logits(out.dir_logits[pos], direction)
+        else:
+            reg = out.box_reg.sum() * 0.0
+            dirl = out.dir_logits.sum() * 0.0
+        total = self.cls_weight * cls + self.reg_weight * reg + self.dir_weight * dirl
+        return {"loss": total, "cls": cls, "reg": reg, "dir": dirl}
+
+    @torch.no_grad()
+    def decode(self, out: HeadOutput, batch_size: int) -> list[Detections]:
+        """Boxes, scores and Waymo types per stream (see the class docstring)."""
+        probs = torch.sigmoid(out.cls_logits)
+        results = []
+        thresholds = torch.tensor(self.score_threshold, device=probs.device)
+        batch = out.sites[:, 0].long()
+        for b in range(batch_size):
+            rows = torch.nonzero(batch == b).squeeze(1)
+            if rows.numel() == 0 or probs.shape[1] == 0:
+                results.append(self._empty(probs.device))
+                continue
+            score, cls = probs[rows].max(dim=1)
+            ok = score >= thresholds[cls]
+            rows, score, cls = rows[ok], score[ok], cls[ok]
+            if score.numel() > self.pre_nms:
+                top = torch.topk(score, self.pre_nms).indices
+                rows, score, cls = rows[top], score[top], cls[top]
+            boxes = self.coder.decode(out.box_reg[rows], out.dir_logits[rows], out.centres[rows], cls)
+            kept_boxes, kept_scores, kept_cls = [], [], []
+            for k in torch.unique(cls).tolist():
+                m = cls == k
+                keep, merged = rotated_nms(boxes[m], score[m], self.nms_iou[k], self.nms_merge)
+                kept_boxes.append(merged)
+                kept_scores.append(score[m][keep])
+                kept_cls.append(cls[m][keep])
+            if not kept_scores:
+                results.append(self._empty(probs.device))
+                continue
+            boxes, score, cls = torch.cat(kept_boxes), torch.cat(kept_scores), torch.cat(kept_cls)
+            order = torch.argsort(score, descending=True, stable=True)[: self.max_detections]
+            types = torch.tensor(self.classes, device=cls.device)[cls[order]]
+            results.append(Detections(boxes[order].float(), score[order].float(), types))
+        return results
+
+    @staticmethod
+    def _empty(device: torch.device) -> Detections:
+        return Detections(
+            torch.zeros((0, 7), device=device), torch.zeros((0,), device=device), torch.zeros((0,), dtype=torch.long, device=device)
+        )

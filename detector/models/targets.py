@@ -1,0 +1,104 @@
+"""Per-site training targets from ground-truth boxes: a site whose voxel centre lies inside a box
+(grown by ``margin`` metres on every side, since voxels of surface points straddle the box faces) is a
+positive of that box's class and regresses that box; inside several boxes, the nearest centre wins.
+Boxes of untrained types (e.g. signs) make no positives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Targets", "points_in_boxes", "points_in_boxes_paired", "assign_targets"]
+
+
+@dataclass
+class Targets:
+    """labels (N,) int64: class index or -1 (background); boxes (N, 7) the assigned box (zeros for
+    background); num_positive: count of labels >= 0."""
+
+    labels: torch.Tensor
+    boxes: torch.Tensor
+
+    @property
+    def positive(self) -> torch.Tensor:
+        return self.labels >= 0
+
+    @property
+    def num_positive(self) -> int:
+        return int(self.positive.sum())
+
+
+def points_in_boxes(points: torch.Tensor, boxes: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+    """(N, M) bool: point (N, 3) inside box (M, 7), each box grown by ``margin`` on every side."""
+    d = points[:, None, :] - boxes[None, :, :3]
+    cos, sin = torch.cos(boxes[:, 6]), torch.sin(boxes[:, 6])
+    lx = d[..., 0] * cos + d[..., 1] * sin
+    ly = -d[..., 0] * sin + d[..., 1] * cos
+    half = boxes[:, 3:6] * 0.5 + margin
+    return (lx.abs() <= half[:, 0]) & (ly.abs() <= half[:, 1]) & (d[..., 2].abs() <= half[:, 2])
+
+
+def points_in_boxes_paired(points: torch.Tensor, boxes: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+    """(P,) bool: point i (P, 3) inside box i (P, 7) grown by ``margin``."""
+    d = points - boxes[:, :3]
+    cos, sin = torch.cos(boxes[:, 6]), torch.sin(boxes[:, 6])
+    lx = d[:, 0] * cos + d[:, 1] * sin
+    ly = -d[:, 0] * sin + d[:, 1] * cos
+    half = boxes[:, 3:6] * 0.5 + margin
+    return (lx.abs() <= half[:, 0]) & (ly.abs() <= half[:, 1]) & (d[:, 2].abs() <= half[:, 2])
+
+
+def assign_targets(
+    centres: torch.Tensor,
+    batch: torch.Tensor,
+    gt_boxes: torch.Tensor,
+    gt_types: torch.Tensor,
+    classes: Sequence[int],
+    margin: float = 0.25,
+    chunk: int = 32768,
+) -> Targets:
+    """Targets for sites with voxel centres (N, 3) and batch index (N,), from boxes (M, 8)
+    ``[b, cx, cy, cz, l, w, h, heading]`` with Waymo types (M,)."""
+    n = centres.shape[0]
+    labels = torch.full((n,), -1, dtype=torch.long, device=centres.device)
+    boxes = centres.new_zeros((n, 7))
+    type_to_class = {int(t): i for i, t in enumerate(classes)}
+    cls_of_box = torch.tensor(
+        [type_to_class.get(int(t), -1) for t in gt_types.tolist()], dtype=torch.long, device=centres.device
+    )
+    trained = cls_of_box >= 0
+    gt_boxes, cls_of_box = gt_boxes[trained], cls_of_box[trained]
+    if gt_boxes.shape[0] == 0 or n == 0:
+        return Targets(labels, boxes)
+    gt_batch = gt_boxes[:, 0].long()
+    for b in torch.unique(gt_batch).tolist():
+        site_rows = torch.nonzero(batch == b).squeeze(1)
+        box_rows = torch.nonzero(gt_batch == b).squeeze(1)
+        bx = gt_boxes[box_rows, 1:].float()
+        reach = 0.5 * torch.hypot(bx[:, 3], bx[:, 4]) + margin  # circumradius in BEV
+        for start in range(0, site_rows.shape[0], chunk):
+            rows = site_rows[start : start + chunk]
+            p = centres[rows]
+            # cheap BEV distance test first; the exact box test only on the candidate pairs
+            near = torch.cdist(p[:, :2], bx[:, :2]) <= reach
+            pi, bi = torch.nonzero(near, as_tuple=True)
+            if pi.numel() == 0:
+                continue
+            inside = points_in_boxes_paired(p[pi], bx[bi], margin)
+            pi, bi = pi[inside], bi[inside]
+            if pi.numel() == 0:
+                continue
+            # several boxes: the nearest centre wins (sort by distance, keep each site's first)
+            dist = (p[pi] - bx[bi, :3]).norm(dim=1)
+            order = torch.argsort(dist, stable=True)
+            order = order[torch.argsort(pi[order], stable=True)]
+            pi, bi = pi[order], bi[order]
+            first = torch.ones_like(pi, dtype=torch.bool)
+            first[1:] = pi[1:] != pi[:-1]
+            pi, bi = pi[first], bi[first]
+            labels[rows[pi]] = cls_of_box[box_rows[bi]]
+            boxes[rows[pi]] = bx[bi]
+    return Targets(labels, boxes)

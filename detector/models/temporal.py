@@ -1,0 +1,226 @@
+"""Temporal fusion modes of the Detector, one switch apart: ``SingleFrame`` (``none``),
+``ConcatSweeps`` (``concat``: earlier sweeps moved into the current frame, time-offset channel) and
+``RecurrentFusion`` (sparse convolutional LSTM/GRU/... with the ego-motion-aligned state).
+
+Each exposes the same small interface used by ``Detector``:
+
+- ``point_channels``: channels per point after the batch column that the voxelizer sees;
+- ``points(frame, state)``: the points to voxelize at this frame;
+- ``out_channels``: channels of the features given to the head;
+- ``update(state, frame, ...)``: the part of the next state this mode owns.
+"""
+
+from __future__ import annotations
+
+import torch
+from spconv.pytorch import SparseConvTensor
+from torch import nn
+
+from detector.data.batch import FrameBatch
+from detector.data.voxelize import Voxelizer
+from detector.models.cells import CELL_KINDS, SparseRecurrentCell
+from detector.models.state import (
+    RecurrentState,
+    State,
+    Sweep,
+    align_state,
+    relative_transforms,
+    scatter_rows,
+    transform_points,
+    union_sites,
+)
+
+__all__ = ["SingleFrame", "ConcatSweeps", "RecurrentFusion", "top_k_per_stream", "FusedOutput"]
+
+#: Columns of FrameBatch.points after the batch column.
+FRAME_POINT_CHANNELS = 5
+
+
+class SingleFrame(nn.Module):
+    """``temporal: none``: each frame on its own."""
+
+    mode = "none"
+    point_channels = FRAME_POINT_CHANNELS
+    causal = True
+
+    def __init__(self, in_channels: int | None = None) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+
+    def out_channels(self, in_channels: int) -> int:
+        return in_channels
+
+    def points(self, frame: FrameBatch, state: State) -> torch.Tensor:
+        return frame.points
+
+
+class ConcatSweeps(nn.Module):
+    """``temporal: concat``: the ``num_sweeps`` previous sweeps (same stream, not reset) are moved into
+    the current vehicle frame by ``inv(pose_t) @ pose_k`` and concatenated with the current points; a
+    sixth point channel holds the age of each point in seconds (0 for the current sweep)."""
+
+    mode = "concat"
+    point_channels = FRAME_POINT_CHANNELS + 1
+    causal = True
+
+    def __init__(self, num_sweeps: int = 3, in_channels: int | None = None) -> None:
+        super().__init__()
+        if num_sweeps < 1:
+            raise ValueError(f"ConcatSweeps: num_sweeps must be >= 1, got {num_sweeps}")
+        self.num_sweeps = int(num_sweeps)
+        self.in_channels = in_channels
+
+    def out_channels(self, in_channels: int) -> int:
+        return in_channels
+
+    def points(self, frame: FrameBatch, state: State) -> torch.Tensor:
+        parts = [torch.cat([frame.points, frame.points.new_zeros((frame.points.shape[0], 1))], dim=1)]
+        for sweep in state.sweeps:
+            if sweep.points.shape[0] == 0:
+                continue
+            transforms = relative_transforms(frame.poses, sweep.poses)
+            b = sweep.points[:, 0]
+            xyz = transform_points(sweep.points[:, 1:4], b, transforms)
+            age = (frame.timestamps - sweep.timestamps).to(xyz.dtype).to(xyz.device)[b.long()] * 1e-6
+            parts.append(torch.cat([sweep.points[:, :1], xyz, sweep.points[:, 4:], age[:, None]], dim=1))
+        return torch.cat(parts, dim=0)
+
+    def next_sweeps(self, frame: FrameBatch, state: State) -> list[Sweep]:
+        newest = Sweep(frame.points.detach(), frame.poses, frame.timestamps)
+        return [newest, *state.sweeps][: self.num_sweeps]
+
+
+def top_k_per_stream(batch: torch.Tensor, score: torch.Tensor, k: int) -> torch.Tensor:
+    """Rows (ascending) of the ``k`` highest scores within each batch index."""
+    if batch.numel() == 0:
+        return batch.new_zeros((0,), dtype=torch.long)
+    order = torch.argsort(score, descending=True, stable=True)
+    order = order[torch.argsort(batch[order], stable=True)]
+    b_sorted = batch[order]
+    first = torch.searchsorted(b_sorted, b_sorted, right=False)
+    rank = torch.arange(b_sorted.numel(), device=batch.device) - first
+    return torch.sort(order[rank < k]).values
+
+
+class FusedOutput:
+    """Output of a recurrent pass on one frame: ``fused`` sparse tensor (union sites, last layer's
+    hidden features, rule books attached) and the new per-layer cell state on the same sites."""
+
+    def __init__(self, fused: SparseConvTensor, hidden: list[torch.Tensor], memory: list[torch.Tensor | None]):
+        self.fused = fused
+        self.hidden = hidden
+        self.memory = memory
+
+    def state(self) -> RecurrentState:
+        return RecurrentState(self.fused.indices, self.hidden, self.memory)
+
+
+class RecurrentFusion(nn.Module):
+    """Recurrent temporal fusion over the sparse backbone features.
+
+    in_channels: backbone output channels; hidden_channels: H; cell: ``lstm`` | ``gru`` | ``peephole``
+    | ``coupled``; num_layers: stacked layers (each on the same fused sites, layer l > 0 takes layer
+    l-1's hidden); bidirectional: a second stack runs backwards in time and the head sees
+    ``[h_forward, h_backward]`` (offline only). top_k: state sites kept per stream after each frame,
+    by the head's objectness (bidirectional: by a per-direction objectness layer). gate_*: see
+    ``GateNet``.
+    """
+
+    causal = True
+    point_channels = FRAME_POINT_CHANNELS
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int = 32,
+        cell: str = "lstm",
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        top_k: int = 4096,
+        gate_channels: int = 32,
+        gate_levels: int = 0,
+        gate_depth: int = 1,
+        forget_bias: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if cell not in CELL_KINDS:
+            raise ValueError(f"RecurrentFusion: unknown cell {cell!r}; expected one of {CELL_KINDS}")
+        if num_layers < 1 or top_k < 1:
+            raise ValueError(f"RecurrentFusion: num_layers ({num_layers}) and top_k ({top_k}) must be >= 1")
+        self.mode = cell
+        self.in_channels = int(in_channels)
+        self.hidden_channels = int(hidden_channels)
+        self.num_layers = int(num_layers)
+        self.bidirectional = bool(bidirectional)
+        self.causal = not self.bidirectional
+        self.top_k = int(top_k)
+
+        def stack(direction: str) -> nn.ModuleList:
+            return nn.ModuleList(
+                SparseRecurrentCell(
+                    cell, self.in_channels if layer == 0 else self.hidden_channels, self.hidden_channels,
+                    f"{direction}{layer}", gate_channels, gate_levels, gate_depth, forget_bias,
+                )
+                for layer in range(self.num_layers)
+            )
+
+        self.forward_cells = stack("fwd")
+        if self.bidirectional:
+            self.backward_cells = stack("bwd")
+            # objectness of each direction's own hidden features, to keep its state bounded
+            self.direction_objectness = nn.ModuleList([nn.Linear(self.hidden_channels, 1) for _ in range(2)])
+            for lin in self.direction_objectness:
+                nn.init.constant_(lin.bias, -4.6)
+
+    def out_channels(self, in_channels: int) -> int:
+        return self.hidden_channels * (2 if self.bidirectional else 1)
+
+    def points(self, frame: FrameBatch, state: State) -> torch.Tensor:
+        return frame.points
+
+    def empty_state(self, like: torch.Tensor) -> RecurrentState:
+        z = like.new_zeros((0, self.hidden_channels))
+        has_memory = self.forward_cells[0].has_memory
+        return RecurrentState(
+            like.new_zeros((0, 4), dtype=torch.int32),
+            [z] * self.num_layers,
+            [z if has_memory else None] * self.num_layers,
+        )
+
+    def run(
+        self,
+        x: SparseConvTensor,
+        prev: RecurrentState | None,
+        transforms: torch.Tensor,
+        voxelizer: Voxelizer,
+        backward: bool = False,
+    ) -> FusedOutput:
+        """One step of one direction: align ``prev`` (sites on the previous frame's grid) by
+        ``transforms`` (B, 4, 4), join it with the sites of ``x``, run the stacked cells."""
+        cells = self.backward_cells if backward else self.forward_cells
+        if prev is None or prev.num_sites == 0:
+            prev = self.empty_state(x.features)
+        else:
+            prev = align_state(prev, transforms, voxelizer)
+        sites, (rows_x, rows_s) = union_sites([x.indices, prev.sites], x.spatial_shape)
+        u = sites.shape[0]
+        inp = SparseConvTensor(scatter_rows(x.features, rows_x, u), sites, x.spatial_shape, x.batch_size)
+        hidden, memory = [], []
+        for layer, cell in enumerate(cells):
+            h0 = scatter_rows(prev.hidden[layer], rows_s, u)
+            c_prev = prev.memory[layer]
+            c0 = None if c_prev is None else scatter_rows(c_prev, rows_s, u)
+            h, c, inp = cell(inp, h0, c0)
+            hidden.append(h)
+            memory.append(c)
+            inp = inp.replace_feature(h)
+        return FusedOutput(inp, hidden, memory)
+
+    def prune(self, out: FusedOutput, score: torch.Tensor) -> RecurrentState:
+        """The state to carry: the ``top_k`` sites per stream by ``score``."""
+        rows = top_k_per_stream(out.fused.indices[:, 0].long(), score, self.top_k)
+        return out.state().select(rows)
+
+    def direction_score(self, out: FusedOutput, backward: bool) -> torch.Tensor:
+        """Objectness logits (U,) of one direction's hidden features (bidirectional mode)."""
+        return self.direction_objectness[int(backward)](out.hidden[-1]).squeeze(1)
