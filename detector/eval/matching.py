@@ -93,18 +93,6 @@ def heading_accuracy(pred_heading: np.ndarray, gt_heading: np.ndarray) -> np.nda
 
 
 # ----------------------------------------------------------------------------- matchable pairs
-def _same_key_pairs(p_key: np.ndarray, g_key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """All (pred, gt) index pairs with equal keys."""
-    g_order = np.argsort(g_key, kind="stable")
-    g_sorted = g_key[g_order]
-    start = np.searchsorted(g_sorted, p_key, side="left")
-    reps = np.searchsorted(g_sorted, p_key, side="right") - start
-    total = int(reps.sum())
-    pi = np.repeat(np.arange(len(p_key)), reps)
-    offsets = np.arange(total) - np.repeat(np.cumsum(reps) - reps, reps)
-    return pi, g_order[np.repeat(start, reps) + offsets]
-
-
 def _valid_dims(boxes: np.ndarray, use_height: bool) -> np.ndarray:
     dims = boxes[:, 3:6]
     small = dims if use_height else dims[:, :2]
@@ -118,6 +106,32 @@ def _aabb_half(boxes: np.ndarray) -> np.ndarray:
     return np.stack([hx, hy], axis=1)
 
 
+def _overlapping_pairs(p_group, p_box, p_half, g_group, g_box, g_half, g_type):
+    """Index pairs with equal group and overlapping axis-aligned footprints: a sweep along x.
+
+    Ground truths are sorted by ``x + group * offset``; each prediction takes the window of
+    ground truths its x-extent (plus the widest ground truth of its type) can reach.
+    """
+    span = 2.0 * (np.abs(np.r_[p_box[:, 0], g_box[:, 0]]).max(initial=0.0)
+                  + np.r_[p_half[:, 0], g_half[:, 0]].max(initial=0.0)) + 1.0
+    s_p = p_box[:, 0] + p_group * span
+    s_g = g_box[:, 0] + g_group * span
+    order = np.argsort(s_g, kind="stable")
+    s_sorted = s_g[order]
+    widest = np.zeros(breakdowns.NUM_TYPES + 1)
+    np.maximum.at(widest, g_type, g_half[:, 0])
+    reach = p_half[:, 0] + widest[p_group % 8]
+    start = np.searchsorted(s_sorted, s_p - reach, side="left")
+    reps = np.searchsorted(s_sorted, s_p + reach, side="right") - start
+    pi = np.repeat(np.arange(len(s_p)), reps)
+    offsets = np.arange(len(pi)) - np.repeat(np.cumsum(reps) - reps, reps)
+    gi = order[np.repeat(start, reps) + offsets]
+    keep = (p_group[pi] == g_group[gi])
+    keep &= np.abs(p_box[pi, 0] - g_box[gi, 0]) < p_half[pi, 0] + g_half[gi, 0]
+    keep &= np.abs(p_box[pi, 1] - g_box[gi, 1]) < p_half[pi, 1] + g_half[gi, 1]
+    return pi[keep], gi[keep]
+
+
 def matchable_pairs(batch: FrameBatch, spec: MetricsSpec):
     """Pairs (same frame, same type) with IoU >= the type's threshold.
 
@@ -128,18 +142,16 @@ def matchable_pairs(batch: FrameBatch, spec: MetricsSpec):
     p_ok = _valid_dims(pb, use_h) & (batch.pred_types >= 1) & (batch.pred_types <= breakdowns.NUM_TYPES)
     g_ok = _valid_dims(gb, use_h) & (batch.gt_types >= 1) & (batch.gt_types <= breakdowns.NUM_TYPES)
     p_idx, g_idx = np.nonzero(p_ok)[0], np.nonzero(g_ok)[0]
-    key_p = batch.pred_frame[p_idx] * 8 + batch.pred_types[p_idx]
-    key_g = batch.gt_frame[g_idx] * 8 + batch.gt_types[g_idx]
-    pi, gi = _same_key_pairs(key_p, key_g)
+    hp, hg = _aabb_half(pb[p_idx]), _aabb_half(gb[g_idx])
+    pi, gi = _overlapping_pairs(batch.pred_frame[p_idx] * 8 + batch.pred_types[p_idx], pb[p_idx], hp,
+                                batch.gt_frame[g_idx] * 8 + batch.gt_types[g_idx], gb[g_idx], hg,
+                                batch.gt_types[g_idx])
+    # Upper bound of the IoU from the overlap of the axis-aligned footprints and of the heights.
+    ox = np.minimum(pb[p_idx[pi], 0] + hp[pi, 0], gb[g_idx[gi], 0] + hg[gi, 0]) - np.maximum(
+        pb[p_idx[pi], 0] - hp[pi, 0], gb[g_idx[gi], 0] - hg[gi, 0])
+    oy = np.minimum(pb[p_idx[pi], 1] + hp[pi, 1], gb[g_idx[gi], 1] + hg[gi, 1]) - np.maximum(
+        pb[p_idx[pi], 1] - hp[pi, 1], gb[g_idx[gi], 1] - hg[gi, 1])
     pi, gi = p_idx[pi], g_idx[gi]
-
-    # Upper bound of the IoU from the axis-aligned bounding boxes of the footprints (which also
-    # rules out pairs too far apart) and the height overlap.
-    hp, hg = _aabb_half(pb), _aabb_half(gb)
-    ox = np.minimum(pb[pi, 0] + hp[pi, 0], gb[gi, 0] + hg[gi, 0]) - np.maximum(pb[pi, 0] - hp[pi, 0], gb[gi, 0] - hg[gi, 0])
-    oy = np.minimum(pb[pi, 1] + hp[pi, 1], gb[gi, 1] + hg[gi, 1]) - np.maximum(pb[pi, 1] - hp[pi, 1], gb[gi, 1] - hg[gi, 1])
-    keep = (ox > 0) & (oy > 0)
-    pi, gi, ox, oy = pi[keep], gi[keep], ox[keep], oy[keep]
     area_p, area_g = pb[pi, 3] * pb[pi, 4], gb[gi, 3] * gb[gi, 4]
     inter = np.minimum(ox * oy, np.minimum(area_p, area_g))
     if use_h:
@@ -148,11 +160,10 @@ def matchable_pairs(batch: FrameBatch, spec: MetricsSpec):
         inter = inter * np.minimum(dz, np.minimum(pb[pi, 5], gb[gi, 5]))
         vol_p, vol_g = area_p * pb[pi, 5], area_g * gb[gi, 5]
     else:
-        vol_p, vol_g = area_p, gb[gi, 3] * gb[gi, 4]
+        vol_p, vol_g = area_p, area_g
     inter = np.maximum(inter, 0.0)
     bound = inter / np.maximum(vol_p + vol_g - inter, 1e-300)
-    thr = spec.iou_thresholds[batch.pred_types[pi]]
-    keep = bound >= thr.astype(np.float64) - 1e-6
+    keep = bound >= spec.iou_thresholds[batch.pred_types[pi]].astype(np.float64) - 1e-6
     pi, gi = pi[keep], gi[keep]
 
     iou = paired_iou(pb[pi], gb[gi], use_height=use_h).astype(np.float32)
