@@ -261,7 +261,7 @@ np.save(sys.argv[2], np.concatenate(out))
 @pytest.mark.slow
 @pytest.mark.skipif(not OFFICIAL_PY.exists(), reason="no .venv-official with the TensorFlow Waymo package")
 def test_matches_official_frame_utils(tmp_path, moving_segment):
-    record = moving_segment[0][0]
+    record, truth = moving_segment[0]
     (tmp_path / "frame.pb").write_bytes(record)
     (tmp_path / "official.py").write_text(_OFFICIAL_SCRIPT)
     subprocess.run([str(OFFICIAL_PY), str(tmp_path / "official.py"), str(tmp_path / "frame.pb"),
@@ -269,5 +269,7 @@ def test_matches_official_frame_utils(tmp_path, moving_segment):
     official = np.load(tmp_path / "official.npy")
     ours = frame_from_proto(parse_frame(record)).points[:, :3]
     assert official.shape == ours.shape
-    # TensorFlow computes in float32 with world coordinates in the pixel poses: allow 1 cm.
-    assert np.abs(official - ours).max() < 1e-2
+    # Both compute in float32 (measured: 46 um apart); the official one also reproduces what the
+    # synthesizer cast, which checks the synthesizer's conventions independently of ours.
+    assert np.abs(official - ours).max() < 1e-3
+    assert np.abs(official - truth.points).max() < 1e-3
