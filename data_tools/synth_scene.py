@@ -4,10 +4,10 @@ Everything is laid out along a road of constant curvature (a straight road or an
 coordinates ``(s, d)``: ``s`` arc length along the centre line, ``d`` offset to the left. Lanes are
 at ``d = -1.75, -5.25`` (the ego's direction) and ``+1.75, +5.25`` (oncoming); cyclists at
 ``|d| = 7.6``; parked vehicles at ``|d| = 9.6``; poles, signs and trees at ``|d| = 11.4``; pedestrians
-on the sidewalks at ``|d| = 12.1 .. 14.8``; low walls at ``|d| = 15.6``; buildings from ``|d| = 16.5``
-outwards. Rows are spaced so that no two objects ever overlap.
-Actors follow the road (so vehicles turn with it) at constant speed; their label box is exactly the
-bounding box of their mesh, with the heading of their direction of travel.
+in three sidewalk strips at ``|d| = 12.6, 13.6, 14.6``; low walls at ``|d| = 15.6``; buildings from
+``|d| = 16.5`` outwards. Actors follow their row (so vehicles turn with the road) at one constant speed
+per row, and the rows are spaced for the largest sizes, so that no two objects ever overlap. Their
+label box is exactly the bounding box of their mesh, with the heading of their direction of travel.
 """
 
 from __future__ import annotations
@@ -257,11 +257,12 @@ def make_scene(rng: np.random.Generator, duration: float, object_range: float = 
         for s, _, size in _fill_row(rng, s_lo - speed * duration, s_hi + speed * duration, cyclist, 15.0, 70.0):
             add(TYPE_CYCLIST, size, s, d, speed=direction * speed, reverse=direction < 0)
     for side in (-1, 1):
-        for s, _, size in _fill_row(rng, s_lo, s_hi, pedestrian, 1.0, 14.0, keep=0.8):
-            walking = rng.random() < 0.7
-            speed = rng.uniform(0.7, 1.6) * rng.choice([-1, 1]) if walking else 0.0
-            add(TYPE_PEDESTRIAN, size, s, side * rng.uniform(12.1, 14.8), speed=speed,
-                reverse=bool(speed < 0 or (speed == 0 and rng.random() < 0.5)))
+        # Three sidewalk strips, 1 m apart: walking one way, the other way, standing.
+        speeds = rng.permutation([rng.uniform(0.7, 1.6), -rng.uniform(0.7, 1.6), 0.0])
+        for d, speed in zip((12.6, 13.6, 14.6), speeds):
+            for s, _, size in _fill_row(rng, s_lo, s_hi, pedestrian, 1.0, 30.0, keep=0.8):
+                add(TYPE_PEDESTRIAN, size, s, side * d, speed=speed,
+                    reverse=bool(speed < 0 or (speed == 0 and rng.random() < 0.5)))
 
     # Static structures: buildings, low walls, poles (some with signs), trees.
     parts, mats = [], []

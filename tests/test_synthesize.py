@@ -153,3 +153,13 @@ def test_noise_options_take_effect():
     noisy = top_ranges(NoiseConfig(range_noise=0.05, pixel_dropout=0.0, beam_dropout=0.0, sector_dropout=0.0))
     both = (noisy > 0) & (clean > 0)
     assert 0.03 < np.std(noisy[both] - clean[both]) < 0.07
+
+
+def test_objects_never_overlap(demo_segment):
+    from detector.eval.iou import iou3d
+
+    for proto in demo_segment:
+        boxes = frame_from_proto(proto).boxes.astype(np.float64)
+        iou = iou3d(boxes, boxes)
+        np.fill_diagonal(iou, 0.0)
+        assert iou.max() < 1e-6
