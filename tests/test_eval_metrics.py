@@ -238,3 +238,11 @@ def test_input_errors_name_the_frame_and_field():
         m.add_frame("d", [CAR], [7], [10], [0], [], [], [])
     with pytest.raises(ValueError, match=r"'e'.*gt_boxes has non-finite"):
         m.add_frame("e", [_shift(CAR, along=np.nan)], [1], [10], [0], [], [], [])
+
+
+def test_caller_buffers_are_copied():
+    boxes = np.array([CAR])
+    m = WaymoMetrics()
+    m.add_frame("f", boxes, [1], [50], [0], boxes, [0.9], [1])
+    boxes[:] = 0.0  # a training loop may reuse its buffers before the batch is processed
+    assert m.compute()[VEH]["AP"] == pytest.approx(1.0, abs=1e-6)

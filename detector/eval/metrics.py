@@ -90,7 +90,7 @@ def _precision_recall(tp, fp, fn, sum_ha, min_precision):
 
 
 def _as_array(value, dtype, shape_tail: tuple, key, field: str) -> np.ndarray:
-    arr = np.asarray(value, dtype=dtype)
+    arr = np.array(value, dtype=dtype)  # a copy: the caller may reuse its buffers before a flush
     if arr.ndim == 1 and arr.size == 0 and shape_tail:
         arr = arr.reshape((0,) + shape_tail)
     if arr.ndim != 1 + len(shape_tail) or arr.shape[1:] != shape_tail:
