@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from detector.data.voxelize import Voxelizer
@@ -11,6 +12,16 @@ from detector.models.testing import pose_matrix
 
 VOXEL = 0.4
 VOX = Voxelizer([VOXEL] * 3, [-40.0, -40.0, -3.0, 40.0, 40.0, 4.0])
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: on a machine whose cores are all busy, torch's OpenMP regions in small
+    ``index_add_`` calls spin for milliseconds each (measured 50x slower with 2 threads under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _static_world(seed: int = 0) -> np.ndarray:

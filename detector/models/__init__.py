@@ -1,0 +1,30 @@
+"""The detector: sparse 3D U-Net backbone, sparse-convolutional recurrent fusion with an
+ego-motion-aligned state, detection head (see docs/MODEL.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from detector.models.detector import Detector
+from detector.models.outputs import ClipOutput, Detections, HeadOutput
+from detector.models.state import RecurrentState, State, Sweep
+
+__all__ = ["Detector", "Detections", "ClipOutput", "HeadOutput", "State", "RecurrentState", "Sweep", "build_model"]
+
+
+def build_model(name: str = "lstm", overrides: Sequence[str] = ()) -> Detector:
+    """Instantiate ``configs/model/<name>.yaml`` with Hydra overrides such as
+    ``"model.temporal.top_k=64"`` (keys start with ``model.``). Works inside or outside a Hydra app."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import instantiate
+
+    from detector import CONFIG_DIR
+
+    ov = [f"+model={name}", *overrides]
+    if GlobalHydra.instance().is_initialized():
+        cfg = compose(overrides=ov)
+    else:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose(overrides=ov)
+    return instantiate(cfg.model, _convert_="partial")

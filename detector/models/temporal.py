@@ -86,7 +86,7 @@ class ConcatSweeps(nn.Module):
         return torch.cat(parts, dim=0)
 
     def next_sweeps(self, frame: FrameBatch, state: State) -> list[Sweep]:
-        newest = Sweep(frame.points.detach(), frame.poses, frame.timestamps)
+        newest = Sweep(frame.points, frame.poses, frame.timestamps)
         return [newest, *state.sweeps][: self.num_sweeps]
 
 

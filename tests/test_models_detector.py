@@ -1,0 +1,167 @@
+"""The Detector end to end on small synthetic clips: every shipped config, the recurrence, streaming,
+resets, the bidirectional mode and the bounded state."""
+
+import glob
+import os
+from dataclasses import replace
+
+import pytest
+import torch
+
+from detector import CONFIG_DIR
+from detector.data.batch import ClipBatch
+from detector.models import Detections, State, build_model
+from detector.models.testing import make_clip, make_scene, make_stream_frames
+
+SMALL = ["lstm", "gru", "peephole", "coupled", "lstm_stacked", "lstm_bidirectional", "single_frame", "concat"]
+# every detection of an untrained model, so outputs can be compared
+ALL_SCORES = ["model.head.score_threshold=0.0", "model.head.pre_nms=200"]
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: on a machine whose cores are all busy, torch's OpenMP regions in small
+    ``index_add_`` calls spin for milliseconds each (measured 50x slower with 2 threads under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_every_shipped_config_builds():
+    names = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(CONFIG_DIR, "model", "*.yaml")))
+    assert set(SMALL + ["waymo_lstm", "waymo_single_frame", "waymo_concat"]) <= set(names)
+    modes = {}
+    for name in names:
+        m = build_model(name)
+        modes[name] = (m.temporal_mode, m.is_causal)
+    assert modes["lstm"] == ("lstm", True) and modes["waymo_lstm"] == ("lstm", True)
+    assert modes["single_frame"] == ("none", True) and modes["waymo_single_frame"] == ("none", True)
+    assert modes["concat"] == ("concat", True) and modes["gru"] == ("gru", True)
+    assert modes["lstm_bidirectional"] == ("lstm", False)
+
+
+def test_mismatched_channels_are_named():
+    with pytest.raises(Exception, match="backbone.in_channels=7 but the voxelizer gives 8"):
+        build_model("concat", ["model.backbone.in_channels=7"])
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_variant_runs_forward_and_backward(name):
+    model = build_model(name)
+    clip = make_clip(num_frames=3, batch_size=2, num_points=2500, seed=3)
+    out = model(clip)
+    assert set(out.losses) >= {"loss", "cls", "reg", "dir"}
+    assert len(out.frame_losses) == 3 and out.detections is None
+    assert all(torch.isfinite(v) for v in out.losses.values())
+    out.losses["loss"].backward()
+    without_grad = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not without_grad, without_grad
+    model.eval()
+    with torch.no_grad():
+        dets = model(clip, decode=True, compute_loss=False).detections
+    assert len(dets) == 3 and all(len(d) == 2 for d in dets)
+    assert all(isinstance(d, Detections) and d.boxes.shape[1] == 7 for d in dets[0])
+
+
+@pytest.mark.parametrize("name,reaches", [("lstm", True), ("gru", True), ("concat", True), ("single_frame", False)])
+def test_loss_on_the_last_frame_reaches_the_first_frame(name, reaches):
+    """The recurrence is real: a loss on frame T alone has a gradient on frame 1's points (and the
+    single-frame model, as a control, has none)."""
+    model = build_model(name)
+    clip = make_clip(num_frames=3, batch_size=1, num_points=2000, seed=4)
+    first = clip.frames[0]
+    points = first.points.clone().requires_grad_(True)
+    clip = ClipBatch([replace(first, points=points), *clip.frames[1:]])
+    out = model(clip)
+    out.frame_losses[-1]["loss"].backward()
+    grad = points.grad
+    if reaches:
+        assert grad is not None and grad.abs().sum() > 0
+    else:
+        assert grad is None or grad.abs().sum() == 0
+
+
+def _outputs_equal(a: Detections, b: Detections) -> bool:
+    return len(a) == len(b) and torch.allclose(a.boxes, b.boxes, atol=1e-5) and torch.allclose(a.scores, b.scores, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["lstm", "concat"])
+def test_streaming_matches_the_clip_and_resets_per_stream(name):
+    model = build_model(name, ALL_SCORES).eval()
+    scenes = [make_scene(10), make_scene(11)]
+    frames = make_stream_frames(scenes, num_frames=4, num_points=2500, seed=5)
+    with torch.no_grad():
+        clip_dets = model(ClipBatch(frames), decode=True, compute_loss=False).detections
+    state = model.init_state(2)
+    for t, frame in enumerate(frames):
+        dets, state = model.step(frame, state)
+        assert all(_outputs_equal(a, b) for a, b in zip(dets, clip_dets[t]))
+        assert len(dets[0]) > 0
+
+    # frame 3 again, once with stream 1 flagged for reset, once with stream 0 after a long gap:
+    # the reset stream sees exactly what a fresh state sees; the other one keeps its history
+    fresh, _ = model.step(frames[3], model.init_state(2))
+    assert not _outputs_equal(fresh[0], clip_dets[3][0])
+    state3 = model.init_state(2)
+    for frame in frames[:3]:
+        _, state3 = model.step(frame, state3)
+    flagged = replace(frames[3], reset=torch.tensor([False, True]))
+    dets, _ = model.step(flagged, state3)
+    assert _outputs_equal(dets[1], fresh[1]) and _outputs_equal(dets[0], clip_dets[3][0])
+    late = replace(frames[3], timestamps=frames[3].timestamps + torch.tensor([int(model.max_gap_s * 1e6) + 1, 0]))
+    dets, _ = model.step(late, state3)
+    assert _outputs_equal(dets[0], fresh[0]) and _outputs_equal(dets[1], clip_dets[3][1])
+
+
+def test_bidirectional_model_runs_offline_only():
+    model = build_model("lstm_bidirectional", ALL_SCORES).eval()
+    frames = make_clip(num_frames=3, batch_size=2, num_points=2000, seed=6).frames
+    assert model.bidirectional and not model.is_causal
+    with pytest.raises(RuntimeError, match="bidirectional"):
+        model.step(frames[0], model.init_state(2))
+    offline = model.offline_segment(frames)
+    with torch.no_grad():
+        clip_dets = model(ClipBatch(frames), decode=True, compute_loss=False).detections
+    assert len(offline) == 3 and all(len(d) == 2 for d in offline)
+    # the memory-light offline pass (recomputed backward steps) gives the clip's result
+    for t in range(3):
+        assert all(_outputs_equal(a, b) for a, b in zip(offline[t], clip_dets[t]))
+    # the future matters: frame 0 differs when the later frames change
+    other = make_clip(num_frames=3, batch_size=2, num_points=2000, seed=7).frames
+    changed = model.offline_segment([frames[0], *other[1:]])
+    assert not _outputs_equal(changed[0][0], offline[0][0])
+
+
+def _state_rows_per_stream(state: State) -> list[int]:
+    if state.recurrent is None:
+        return [0] * state.batch_size
+    b = state.recurrent.sites[:, 0].long()
+    return [int((b == i).sum()) for i in range(state.batch_size)]
+
+
+def test_state_stays_bounded_over_a_long_stream():
+    """200 frames of two streams: the state never exceeds top_k sites per stream (or K sweeps), holds
+    no autograd graph, and its size after 200 frames is what it was after 20."""
+    top_k = 48
+    lstm = build_model("lstm", [f"model.temporal.top_k={top_k}"]).eval()
+    concat = build_model("concat").eval()
+    scenes = [make_scene(20, radius=20.0, ego_speed=6.0), make_scene(21, radius=20.0, ego_speed=3.0)]
+    frames = make_stream_frames(scenes, num_frames=200, num_points=600, seed=8, radius=25.0)
+    s_lstm, s_concat = lstm.init_state(2), concat.init_state(2)
+    sizes_lstm, sizes_concat = [], []
+    for t, frame in enumerate(frames):
+        if t == 120:  # a segment boundary in stream 1 mid-way
+            frame = replace(frame, reset=torch.tensor([False, True]))
+        _, s_lstm = lstm.step(frame, s_lstm)
+        _, s_concat = concat.step(frame, s_concat)
+        rows = _state_rows_per_stream(s_lstm)
+        assert max(rows) <= top_k and min(rows) > 0
+        assert len(s_concat.sweeps) <= 3
+        assert all(not x.requires_grad for x in s_lstm.recurrent.tensors())
+        sizes_lstm.append(s_lstm.nbytes())
+        sizes_concat.append(s_concat.nbytes())
+    bound = 2 * top_k * (4 * 4 + 2 * 4 * lstm.temporal.hidden_channels) + 1024
+    assert max(sizes_lstm) <= bound
+    assert max(sizes_lstm[150:]) <= max(sizes_lstm[10:30]) * 1.05
+    assert max(sizes_concat[150:]) <= max(sizes_concat[10:30]) * 1.3
