@@ -76,6 +76,7 @@ def plot_pr_curves(curves: dict[str, PRCurve], path: str | os.PathLike) -> None:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=100)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(results), end="")
     if args.json:
         write_json_atomic(args.json, results)
+        os.chmod(args.json, 0o644)
         print(f"\nwrote {args.json}")
     if args.plot:
         plot_pr_curves(curves, args.plot)
