@@ -6,6 +6,8 @@ Cases (all with the official default config: OBJECT_TYPE and RANGE, LEVEL_1/LEVE
 - ``subset``: the first ``--official-frames`` frames of the synthetic case, ours and the official op
   on the same float32 arrays (the ratio is measured here; the op is far too slow for the full case
   on a shared 2-core machine);
+- ``files``: ``--files-frames`` synthetic frames written as leaderboard ``.bin`` files, then scored by
+  ``python -m detector.metrics`` in a fresh process (wall time and peak RSS, start-up included);
 - ``full``: ``--frames`` synthetic frames (default 40,000, a validation split: ~60 ground truths and
   ~200 predictions a frame), streamed through ``WaymoMetrics.add_frame``; the synthetic data is
   generated in chunks and its time is not counted.
@@ -14,7 +16,8 @@ Ours runs on one thread in this process; the official op (``.venv-official``, wh
 a child process with TensorFlow's default thread pool (all cores). Peak memory: ours as the growth
 of this process's peak RSS during the run, the op as its child's peak RSS (TensorFlow included).
 
-    .venv/bin/python scripts/bench/metrics.py [--frames 40000] [--official-frames 500] [--json OUT]
+    .venv/bin/python scripts/bench/metrics.py [--cases fake,subset,files,full] [--frames 40000]
+        [--official-frames 500] [--files-frames 2000] [--json OUT]
     .venv/bin/python scripts/bench/metrics.py --official-fake-constants   # values for the tests
 """
 
@@ -28,6 +31,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -105,6 +109,36 @@ def bench_full(frames: int, seed: int) -> dict:
             "ours_peak_growth_mib": _peak_rss_mib() - rss_before}
 
 
+def bench_files(frames: int, seed: int) -> dict:
+    import tempfile
+
+    from waymo_open_dataset.protos import metrics_pb2
+
+    from detector.eval import detections_to_objects, write_objects
+
+    with tempfile.TemporaryDirectory() as tmp:
+        gt, pred = metrics_pb2.Objects(), metrics_pb2.Objects()
+        for c in synthetic_frames(frames, 60, 200, seed=seed):
+            ctx, ts = c.key
+            objs = detections_to_objects(ctx, ts, c.gt_boxes, np.ones(len(c.gt_types)), c.gt_types)
+            for o, npts, diff in zip(objs, c.gt_num_points, c.gt_difficulty):
+                o.object.num_lidar_points_in_box, o.object.detection_difficulty_level = int(npts), int(diff)
+            gt.objects.extend(objs)
+            pred.objects.extend(detections_to_objects(ctx, ts, c.pred_boxes, c.pred_scores, c.pred_types))
+        n_gt, n_pred = len(gt.objects), len(pred.objects)
+        write_objects(Path(tmp) / "gt.bin", gt)
+        write_objects(Path(tmp) / "pred.bin", pred)
+        del gt, pred
+        # The CLI itself, in a fresh process: its wall time and peak RSS (imports included).
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "detector.metrics", str(Path(tmp) / "gt.bin"), str(Path(tmp) / "pred.bin")],
+                       cwd=ROOT, check=True, capture_output=True)
+        seconds = time.perf_counter() - start
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+        return {"case": "files", "frames": frames, "ours_s": seconds, "gt_boxes": n_gt, "pred_boxes": n_pred,
+                "cli_peak_rss_mib": peak}
+
+
 def official_fake_constants() -> None:
     gt, pred = read_objects(FAKE_DIR / "fake_ground_truths.bin"), read_objects(FAKE_DIR / "fake_predictions.bin")
     off = run_official_op(*official_inputs(objects_to_frames(gt), objects_to_frames(pred)), default_config())
@@ -117,7 +151,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=40_000, help="frames of the full-size case")
     parser.add_argument("--official-frames", type=int, default=500, help="frames of the case run by both")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip-full", action="store_true")
+    parser.add_argument("--files-frames", type=int, default=2000, help="frames of the .bin file case")
+    parser.add_argument("--cases", default="fake,subset,files,full", help="comma list of fake, subset, files, full")
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument("--official-fake-constants", action="store_true",
                         help="print the official op's AP/APH on the fake files and exit")
@@ -125,11 +160,15 @@ def main() -> None:
     if args.official_fake_constants:
         official_fake_constants()
         return
+    cases = set(args.cases.split(","))
     rows = []
-    if FAKE_DIR.exists():
+    if "files" in cases:  # first: the peak RSS of children must be the CLI's, not the op's
+        rows.append(bench_files(args.files_frames, args.seed))
+    if "fake" in cases and FAKE_DIR.exists():
         rows.append(bench_fake())
-    rows.append(bench_subset(args.official_frames, args.seed))
-    if not args.skip_full:
+    if "subset" in cases:
+        rows.append(bench_subset(args.official_frames, args.seed))
+    if "full" in cases:
         rows.append(bench_full(args.frames, args.seed))
     if not official_available():
         print("(no .venv-official: official op not run; scripts/setup_official.sh makes it)")
@@ -138,6 +177,8 @@ def main() -> None:
         if "official_s" in r:
             line += (f"  official {r['official_s']:8.2f} s  official/ours {r['official_s'] / r['ours_s']:6.1f}x"
                      f"  official peak {r['official_peak_mib']:.0f} MiB  max |dAP|,|dAPH| {r['max_abs_diff']:.1e}")
+        if "cli_peak_rss_mib" in r:
+            line += f"  ({r['gt_boxes']} gt, {r['pred_boxes']} pred boxes; python -m detector.metrics peak RSS {r['cli_peak_rss_mib']:.0f} MiB)"
         if "ours_peak_growth_mib" in r:
             line += f"  ({r['gt_boxes']} gt, {r['pred_boxes']} pred boxes; peak RSS growth {r['ours_peak_growth_mib']:.0f} MiB)"
         print(line, flush=True)
