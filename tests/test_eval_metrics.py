@@ -246,3 +246,11 @@ def test_caller_buffers_are_copied():
     m.add_frame("f", boxes, [1], [50], [0], boxes, [0.9], [1])
     boxes[:] = 0.0  # a training loop may reuse its buffers before the batch is processed
     assert m.compute()[VEH]["AP"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_scores_below_every_cutoff_count_nowhere():
+    # Two predictions overlapping two overlapping ground truths (a many-to-many component), both
+    # with negative scores: never present, so both ground truths are false negatives.
+    gts = [_shift(CAR, -0.15), _shift(CAR, 0.15)]
+    c = _one_frame(gts, [1, 1], [CAR, _shift(CAR, 0.05)], [-0.5, -0.1], [1, 1]).pr_curves()[VEH]
+    assert not c.tp.any() and not c.fp.any() and c.fn.tolist() == [2] * 101

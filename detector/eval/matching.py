@@ -339,11 +339,13 @@ def _general_components(acc, mask, ep, eg, w, e_ha, e_ok, comp_e, sp, sg, cut_k,
             fn_g.append(gts)
             fn_start.append(np.full(len(gts), lo))
             fn_end.append(np.full(len(gts), n_cut))
-    p = np.concatenate(out_p)
-    acc.pred(sp[p], np.concatenate(out_start), np.concatenate(out_end),
-             tp=np.concatenate(out_tp), ha=np.concatenate(out_ha), fp=np.concatenate(out_fp))
-    g = np.concatenate(fn_g)
-    acc.fn_add(sg[g], diff[g], levels, np.concatenate(fn_start), np.concatenate(fn_end))
+    if out_p:  # empty when every prediction scores below the first cutoff
+        p = np.concatenate(out_p)
+        acc.pred(sp[p], np.concatenate(out_start), np.concatenate(out_end),
+                 tp=np.concatenate(out_tp), ha=np.concatenate(out_ha), fp=np.concatenate(out_fp))
+    if fn_g:
+        g = np.concatenate(fn_g)
+        acc.fn_add(sg[g], diff[g], levels, np.concatenate(fn_start), np.concatenate(fn_end))
 
 
 def batch_counts(batch: FrameBatch, spec: MetricsSpec) -> list[ShardCounts]:
