@@ -81,7 +81,8 @@ def _temporal_of(model_cfg) -> str:
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    from detector.eval import WaymoMetrics, format_table
+    from detector.eval import WaymoMetrics
+    from detector.metrics import format_table
     from detector.eval.submission import ObjectsWriter
 
     if cfg.get("torch_threads"):

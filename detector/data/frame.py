@@ -76,6 +76,7 @@ class Frame:
                 np.savez(f, **arrays)
                 f.flush()
                 os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):

@@ -197,6 +197,20 @@ class WaymoMetrics:
                     )
         return out
 
+    def merge(self, other: "WaymoMetrics") -> "WaymoMetrics":
+        """Add the counts of ``other`` (frames disjoint from this one's), e.g. from another DDP rank."""
+        if other.spec.breakdown_names != self.spec.breakdown_names:
+            raise ValueError("cannot merge metrics of different configurations")
+        common = self._keys & other._keys
+        if common:
+            raise ValueError(f"cannot merge: {len(common)} frames in both, e.g. {next(iter(common))!r}")
+        self._flush()
+        other._flush()
+        for mine, theirs in zip(self._totals, other._totals):
+            mine.add(theirs)
+        self._keys |= other._keys
+        return self
+
     def compute(self) -> dict[str, dict[str, float]]:
         """``{breakdown name: {"AP": float, "APH": float}}`` over all frames added so far."""
         return {name: {"AP": c.ap, "APH": c.aph} for name, c in self.pr_curves().items()}

@@ -86,6 +86,63 @@ def detections_to_objects(context_name: str, timestamp: int, boxes, scores, type
     return out
 
 
+def ground_truth_to_objects(context_name: str, timestamp: int, boxes, types, num_points,
+                            difficulty) -> list[metrics_pb2.Object]:
+    """Labels of one frame as ground-truth objects (with point counts and difficulty levels)."""
+    num_points = np.asarray(num_points, np.int64).reshape(-1)
+    difficulty = np.asarray(difficulty, np.int64).reshape(-1)
+    objs = detections_to_objects(context_name, timestamp, boxes, np.ones(len(num_points)), types)
+    for obj, n, d in zip(objs, num_points.tolist(), difficulty.tolist()):
+        obj.ClearField("score")
+        obj.object.num_lidar_points_in_box = n
+        obj.object.detection_difficulty_level = d
+    return objs
+
+
+class ObjectsWriter:
+    """Write a ``metrics_pb2.Objects`` file frame by frame, with bounded memory.
+
+    Serialized ``Objects`` messages concatenate into one valid ``Objects`` (repeated fields append), so
+    each frame's objects are appended as they come. The file appears under its name only when the
+    writer closes without an error (temporary file, then rename); on an error it is removed.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        self._f = os.fdopen(fd, "wb")
+        self.num_objects = 0
+
+    def add(self, objects: list[metrics_pb2.Object]) -> None:
+        if objects:
+            self._f.write(metrics_pb2.Objects(objects=objects).SerializeToString())
+            self.num_objects += len(objects)
+
+    def add_detections(self, context_name: str, timestamp: int, boxes, scores, types) -> None:
+        self.add(detections_to_objects(context_name, timestamp, boxes, scores, types))
+
+    def add_ground_truth(self, context_name: str, timestamp: int, boxes, types, num_points, difficulty) -> None:
+        self.add(ground_truth_to_objects(context_name, timestamp, boxes, types, num_points, difficulty))
+
+    def close(self, commit: bool = True) -> None:
+        if self._f.closed:
+            return
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        if commit:
+            os.chmod(self._tmp, 0o644)
+            os.replace(self._tmp, self.path)
+        elif os.path.exists(self._tmp):
+            os.unlink(self._tmp)
+
+    def __enter__(self) -> "ObjectsWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(commit=exc_type is None)
+
+
 @dataclass
 class FrameObjects:
     """The objects of one frame as arrays (fields of predictions or ground truth; both are kept)."""
