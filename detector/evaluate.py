@@ -71,6 +71,18 @@ def load_detector(model_cfg: DictConfig | dict, ckpt_path: str, device: torch.de
     return model.to(device).eval()
 
 
+def load_checkpoint(ckpt_path: str, map_location: torch.device | str = "cpu") -> torch.nn.Module:
+    """The detector of a training checkpoint, built from the model config stored in it."""
+    path = check_checkpoint_file(ckpt_path)
+    try:
+        hp = torch.load(path, map_location="cpu", weights_only=False).get("hyper_parameters") or {}
+    except (RuntimeError, EOFError, OSError, AttributeError) as e:
+        raise UserError(f"{path}: unreadable checkpoint ({e})") from e
+    if "model_cfg" not in hp:
+        raise UserError(f"{path}: no model config stored (not a checkpoint written by detector.train)")
+    return load_detector(hp["model_cfg"], path, map_location)
+
+
 def _temporal_of(model_cfg) -> str:
     if isinstance(model_cfg, DictConfig):
         model_cfg = OmegaConf.to_container(model_cfg, resolve=True)

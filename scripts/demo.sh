@@ -39,10 +39,10 @@ rm -rf "$EVAL_DIR"
 
 step "render detections"
 SEG="$(ls -d "$DEMO_DIR"/store/validation/*/ | head -n 1)"
-"$PY" -m detector.visualize segment="$SEG" predictions="$EVAL_DIR/predictions.bin" frame=-1 \
-  headless=true out="$DEMO_DIR/detections.png" hydra.run.dir="$DEMO_DIR/logs/visualize"
-"$PY" -m detector.visualize segment="$SEG" predictions="$EVAL_DIR/predictions.bin" \
-  bev=true out="$DEMO_DIR/detections_bev.png" frame=-1 hydra.run.dir="$DEMO_DIR/logs/visualize_bev"
+"$PY" -m detector.visualize input="$SEG" predictions="$EVAL_DIR/predictions.bin" frame=20 \
+  headless=true out="$DEMO_DIR/detections.png" width=960 height=720
+"$PY" -m detector.visualize input="$SEG" predictions="$EVAL_DIR/predictions.bin" frame=20 \
+  headless=true renderer=matplotlib out="$DEMO_DIR/detections_bev.png"
 
 step "done in $(( $(date +%s) - start ))s"
 cat <<TXT

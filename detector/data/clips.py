@@ -135,35 +135,51 @@ class _FrameStoreDataset(Dataset):
             raise FrameStoreError(
                 f"{seg.frame_path(index)}: timestamp_micros {frame.timestamp_micros} disagrees with "
                 f"{seg.path / 'segment.json'} ({seg.timestamps_micros[index]})")
-        finite = np.isfinite(frame.points).all(axis=1)
-        dropped = int(len(finite) - finite.sum())
+        total = len(frame.points)
+        frame, dropped = drop_nonfinite_points(frame)
         if dropped:
             self.num_nonfinite_points += dropped
             path = str(seg.frame_path(index))
             if path not in self._warned_files:
                 self._warned_files.add(path)
-                log.warning("%s: dropped %d of %d points with NaN/inf values", path, dropped, len(finite))
-            frame = _select_points(frame, finite)
+                log.warning("%s: dropped %d of %d points with NaN/inf values", path, dropped, total)
         return frame
 
     def _finish(self, frame: Frame) -> Frame:
         """Crop, then filter boxes (class, range)."""
-        if self.point_range is not None and len(frame.points):
-            lo, hi = self.point_range[:3], self.point_range[3:]
-            xyz = frame.points[:, :3]
-            inside = np.all((xyz >= lo) & (xyz <= hi), axis=1)
-            if not inside.all():
-                frame = _select_points(frame, inside)
-        keep = np.ones(frame.num_boxes, bool)
-        if self.classes is not None:
-            keep &= np.isin(frame.types, self.classes)
-        if self.point_range is not None and not self.keep_boxes_outside_range:
-            c = frame.boxes[:, :3]
-            keep &= np.all((c >= self.point_range[:3]) & (c <= self.point_range[3:]), axis=1)
-        if not keep.all():
-            frame = replace(frame, boxes=frame.boxes[keep], types=frame.types[keep], ids=frame.ids[keep],
-                            num_points=frame.num_points[keep], difficulty=frame.difficulty[keep])
-        return frame
+        return prepare_frame(frame, self.point_range, self.classes, self.keep_boxes_outside_range)
+
+
+def drop_nonfinite_points(frame: Frame) -> tuple[Frame, int]:
+    """The frame without points that have NaN/inf values, and how many were dropped."""
+    finite = np.isfinite(frame.points).all(axis=1)
+    dropped = int(len(finite) - finite.sum())
+    return (_select_points(frame, finite) if dropped else frame), dropped
+
+
+def prepare_frame(frame: Frame, point_range: np.ndarray | Sequence[float] | None, classes: Sequence[int] | None,
+                  keep_boxes_outside_range: bool) -> Frame:
+    """Crop points to ``point_range``, keep boxes of ``classes`` (and, unless
+    ``keep_boxes_outside_range``, whose centre lies in the range). The one per-frame preparation used
+    by training, evaluation and prediction on raw records."""
+    if point_range is not None:
+        point_range = np.asarray(point_range, np.float32)
+    if point_range is not None and len(frame.points):
+        lo, hi = point_range[:3], point_range[3:]
+        xyz = frame.points[:, :3]
+        inside = np.all((xyz >= lo) & (xyz <= hi), axis=1)
+        if not inside.all():
+            frame = _select_points(frame, inside)
+    keep = np.ones(frame.num_boxes, bool)
+    if classes is not None:
+        keep &= np.isin(frame.types, classes)
+    if point_range is not None and not keep_boxes_outside_range:
+        c = frame.boxes[:, :3]
+        keep &= np.all((c >= point_range[:3]) & (c <= point_range[3:]), axis=1)
+    if not keep.all():
+        frame = replace(frame, boxes=frame.boxes[keep], types=frame.types[keep], ids=frame.ids[keep],
+                        num_points=frame.num_points[keep], difficulty=frame.difficulty[keep])
+    return frame
 
 
 def _no_segments(root: str, split: str) -> FrameStoreError:
@@ -276,5 +292,5 @@ def iter_segment_frames(root: str | os.PathLike, split: str, **kwargs) -> Iterat
         yield collate_stream([ds[i]])
 
 
-__all__ = ["Clip", "ClipDataset", "SegmentDataset", "iter_segment_frames", "frame_resets", "clip_starts",
+__all__ = ["prepare_frame", "drop_nonfinite_points", "Clip", "ClipDataset", "SegmentDataset", "iter_segment_frames", "frame_resets", "clip_starts",
            "split_segments", "DEFAULT_CLASSES"]

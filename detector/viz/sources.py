@@ -22,7 +22,7 @@ from detector.data.frame_store import SEGMENT_META, read_segment
 from detector.viz.scene import PredictedBoxes, SceneFrame, StateVoxels
 
 #: ``module:function`` that turns a checkpoint path into a ``Detector`` (``fn(path, map_location=...)``).
-CHECKPOINT_LOADER = "detector.train:load_detector"
+CHECKPOINT_LOADER = "detector.evaluate:load_checkpoint"
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords")
 #: ``fn(state) -> (centres (N, 3) metres, voxel size)`` for batch element 0 of a ``Detector`` state;
 #: None until the detector's state is wired to the viewer (``show_state=true`` then says so).
