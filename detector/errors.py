@@ -10,6 +10,8 @@ from pathlib import Path
 
 from detector.data.frame import FrameFormatError
 from detector.data.frame_store import FrameStoreError
+from detector.data.tfrecord import RecordError
+from detector.eval.submission import SubmissionError
 
 
 class UserError(RuntimeError):
@@ -17,7 +19,7 @@ class UserError(RuntimeError):
 
 
 #: Exceptions that mean bad input rather than a bug: reported as one line, exit status 2.
-REPORTED = (UserError, FrameStoreError, FrameFormatError, FileNotFoundError)
+REPORTED = (UserError, FrameStoreError, FrameFormatError, RecordError, SubmissionError, FileNotFoundError)
 
 
 def user_errors(fn):
