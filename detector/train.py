@@ -53,7 +53,7 @@ def build_trainer(cfg: DictConfig, out: Path, callbacks: list | None = None) -> 
     return instantiate(cfg.trainer, logger=loggers or False, callbacks=cbs, default_root_dir=str(out))
 
 
-def train(cfg: DictConfig) -> dict:
+def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
     """Run training as configured; returns paths of what it wrote and the last validation metrics."""
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
@@ -65,7 +65,7 @@ def train(cfg: DictConfig) -> dict:
         check_checkpoint_file(ckpt_path)
     datamodule = instantiate(cfg.data, seed=int(cfg.seed))
     module = DetectorModule(model_cfg=OmegaConf.to_container(cfg.model, resolve=True), **cfg.module)
-    trainer = build_trainer(cfg, out)
+    trainer = build_trainer(cfg, out, callbacks)
     OmegaConf.save(cfg, out / "train_config.yaml", resolve=True)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     result = {"output_dir": str(out), "last_checkpoint": str(out / "checkpoints" / "last.ckpt"),
