@@ -10,6 +10,7 @@ the same weights as an uninterrupted one.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import hydra
@@ -17,6 +18,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from detector import CONFIG_DIR
@@ -33,8 +35,20 @@ def output_dir(cfg: DictConfig) -> Path:
     return Path(cfg.get("output_dir") or "outputs/train")
 
 
+class AtomicCheckpoint(ModelCheckpoint):
+    """A ``ModelCheckpoint`` whose files appear whole: written under a temporary name, then renamed,
+    so a run killed while saving never leaves a half-written ``last.ckpt`` that a resume would trust."""
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        tmp = f"{filepath}.partial"
+        super()._save_checkpoint(trainer, tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, filepath)
+        trainer.strategy.barrier("atomic_checkpoint")
+        self._last_checkpoint_saved = filepath
+
+
 def build_trainer(cfg: DictConfig, out: Path, callbacks: list | None = None) -> L.Trainer:
-    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     loggers = []
@@ -43,11 +57,11 @@ def build_trainer(cfg: DictConfig, out: Path, callbacks: list | None = None) -> 
     if cfg.logging.tensorboard:
         loggers.append(TensorBoardLogger(str(out), name="logs", version="tensorboard"))
     ck = cfg.checkpoint
-    cbs = [ModelCheckpoint(dirpath=str(out / "checkpoints"), filename="last", save_last=False,
+    cbs = [AtomicCheckpoint(dirpath=str(out / "checkpoints"), filename="last", save_last=False,
                            every_n_train_steps=ck.every_n_train_steps, save_on_train_epoch_end=True,
                            enable_version_counter=False)]
     if cfg.module.validation_metrics and ck.monitor:
-        cbs.append(ModelCheckpoint(dirpath=str(out / "checkpoints"), filename="best-{epoch:02d}",
+        cbs.append(AtomicCheckpoint(dirpath=str(out / "checkpoints"), filename="best-{epoch:02d}",
                                    monitor=ck.monitor, mode=ck.mode, save_top_k=1, auto_insert_metric_name=False))
     cbs += list(callbacks or [])
     return instantiate(cfg.trainer, logger=loggers or False, callbacks=cbs, default_root_dir=str(out))
