@@ -56,4 +56,5 @@ def test_lstm_overfits_a_tiny_clip():
             history.append((step, round(loss.item(), 3), _vehicle_ap(model, clip)))
             if history[-1][2] >= TARGET_AP:
                 break
+    print("(step, loss, vehicle AP@0.7):", history)
     assert history[-1][2] >= TARGET_AP, f"(step, loss, vehicle AP@0.7): {history}"

@@ -60,22 +60,35 @@ class SparseRecurrentCell(nn.Module):
     ``forward(x, h, c)`` takes a ``SparseConvTensor`` x (U sites, in_channels) and the previous
     hidden (U, H) / memory (U, H or None) on the same sites; returns ``(h, c, sites)`` where
     ``sites`` is a ``SparseConvTensor`` carrying the rule books computed on these sites (reusable).
+
+    input_kernel: 3 (default) runs the gate network over ``[x, h]``; 1 feeds ``x`` through a per-site
+    linear layer added to the gate network's output over ``h`` alone (half the gate-conv cost; the
+    backbone features already carry spatial context, the state keeps a spatial kernel so that it
+    can follow objects that moved).
     """
 
     def __init__(
         self, kind: str, in_channels: int, hidden_channels: int, key: str, gate_channels: int = 32,
-        gate_levels: int = 0, gate_depth: int = 1, forget_bias: float = 1.0,
+        gate_levels: int = 0, gate_depth: int = 1, forget_bias: float = 1.0, input_kernel: int = 3,
     ) -> None:
         super().__init__()
         if kind not in CELL_KINDS:
             raise ValueError(f"SparseRecurrentCell: unknown cell kind {kind!r}; expected one of {CELL_KINDS}")
+        if input_kernel not in (1, 3):
+            raise ValueError(f"SparseRecurrentCell: input_kernel must be 1 or 3, got {input_kernel}")
         self.kind = kind
         self.in_channels = int(in_channels)
         self.hidden_channels = h = int(hidden_channels)
+        self.input_kernel = int(input_kernel)
         n_gates = {"lstm": 4, "peephole": 4, "coupled": 3, "gru": 2}[kind]
-        self.gates = GateNet(in_channels + h, n_gates * h, f"{key}_g", gate_channels, gate_levels, gate_depth)
+        net_in = h if input_kernel == 1 else in_channels + h
+        self.gates = GateNet(net_in, n_gates * h, f"{key}_g", gate_channels, gate_levels, gate_depth)
+        if input_kernel == 1:
+            self.gates_x = nn.Linear(in_channels, n_gates * h, bias=False)
         if kind == "gru":
-            self.candidate = GateNet(in_channels + h, h, f"{key}_n", gate_channels, gate_levels, gate_depth)
+            self.candidate = GateNet(net_in, h, f"{key}_n", gate_channels, gate_levels, gate_depth)
+            if input_kernel == 1:
+                self.candidate_x = nn.Linear(in_channels, h, bias=False)
         if kind == "peephole":
             self.peep_i = nn.Parameter(torch.zeros(h))
             self.peep_f = nn.Parameter(torch.zeros(h))
@@ -96,11 +109,19 @@ class SparseRecurrentCell(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None, SparseConvTensor]:
         hc = self.hidden_channels
         xf = x.features
-        pre = self.gates(x.replace_feature(torch.cat([xf, h], dim=1)))
-        a = pre.features
+        if self.input_kernel == 1:
+            pre = self.gates(x.replace_feature(h))
+            a = pre.features + self.gates_x(xf)
+        else:
+            pre = self.gates(x.replace_feature(torch.cat([xf, h], dim=1)))
+            a = pre.features
         if self.kind == "gru":
             z, r = torch.sigmoid(a[:, :hc]), torch.sigmoid(a[:, hc:])
-            n = torch.tanh(self.candidate(pre.replace_feature(torch.cat([xf, r * h], dim=1))).features)
+            if self.input_kernel == 1:
+                n = self.candidate(pre.replace_feature(r * h)).features + self.candidate_x(xf)
+            else:
+                n = self.candidate(pre.replace_feature(torch.cat([xf, r * h], dim=1))).features
+            n = torch.tanh(n)
             return (1 - z) * n + z * h, None, pre
         if c is None:
             raise ValueError(f"{self.kind} cell needs a memory tensor")

@@ -123,7 +123,7 @@ class RecurrentFusion(nn.Module):
     l-1's hidden); bidirectional: a second stack runs backwards in time and the head sees
     ``[h_forward, h_backward]`` (offline only). top_k: state sites kept per stream after each frame,
     by the head's objectness (bidirectional: by a per-direction objectness layer). gate_*: see
-    ``GateNet``.
+    ``GateNet``; input_kernel: see ``SparseRecurrentCell``.
     """
 
     causal = True
@@ -141,6 +141,7 @@ class RecurrentFusion(nn.Module):
         gate_levels: int = 0,
         gate_depth: int = 1,
         forget_bias: float = 1.0,
+        input_kernel: int = 3,
     ) -> None:
         super().__init__()
         if cell not in CELL_KINDS:
@@ -159,7 +160,7 @@ class RecurrentFusion(nn.Module):
             return nn.ModuleList(
                 SparseRecurrentCell(
                     cell, self.in_channels if layer == 0 else self.hidden_channels, self.hidden_channels,
-                    f"{direction}{layer}", gate_channels, gate_levels, gate_depth, forget_bias,
+                    f"{direction}{layer}", gate_channels, gate_levels, gate_depth, forget_bias, input_kernel,
                 )
                 for layer in range(self.num_layers)
             )
