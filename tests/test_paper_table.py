@@ -1,0 +1,263 @@
+"""The paper table: the occlusion breakdown on hand-made frames with known answers, and the table
+script (plan, tables, and a micro run of every phase on a tiny synthetic benchmark split)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from detector import CONFIG_DIR, REPO_ROOT
+from detector.data.frame import Frame
+from detector.data.frame_store import write_segment_meta
+from detector.eval import WaymoMetrics, detections_to_objects, write_objects
+from detector.eval.occlusion import FrameLabels, occluded_metrics, previously_occluded, subset_metrics
+from detector.eval.submission import FrameObjects
+
+_spec = importlib.util.spec_from_file_location("paper_table", Path(REPO_ROOT) / "scripts" / "bench" / "paper_table.py")
+paper_table = importlib.util.module_from_spec(_spec)
+sys.modules["paper_table"] = paper_table  # dataclasses look their module up while the file executes
+_spec.loader.exec_module(paper_table)
+
+CAR = (4.5, 2.0, 1.6)
+
+
+def _pose(x: float = 0.0, yaw: float = 0.0) -> np.ndarray:
+    p = np.eye(4)
+    c, s = np.cos(yaw), np.sin(yaw)
+    p[:2, :2] = [[c, -s], [s, c]]
+    p[0, 3] = x
+    return p
+
+
+def _labels(index: int, objects: dict[str, tuple[float, float, int]], pose=None, segment: str = "seg") -> FrameLabels:
+    """``objects``: id -> (x, y, num_points); vehicles of one size, heading 0."""
+    ids = list(objects)
+    boxes = np.array([[x, y, 0.8, *CAR, 0.0] for x, y, _ in objects.values()]).reshape(-1, 7)
+    return FrameLabels(segment=segment, index=index, timestamp_micros=1000 + 100_000 * index,
+                       pose=_pose() if pose is None else pose, boxes=boxes, types=np.ones(len(ids), np.int64),
+                       ids=np.array(ids, dtype=str), num_points=np.array([n for *_, n in objects.values()], np.int64),
+                       difficulty=np.zeros(len(ids), np.int64))
+
+
+def test_previously_occluded_known_answers():
+    # a: points at every frame but 1 -> occluded-before at 2, 3, 4 (k=3), no longer at 5
+    # b: unlabelled at frame 1 while near -> the same
+    # c: unlabelled at frame 1 but 100 m away (beyond the labelled range) -> never
+    # d: no points at frame 3 itself -> not in the subset at 3 (nothing to detect), in it at 4
+    # e: appears first at frame 4, close: unlabelled in 1..3 while in range -> occluded-before
+    near, far = (10.0, 0.0), (100.0, 0.0)
+    frames = [
+        _labels(0, {"a": (*near, 50), "b": (12.0, 5.0, 40), "c": (*far, 3), "d": (20.0, 3.0, 30)}),
+        _labels(1, {"a": (*near, 0), "d": (20.0, 3.0, 30)}),
+        _labels(2, {"a": (*near, 50), "b": (12.0, 5.0, 40), "c": (*far, 3), "d": (20.0, 3.0, 30)}),
+        _labels(3, {"a": (*near, 50), "b": (12.0, 5.0, 40), "c": (*far, 3), "d": (20.0, 3.0, 0)}),
+        _labels(4, {"a": (*near, 50), "b": (12.0, 5.0, 40), "c": (*far, 3), "d": (20.0, 3.0, 30), "e": (5.0, 5.0, 9)}),
+        _labels(5, {"a": (*near, 50), "b": (12.0, 5.0, 40), "c": (*far, 3), "d": (20.0, 3.0, 30), "e": (5.0, 5.0, 9)}),
+    ]
+    got = [{str(i) for i, m in zip(f.ids, mask) if m} for f, mask in zip(frames, previously_occluded(frames, k=3))]
+    assert got == [set(), set(), {"a", "b"}, {"a", "b"}, {"a", "b", "d", "e"}, {"d", "e"}]
+    # k = 1 looks at the previous frame only
+    got1 = [{str(i) for i, m in zip(f.ids, mask) if m} for f, mask in zip(frames, previously_occluded(frames, k=1))]
+    assert got1 == [set(), set(), {"a", "b"}, set(), {"d", "e"}, set()]
+
+
+def test_range_is_judged_in_the_earlier_vehicle_frame():
+    # The ego drove 60 m between the frames: the object 10 m ahead now was 70 m ahead then (in range)
+    # with a 75 m labelled range, out of range with a 65 m one.
+    frames = [_labels(0, {"x": (0.0, 0.0, 5)}, pose=_pose(0.0)),
+              _labels(1, {"y": (10.0, 0.0, 5)}, pose=_pose(60.0))]
+    assert previously_occluded(frames, label_range=75.0)[1].tolist() == [True]
+    assert previously_occluded(frames, label_range=65.0)[1].tolist() == [False]
+    # turned ego: 10 m ahead of a car at x=60 facing +y is (60, 10) in the world, 60.83 m from the first ego
+    frames[1].pose = _pose(60.0, np.pi / 2)
+    assert previously_occluded(frames, label_range=61.0)[1].tolist() == [True]
+    assert previously_occluded(frames, label_range=60.5)[1].tolist() == [False]
+
+
+def test_duplicate_ids_are_refused():
+    f = _labels(0, {"a": (1.0, 1.0, 3)})
+    f.ids = np.array(["a"], str)
+    g = _labels(1, {"a": (1.0, 1.0, 3), "b": (8.0, 1.0, 3)})
+    g.ids = np.array(["a", "a"], str)
+    with pytest.raises(ValueError, match="frame 1: duplicate tracking ids"):
+        previously_occluded([f, g])
+
+
+def _box(x, y):
+    return [x, y, 0.8, *CAR, 0.0]
+
+
+def _preds(boxes, scores, types=None, nlz=None) -> FrameObjects:
+    n = len(boxes)
+    return FrameObjects(boxes=np.array(boxes, float).reshape(-1, 7),
+                        types=np.ones(n, np.int64) if types is None else np.array(types, np.int64),
+                        scores=np.array(scores, np.float32), overlap_nlz=np.zeros(n, bool) if nlz is None else nlz,
+                        num_points=np.zeros(n, np.int64), difficulty=np.zeros(n, np.int64))
+
+
+def test_subset_metrics_ignore_predictions_of_removed_objects():
+    f = _labels(0, {"hidden_before": (10.0, 0.0, 50), "always_seen": (20.0, 5.0, 50)})
+    keep = np.array([True, False])
+    # the best-scored prediction sits on the removed object: without the flag it would be a false
+    # positive at the top of the ranking (AP 0.5); with it, AP 1.0
+    preds = {f.key: _preds([_box(20.0, 5.0), _box(10.0, 0.0)], [0.9, 0.8])}
+    metrics, counts = subset_metrics([(f, keep)], preds)
+    res = metrics.compute()
+    assert res["OBJECT_TYPE_TYPE_VEHICLE_LEVEL_1"]["AP"] == pytest.approx(1.0)
+    assert counts == {1: 1}
+    naive = WaymoMetrics()
+    naive.add_frame(f.key, f.boxes[keep], f.types[keep], f.num_points[keep], f.difficulty[keep],
+                    preds[f.key].boxes, preds[f.key].scores, preds[f.key].types)
+    assert naive.compute()["OBJECT_TYPE_TYPE_VEHICLE_LEVEL_1"]["AP"] == pytest.approx(0.5)
+
+    # a prediction of another type on the removed object, or a poor overlap, stays a false positive
+    for other in ([_box(20.0, 5.0)], [2]), ([_box(21.5, 5.0)], [1]):
+        preds = {f.key: _preds(other[0] + [_box(10.0, 0.0)], [0.9, 0.8], types=other[1] + [1])}
+        res = subset_metrics([(f, keep)], preds)[0].compute()
+        assert res["OBJECT_TYPE_TYPE_VEHICLE_LEVEL_1"]["AP"] == pytest.approx(0.5 if other[1] == [1] else 1.0)
+
+
+def test_subset_of_everything_equals_the_full_metrics():
+    rng = np.random.default_rng(0)
+    frames, preds, full = [], {}, WaymoMetrics()
+    for i in range(4):
+        objs = {f"o{j}": (float(rng.uniform(-30, 30)), float(rng.uniform(-30, 30)), int(rng.integers(0, 30)))
+                for j in range(8)}
+        f = _labels(i, objs)
+        jitter = f.boxes + rng.normal(0, 0.15, f.boxes.shape) * [1, 1, 0, 0, 0, 0, 1]
+        p = _preds(np.r_[jitter, [_box(0.0, 40.0)]], rng.uniform(0.1, 1.0, len(objs) + 1))
+        frames.append((f, np.ones(len(objs), bool)))
+        preds[f.key] = p
+        full.add_frame(f.key, f.boxes, f.types, f.num_points, f.difficulty, p.boxes, p.scores, p.types)
+    sub = subset_metrics(frames, preds)[0].compute()
+    assert sub == full.compute()
+
+
+def _write_store(root: Path, frames: list[FrameLabels]) -> None:
+    seg = root / "validation" / frames[0].segment
+    seg.mkdir(parents=True)
+    for f in frames:
+        Frame(points=np.zeros((0, 5), np.float32), pose=f.pose, timestamp_micros=f.timestamp_micros, segment=f.segment,
+              index=f.index, boxes=f.boxes, types=f.types, ids=f.ids, num_points=f.num_points,
+              difficulty=f.difficulty).save_npz(seg / f"{f.index:04d}.npz")
+    write_segment_meta(seg, segment=frames[0].segment, split="validation",
+                       timestamps_micros=[f.timestamp_micros for f in frames])
+
+
+def test_occluded_metrics_on_a_frame_store(tmp_path):
+    frames = [_labels(0, {"a": (10.0, 0.0, 50), "b": (20.0, 5.0, 50)}),
+              _labels(1, {"a": (10.0, 0.0, 0), "b": (20.0, 5.0, 50)}),
+              _labels(2, {"a": (10.0, 0.0, 50), "b": (20.0, 5.0, 50)})]
+    _write_store(tmp_path / "store", frames)
+    objs = []
+    for f in frames:  # perfect detections of both objects in every frame, plus one false positive at frame 2
+        boxes = list(f.boxes[f.num_points > 0]) + ([_box(-15.0, -15.0)] if f.index == 2 else [])
+        objs += detections_to_objects(f.segment, f.timestamp_micros, boxes, [0.9] * (len(boxes) - 1) + [0.95], [1] * len(boxes))
+    write_objects(tmp_path / "preds.bin", objs)
+    res = occluded_metrics(tmp_path / "store", "validation", tmp_path / "preds.bin")
+    assert res.num_objects == {1: 1} and res.num_frames == 3 and res.k == 3
+    # the one subset object (a at frame 2) is found, below a false positive: precision 1/2 at recall 1
+    assert res.metrics["OBJECT_TYPE_TYPE_VEHICLE_LEVEL_1"]["AP"] == pytest.approx(0.5)
+
+    write_objects(tmp_path / "other.bin", detections_to_objects("another_segment", 5, [_box(1, 1)], [0.5], [1]))
+    with pytest.raises(ValueError, match=r"other.bin: 1 frames are not in .*validation"):
+        occluded_metrics(tmp_path / "store", "validation", tmp_path / "other.bin")
+
+
+# -- the table script ---------------------------------------------------------------------------------------
+def _without_model(path: Path) -> dict:
+    cfg = yaml.safe_load(path.read_text())
+    cfg["defaults"] = [d for d in cfg["defaults"] if not (isinstance(d, dict) and "override /model" in d)]
+    return cfg
+
+
+def test_bench_experiments_differ_only_in_the_model():
+    paths = sorted((Path(CONFIG_DIR) / "experiment").glob("bench_synthetic_*.yaml"))
+    assert {p.stem for p in paths} >= {f"bench_synthetic_{m}" for m in ("single_frame", "concat", "lstm", "gru")}
+    first = _without_model(paths[0])
+    for p in paths[1:]:
+        assert _without_model(p) == first, p.name
+
+
+def test_dry_run_plans_the_same_budget_for_every_model(tmp_path, capsys):
+    for quick, models in ((True, ["single_frame", "concat", "lstm"]), (False, ["single_frame", "concat", "lstm", "gru"])):
+        plan = paper_table.main((["--quick"] if quick else []) + ["--dry-run", "--data-root", str(tmp_path / "d"),
+                                                                  "--work-dir", str(tmp_path / "w")])
+        runs = plan["runs"]
+        assert [r["model"] for r in runs] == models
+        strip = [[o for o in r["train_overrides"] if not o.startswith("experiment=")] for r in runs]
+        assert all(s == strip[0] for s in strip), "every model must train with the same overrides"
+        assert ("trainer.max_epochs=4" in strip[0]) == quick
+    out = capsys.readouterr().out
+    assert "data_tools.synthesize" in out and "python -m detector.evaluate experiment=bench_synthetic_gru" in out
+    with pytest.raises(SystemExit, match="no experiment bench_synthetic_nope"):
+        paper_table.main(["--dry-run", "--models", "lstm,nope"])
+
+
+def test_tables_and_targets():
+    def result(ap_vehicle: float, train_s: float) -> dict:
+        metrics = {f"OBJECT_TYPE_TYPE_{c}_LEVEL_{lv}": {"AP": ap_vehicle if c == "VEHICLE" else 0.25, "APH": 0.2}
+                   for c in ("VEHICLE", "PEDESTRIAN", "CYCLIST") for lv in (1, 2)}
+        return {"train_overrides": ["experiment=x"], "eval_overrides": ["experiment=x"], "eval_frames": 160,
+                "metrics": metrics, "occluded": {"metrics": metrics, "num_objects": {"1": 7}, "k": 3},
+                "train_s": train_s, "train_step_s": 1.0, "train_steps": 100}
+
+    results = {"single_frame": result(0.50, 100.0), "concat": result(0.55, 200.0), "lstm": result(0.60, 150.0)}
+    costs = {"single_frame": paper_table.Cost(50.0, 100.0, 0.0, 10), "concat": paper_table.Cost(200.0, 400.0, 4000.0, 10),
+             "lstm": paper_table.Cost(80.0, 150.0, 500.0, 10)}
+    meta = {"command": "cmd", "description": "desc", "work_dir": "W", "data_root": "D", "device": "cpu",
+            "cost_frames": 10, "cost_rounds": 3, "png": "p.png"}
+    text = paper_table.format_tables(results, costs, meta)
+    assert "| lstm | 60.0 | 20.0 | 60.0 | 20.0 | 25.0 |" in text
+    assert "| concat | 55.0 (7) | 25.0 (0) | 25.0 (0) | 200.0 | 4.00 | 400.0 | 4.00 | 4000 | 200 | 2.00 | 1.00 | 100 |" in text
+    assert "LSTM >= single frame + 7.5 AP (vehicle LEVEL_1): +10.0 AP — met" in text
+    assert "LSTM >= concat (vehicle LEVEL_1): +5.0 AP — met" in text
+    assert "LSTM per-frame time <= 0.5x concat: 0.40x — met" in text
+    assert "LSTM peak memory <= 0.5x concat: 0.38x — met" in text
+    results["lstm"] = result(0.52, 150.0)
+    assert "+2.0 AP — not met" in paper_table.format_tables(results, costs, meta)
+
+
+def test_existing_split_made_otherwise_is_refused(tmp_path):
+    (tmp_path / "bench_data.json").write_text(json.dumps({"segments": 1}))
+    with pytest.raises(SystemExit, match="made with other options"):
+        paper_table.ensure_data(tmp_path, dict(paper_table.BENCH_DATA))
+
+
+#: Narrow models for the micro run (the overrides every model accepts).
+TINY = ["data.clip_length=3", "data.stride=3", "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1",
+        "logging.tensorboard=false", "model.backbone.channels=[8,16]", "model.backbone.out_channels=8",
+        "model.head.channels=8"]
+
+
+def test_micro_run_writes_the_table(tmp_path):
+    """Every phase for real on a tiny split (1 + 1 segments x 6 frames, 1 epoch, narrow models): data,
+    training, evaluation, occlusion AP, cost in one process (+ the memory child), plot, table."""
+    out = tmp_path / "table.md"
+    args = ["--quick", "--models", "single_frame,lstm", "--data-root", str(tmp_path / "bench"),
+            "--work-dir", str(tmp_path / "work"), "--out", str(out), "--threads", "1", "--workers", "1",
+            "--cost-frames", "5", "--cost-rounds", "1",
+            "--synth", "segments=1", "--synth", "val_segments=1", "--synth", "frames=6"]
+    for o in TINY:
+        args += ["--set", o]
+    report = paper_table.main(args)
+    text = out.read_text()
+    assert "| single_frame |" in text and "| lstm |" in text and "LSTM >= single frame" in text
+    assert out.with_suffix(".png").stat().st_size > 0
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert set(saved["results"]) == {"single_frame", "lstm"}
+    for name, cost in report["costs"].items():
+        assert cost["ms_per_frame"] > 0 and cost["frames_timed"] == 2, name
+        assert cost["peak_mb"] is None or cost["peak_mb"] >= 0
+    assert report["costs"]["lstm"]["state_kb"] > 10 * report["costs"]["single_frame"]["state_kb"]  # poses only
+    lstm = report["results"]["lstm"]
+    assert lstm["eval_frames"] == 6 and lstm["train_steps"] == 1
+    assert Path(lstm["checkpoint"]).is_file() and (tmp_path / "work" / "lstm" / "eval" / "predictions.bin").is_file()
+    assert "OBJECT_TYPE_TYPE_VEHICLE_LEVEL_1" in lstm["occluded"]["metrics"]
+    assert json.loads((tmp_path / "bench" / "bench_data.json").read_text())["frames"] == 6
