@@ -17,6 +17,7 @@ from detector.data.frame import Frame
 from detector.data.frame_store import write_segment_meta
 from detector.eval import WaymoMetrics, detections_to_objects, write_objects
 from detector.eval.occlusion import FrameLabels, occluded_metrics, previously_occluded, subset_metrics
+from detector.eval.occlusion import main as occlusion_cli
 from detector.eval.submission import FrameObjects
 
 _spec = importlib.util.spec_from_file_location("paper_table", Path(REPO_ROOT) / "scripts" / "bench" / "paper_table.py")
@@ -168,6 +169,13 @@ def test_occluded_metrics_on_a_frame_store(tmp_path):
     write_objects(tmp_path / "other.bin", detections_to_objects("another_segment", 5, [_box(1, 1)], [0.5], [1]))
     with pytest.raises(ValueError, match=r"other.bin: 1 frames are not in .*validation"):
         occluded_metrics(tmp_path / "store", "validation", tmp_path / "other.bin")
+
+    # the command line: the table, the counts, JSON; bad input is one line and status 2
+    assert occlusion_cli([str(tmp_path / "store"), "validation", str(tmp_path / "preds.bin"),
+                          "--json", str(tmp_path / "occ.json")]) == 0
+    assert json.loads((tmp_path / "occ.json").read_text())["num_objects"] == {"1": 1}
+    assert occlusion_cli([str(tmp_path / "store"), "validation", str(tmp_path / "other.bin")]) == 2
+    assert occlusion_cli([str(tmp_path / "store"), "testing", str(tmp_path / "preds.bin")]) == 2
 
 
 # -- the table script ---------------------------------------------------------------------------------------

@@ -43,6 +43,10 @@ _LABEL_ARRAYS = ("pose", "timestamp_micros", "boxes", "types", "ids", "num_point
 FrameKey = tuple[str, int]  # (context name == segment name, frame timestamp in microseconds)
 
 
+class OcclusionInputError(ValueError):
+    """Labels or predictions that do not fit together (duplicate ids, frames of another split)."""
+
+
 @dataclass
 class FrameLabels:
     """The labels and pose of one frame-store frame (no points)."""
@@ -91,13 +95,13 @@ def previously_occluded(frames: Sequence[FrameLabels], k: int = PREVIOUS_FRAMES,
     """For the consecutive frames of ONE segment: per frame, an (M,) bool mask of its previously
     occluded ground truths (see the module docstring)."""
     if k < 1:
-        raise ValueError(f"k={k}: need at least one previous frame")
+        raise OcclusionInputError(f"k={k}: need at least one previous frame")
     by_id: list[dict[str, int]] = []
     for f in frames:
         ids = {str(x): j for j, x in enumerate(f.ids)}
         if len(ids) != len(f.ids):
             dup = sorted({x for x in f.ids if list(f.ids).count(x) > 1})[:3]
-            raise ValueError(f"segment {f.segment} frame {f.index}: duplicate tracking ids {dup}")
+            raise OcclusionInputError(f"segment {f.segment} frame {f.index}: duplicate tracking ids {dup}")
         by_id.append(ids)
     masks = []
     for t, f in enumerate(frames):
@@ -160,7 +164,7 @@ def predictions_by_frame(objects: metrics_pb2.Objects, source: str = "prediction
     for (name, ts), objs in objects_to_frames(objects).items():
         context = name.rsplit("_", 1)[0]  # objects_to_frames keys are "<context>_<camera name number>"
         if (context, ts) in out:
-            raise ValueError(f"{source}: frame ({context}, {ts}) has objects under several camera names")
+            raise OcclusionInputError(f"{source}: frame ({context}, {ts}) has objects under several camera names")
         out[(context, ts)] = objs
     return out
 
@@ -192,7 +196,45 @@ def occluded_metrics(store_root: str | os.PathLike, split: str, predictions: str
         labelled += list(zip(frames, previously_occluded(frames, k, label_range)))
     unknown = set(preds) - {f.key for f, _ in labelled}
     if unknown:
-        raise ValueError(f"{source}: {len(unknown)} frames are not in {Path(store_root) / split}, "
+        raise OcclusionInputError(f"{source}: {len(unknown)} frames are not in {Path(store_root) / split}, "
                          f"e.g. {sorted(unknown)[0]} (predictions of another split?)")
     metrics, counts = subset_metrics(labelled, preds, config)
     return OcclusionResult(metrics=metrics.compute(), num_objects=counts, num_frames=len(labelled), k=k)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    from detector.data.frame_store import write_json_atomic
+    from detector.errors import REPORTED
+    from detector.metrics import format_table
+
+    parser = argparse.ArgumentParser(prog="python -m detector.eval.occlusion",
+                                     description="AP/APH on objects occluded in the previous frames.")
+    parser.add_argument("store", help="frame store root (holds <split>/<segment>/...)")
+    parser.add_argument("split", help="e.g. validation")
+    parser.add_argument("pred", help="predictions, metrics_pb2.Objects (.bin), e.g. detector.evaluate's")
+    parser.add_argument("--k", type=int, default=PREVIOUS_FRAMES, help="previous frames looked at")
+    parser.add_argument("--label-range", type=float, default=LABEL_RANGE_M,
+                        help="metres from the ego within which objects are labelled (75 for Waymo)")
+    parser.add_argument("--json", metavar="OUT.json", help="write {breakdown: {AP, APH}} here")
+    args = parser.parse_args(argv)
+    try:
+        res = occluded_metrics(args.store, args.split, args.pred, args.k, args.label_range)
+    except (*REPORTED, OcclusionInputError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    table = {k: v for k, v in res.metrics.items() if k.startswith("OBJECT_TYPE_") and "SIGN" not in k}
+    print(format_table(table), end="")
+    names = {1: "vehicle", 2: "pedestrian", 4: "cyclist"}
+    counts = ", ".join(f"{names.get(t, t)} {n}" for t, n in sorted(res.num_objects.items()))
+    print(f"{res.num_frames} frames; previously occluded objects (k={res.k}): {counts or 'none'}")
+    if args.json:
+        write_json_atomic(args.json, {"metrics": res.metrics, "num_objects": {str(t): n for t, n in res.num_objects.items()},
+                                      "num_frames": res.num_frames, "k": res.k})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
