@@ -151,7 +151,7 @@ def _write_store(root: Path, frames: list[FrameLabels]) -> None:
                        timestamps_micros=[f.timestamp_micros for f in frames])
 
 
-def test_occluded_metrics_on_a_frame_store(tmp_path):
+def test_occluded_metrics_on_a_frame_store(tmp_path, capsys):
     frames = [_labels(0, {"a": (10.0, 0.0, 50), "b": (20.0, 5.0, 50)}),
               _labels(1, {"a": (10.0, 0.0, 0), "b": (20.0, 5.0, 50)}),
               _labels(2, {"a": (10.0, 0.0, 50), "b": (20.0, 5.0, 50)})]
@@ -176,6 +176,9 @@ def test_occluded_metrics_on_a_frame_store(tmp_path):
     assert json.loads((tmp_path / "occ.json").read_text())["num_objects"] == {"1": 1}
     assert occlusion_cli([str(tmp_path / "store"), "validation", str(tmp_path / "other.bin")]) == 2
     assert occlusion_cli([str(tmp_path / "store"), "testing", str(tmp_path / "preds.bin")]) == 2
+    capsys.readouterr()
+    assert occlusion_cli([str(tmp_path / "store"), "validation"]) == 0  # counts only
+    assert capsys.readouterr().out.split() == "vehicle 5 objects with points 1 previously occluded (k=3)".split()
 
 
 # -- the table script ---------------------------------------------------------------------------------------

@@ -202,6 +202,19 @@ def occluded_metrics(store_root: str | os.PathLike, split: str, predictions: str
     return OcclusionResult(metrics=metrics.compute(), num_objects=counts, num_frames=len(labelled), k=k)
 
 
+def subset_counts(store_root: str | os.PathLike, split: str, k: int = PREVIOUS_FRAMES,
+                  label_range: float = LABEL_RANGE_M) -> dict[int, tuple[int, int]]:
+    """Per Waymo type: (ground truths with points, of which previously occluded) over a split."""
+    out: dict[int, tuple[int, int]] = {}
+    for seg in list_segments(store_root, split):
+        frames = load_labels(seg)
+        for f, mask in zip(frames, previously_occluded(frames, k, label_range)):
+            for t, occ in zip(f.types[f.num_points > 0], mask[f.num_points > 0]):
+                n_all, n_occ = out.get(int(t), (0, 0))
+                out[int(t)] = (n_all + 1, n_occ + int(occ))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
@@ -214,20 +227,26 @@ def main(argv: list[str] | None = None) -> int:
                                      description="AP/APH on objects occluded in the previous frames.")
     parser.add_argument("store", help="frame store root (holds <split>/<segment>/...)")
     parser.add_argument("split", help="e.g. validation")
-    parser.add_argument("pred", help="predictions, metrics_pb2.Objects (.bin), e.g. detector.evaluate's")
+    parser.add_argument("pred", nargs="?", help="predictions, metrics_pb2.Objects (.bin), e.g. detector.evaluate's; "
+                                                "without it, only count the objects")
     parser.add_argument("--k", type=int, default=PREVIOUS_FRAMES, help="previous frames looked at")
     parser.add_argument("--label-range", type=float, default=LABEL_RANGE_M,
                         help="metres from the ego within which objects are labelled (75 for Waymo)")
     parser.add_argument("--json", metavar="OUT.json", help="write {breakdown: {AP, APH}} here")
     args = parser.parse_args(argv)
+    names = {1: "vehicle", 2: "pedestrian", 3: "sign", 4: "cyclist"}
     try:
+        if args.pred is None:
+            counts = subset_counts(args.store, args.split, args.k, args.label_range)
+            for t, (n_all, n_occ) in sorted(counts.items()):
+                print(f"{names.get(t, t):<12}{n_all:>9} objects with points{n_occ:>8} previously occluded (k={args.k})")
+            return 0
         res = occluded_metrics(args.store, args.split, args.pred, args.k, args.label_range)
     except (*REPORTED, OcclusionInputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     table = {k: v for k, v in res.metrics.items() if k.startswith("OBJECT_TYPE_") and "SIGN" not in k}
     print(format_table(table), end="")
-    names = {1: "vehicle", 2: "pedestrian", 4: "cyclist"}
     counts = ", ".join(f"{names.get(t, t)} {n}" for t, n in sorted(res.num_objects.items()))
     print(f"{res.num_frames} frames; previously occluded objects (k={res.k}): {counts or 'none'}")
     if args.json:
