@@ -241,6 +241,14 @@ def test_existing_split_made_otherwise_is_refused(tmp_path):
         paper_table.ensure_data(tmp_path, dict(paper_table.BENCH_DATA))
 
 
+def test_a_finished_model_is_reused(tmp_path):
+    (run,) = paper_table.plan_runs("quick", ["lstm"], tmp_path / "data", tmp_path / "work", 0, None, "cpu", [])
+    run.work.mkdir(parents=True)
+    (run.work / "result.json").write_text(json.dumps({"train_overrides": run.train_overrides,
+                                                      "eval_overrides": run.eval_overrides, "marker": 7}))
+    assert paper_table.run_model(run, tmp_path / "data", 40.0, fresh=False)["marker"] == 7
+
+
 #: Narrow models for the micro run (the overrides every model accepts).
 TINY = ["data.clip_length=3", "data.stride=3", "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1",
         "logging.tensorboard=false", "model.backbone.channels=[8,16]", "model.backbone.out_channels=8",

@@ -12,7 +12,7 @@
    full mode is the experiment configs as they are, ``--quick`` fewer epochs) and is evaluated on the
    validation split from its last checkpoint (``detector.evaluate``), plus the AP on objects occluded
    in the previous frames (``detector.eval.occlusion``). Results land in ``<work-dir>/<model>/``; a
-   rerun reuses a model's finished result unless ``--fresh``.
+   rerun reuses a model's finished result unless ``--fresh`` (an unfinished one is trained again whole).
 3. Cost, in this one process: the same validation frames streamed through every trained model
    (state carried), per-frame time (median of interleaved rounds) and peak memory (CPU: peak RSS over
    the RSS before streaming; CUDA: peak allocated), as ratios to single_frame.
@@ -26,6 +26,7 @@ import argparse
 import gc
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -183,6 +184,9 @@ def run_model(run: RunPlan, data_root: Path, label_range: float, fresh: bool) ->
         if done.get("train_overrides") == run.train_overrides and done.get("eval_overrides") == run.eval_overrides:
             print(f"[{run.model}] reusing {result_path}", flush=True)
             return done
+    for stale in ("train", "eval"):  # a run killed earlier restarts whole: its training time must be whole
+        if (run.work / stale).exists():
+            shutil.rmtree(run.work / stale)
     print(f"[{run.model}] training: {run.commands()[0]}", flush=True)
     cfg = compose("train", run.train_overrides)
     cfg.output_dir = str(run.work / "train")
