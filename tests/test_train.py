@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -213,19 +214,22 @@ from detector.train import train
 class Checksum(L.Callback):
     def on_train_end(self, trainer, module):
         flat = torch.cat([p.detach().flatten().double() for p in module.parameters()])
-        print("CHECKSUM", trainer.global_rank, trainer.world_size, trainer.global_step, repr(float(flat.sum())),
-              repr(float(flat.abs().sum())), flush=True)
+        # one write() of a short line is atomic on a pipe, so the two ranks' lines stay whole
+        sys.stdout.write(f"CHECKSUM {{trainer.global_rank}} {{trainer.world_size}} {{trainer.global_step}} "
+                         f"{{float(flat.sum())!r}} {{float(flat.abs().sum())!r}}\\n")
+        sys.stdout.flush()
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
     cfg = _train_cfg({str(store)!r}, {str(tmp_path / 'ddp')!r}, ["trainer=ddp", "trainer.accelerator=cpu",
-        "trainer.devices=2", "trainer.limit_train_batches=2", "logging.plot=false",
+        "trainer.devices=2", "trainer.sync_batchnorm=false", "trainer.limit_train_batches=2", "logging.plot=false",
         "module.validation_metrics=false", "trainer.check_val_every_n_epoch=100", "trainer.enable_progress_bar=false"])
     train(cfg, callbacks=[Checksum()])
 """)
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    rows = [line.split()[1:] for line in r.stdout.splitlines() if line.startswith("CHECKSUM")]
+    # the two processes share stdout: their lines may interleave, so parse by pattern
+    rows = [m.split() for m in re.findall(r"CHECKSUM (\d+ \d+ \d+ \S+ \S+)", r.stdout)]
     assert sorted(int(row[0]) for row in rows) == [0, 1], r.stdout[-2000:]
     assert all(row[1] == "2" and int(row[2]) > 0 for row in rows)
     assert rows[0][3:] == rows[1][3:], "ranks disagree on the weights"
