@@ -12,10 +12,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
-from pathlib import Path
 
 from detector.data.frame_store import write_json_atomic
+from detector.atomic import atomic_path
 from detector.eval.metrics import PRCurve, evaluate_objects_curves
 from detector.eval.submission import SubmissionError, read_objects
 
@@ -71,17 +70,9 @@ def plot_pr_curves(curves: dict[str, PRCurve], path: str | os.PathLike) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100)
     finally:
         plt.close(fig)
 

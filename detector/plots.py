@@ -10,6 +10,8 @@ from pathlib import Path
 
 import matplotlib
 
+from detector.atomic import atomic_path
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -48,8 +50,9 @@ def plot_learning_curves(runs: Mapping[str, str | os.PathLike], out_png: str | o
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     out_png = Path(out_png)
-    tmp = out_png.with_name(f".{out_png.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out_png)
+    try:
+        with atomic_path(out_png) as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
     return out_png

@@ -8,11 +8,12 @@ in the vehicle frame of this frame, heading in radians counter-clockwise from +x
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
+
+from detector.atomic import atomic_open
 
 #: Columns of ``Frame.points``.
 POINT_FEATURES = ("x", "y", "z", "intensity", "elongation")
@@ -70,18 +71,8 @@ class Frame:
         arrays["timestamp_micros"] = np.int64(self.timestamp_micros)
         if self.nlz is not None:
             arrays["nlz"] = self.nlz
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_open(path) as f:
+            np.savez(f, **arrays)
 
     @classmethod
     def load_npz(cls, path: str | os.PathLike, segment: str | None = None, index: int | None = None) -> "Frame":

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from detector.atomic import atomic_open
 from detector.data.frame import Frame, FrameFormatError
 
 FORMAT_VERSION = 1
@@ -52,19 +52,8 @@ class SegmentInfo:
 
 
 def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "w") as f:
+        json.dump(data, f, indent=1)
 
 
 def write_segment_meta(segment_dir: str | os.PathLike, *, segment: str, split: str,

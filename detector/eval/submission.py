@@ -18,6 +18,8 @@ from google.protobuf import unknown_fields
 from google.protobuf.message import DecodeError
 from waymo_open_dataset.protos import metrics_pb2
 
+from detector.atomic import atomic_open
+
 FrameKey = tuple[str, int]
 _CHECKED_OBJECTS = 100  # objects inspected for signs of a file of another message type
 
@@ -55,18 +57,8 @@ def write_objects(path: str | os.PathLike, objects: metrics_pb2.Objects | list) 
     path = Path(path)
     if not isinstance(objects, metrics_pb2.Objects):
         objects = metrics_pb2.Objects(objects=list(objects))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(objects.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a submission file is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as f:
+        f.write(objects.SerializeToString())
 
 
 def detections_to_objects(context_name: str, timestamp: int, boxes, scores, types) -> list[metrics_pb2.Object]:
