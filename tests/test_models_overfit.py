@@ -8,14 +8,14 @@ from detector.eval import WaymoMetrics
 from detector.models import build_model
 from detector.models.testing import make_clip
 
-MAX_STEPS = 200
+MAX_STEPS = 240
 TARGET_AP = 0.9
 
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
     """One intra-op thread: on a machine whose cores are all busy, torch's OpenMP regions in small
-    ``index_add_`` calls spin for milliseconds each (measured 50x slower with 2 threads under load)."""
+    ``index_add_`` calls can spin for milliseconds each; the tests check results, not speed."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

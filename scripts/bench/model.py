@@ -1,26 +1,32 @@
 """Per-frame cost of the temporal modes: single frame (``none``), concatenation of K = 3 previous
 sweeps (``concat``) and the sparse-conv LSTM (``lstm``), as ratios to ``none`` in one run.
 
-For every scale and model a child process streams the same seeded synthetic frames (one stream,
-``Detector.step``, the state carried) and reports:
+For every scale, the models stream the same frames (one stream, ``Detector.step``, the state
+carried) and the script reports:
 
 - per-frame inference time: median over ``--frames`` frames after ``--warmup`` frames (so ``concat``
-  holds its 3 sweeps and ``lstm`` its state);
-- peak memory: CPU, in a second child (not timed), its peak RSS while streaming (warm-up included)
-  over its RSS just before (Linux: the peak is reset through ``/proc/self/clear_refs``; glibc is
-  told to mmap every block of 64 KiB or more so that freed tensors leave the RSS); model and data
-  are in the baseline, the frames being generated once by the parent. CUDA: the peak of ``torch.cuda.max_memory_allocated`` over the
-  allocation before streaming;
+  holds its 3 sweeps and ``lstm`` its state); all models run in one child process, interleaved frame
+  by frame, so that a load change on a shared machine affects them alike;
+- peak memory, one child per model (not timed): CPU, the child's peak RSS while streaming (warm-up
+  included) over its RSS just before (Linux: the peak is reset through ``/proc/self/clear_refs``;
+  glibc is told to mmap every block of 64 KiB or more so that freed tensors leave the RSS); model
+  and data are in the baseline, the frames being generated once by the parent. CUDA: the peak of
+  ``torch.cuda.max_memory_allocated`` over the allocation before streaming;
 - with ``--train``, the time of one training step (forward + backward + Adam) on a clip of 4 frames
-  x batch 2 at the same scale (best of the 2nd and 3rd steps).
+  x batch 2 at the same scale (best of the 2nd and 3rd steps, models interleaved step by step).
 
 Scales (points per frame, detection range): ``synthetic`` 60k points within 40 m (what the
-project's demo lidar gives in range), ``waymo`` 180k points within 75 m (a Waymo frame).
+project's demo lidar gives in range), ``waymo`` 180k points within 75 m (a Waymo frame), both from
+``detector.models.testing`` (boxes and ground only, so more spread out than a real sweep); and
+``records``: the frames of a Waymo-format ``--records`` file (e.g. one made by
+``python -m data_tools.synthesize``), cropped to [-40, 40] m x [-40, 40] m x [-3, 4] m as the synthetic
+data config does, the training clip being its first 4 frames twice (batch 2).
 Configs: ``small`` (the shipped CPU configs: single_frame, concat, lstm) or ``paper``
 (waymo_single_frame, waymo_concat, waymo_lstm); default small on CPU, paper on CUDA.
 
     .venv/bin/python scripts/bench/model.py [--device cpu|cuda] [--scales synthetic,waymo]
         [--configs small|paper] [--frames 8] [--warmup 3] [--threads 1] [--train] [--json OUT]
+        [--records SEGMENT.tfrecord  (with --scales records)]
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ CONFIGS = {
     "small": {"none": "single_frame", "concat": "concat", "lstm": "lstm"},
     "paper": {"none": "waymo_single_frame", "concat": "waymo_concat", "lstm": "waymo_lstm"},
 }
+RECORDS_RANGE = (-40.0, -40.0, -3.0, 40.0, 40.0, 4.0)
 SCALES = {
     "synthetic": dict(num_points=60000, radius=38.0, scene_radius=35.0, vehicles=12, pedestrians=6, cyclists=3, clutter=8),
     "waymo": dict(num_points=180000, radius=74.0, scene_radius=70.0, vehicles=40, pedestrians=20, cyclists=6, clutter=25),
@@ -53,7 +60,9 @@ def _status_kb(field: str) -> int:
 
 
 def _child(spec: dict) -> dict:
-    """Runs in a fresh process: build, generate, stream, measure."""
+    """Runs in a fresh process. ``measure == "time"``: every model of ``spec["configs_list"]``
+    interleaved frame by frame (and step by step when training), so that a load change on a shared
+    machine hits them alike. ``measure == "memory"``: one model, its streaming peak."""
     threads = str(spec["threads"])
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = threads
@@ -69,12 +78,12 @@ def _child(spec: dict) -> dict:
     torch.manual_seed(0)
     device = torch.device(spec["device"])
     cuda = device.type == "cuda"
-    scale = SCALES[spec["scale"]]
     # the model's detection range must hold the scale's points
     extra = []
     if spec["configs"] == "small" and spec["scale"] == "waymo":
         extra = ["model.voxelizer.point_range=[-75.2,-75.2,-3.0,75.2,75.2,4.0]"]
-    model = build_model(spec["config"], extra).to(device).eval()
+    names = spec["models"]
+    models = {n: build_model(CONFIGS[spec["configs"]][n], extra).to(device).eval() for n in names}
     data = torch.load(spec["data"], weights_only=False)
     frames = [f.to(device) for f in data["stream"]]
 
@@ -83,49 +92,55 @@ def _child(spec: dict) -> dict:
             torch.cuda.synchronize()
 
     sync()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS (VmHWM) to the current RSS
-        base = _status_kb("VmRSS") * 1024
-    state = model.init_state(1, device)
-    for f in frames[: spec["warmup"]]:
-        _, state = model.step(f, state)
-    times, voxels = [], []
-    for f in frames[spec["warmup"] :]:
-        sync()
-        t0 = time.perf_counter()
-        _, state = model.step(f, state)
-        sync()
-        times.append(time.perf_counter() - t0)
-        voxels.append(int(model.voxelizer(model.temporal.points(f, state), 1).indices.shape[0]))
-    if cuda:
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = _status_kb("VmHWM") * 1024 - base
-    out = {
-        "points_per_frame": int(frames[-1].points.shape[0]),
-        "ms_per_frame": 1000 * statistics.median(times),
-        "peak_mb": peak / 2**20,
-        "voxels_per_frame": statistics.mean(voxels),
-        "state_kb": state.nbytes() / 1024,
-    }
-    if spec["train"]:
-        model.train()
-        clip = data["clip"].to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-        steps = []
-        for i in range(3):
+    if spec["measure"] == "memory":
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        else:
+            Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS (VmHWM) to the current RSS
+            base = _status_kb("VmRSS") * 1024
+    states = {n: m.init_state(1, device) for n, m in models.items()}
+    times = {n: [] for n in names}
+    voxels = {n: [] for n in names}
+    for i, f in enumerate(frames):
+        for n, m in models.items():
+            if i >= spec["warmup"]:
+                voxels[n].append(int(m.voxelizer(m.temporal.points(f, states[n]), 1).indices.shape[0]))
             sync()
             t0 = time.perf_counter()
-            loss = model(clip).losses["loss"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            _, states[n] = m.step(f, states[n])
             sync()
-            steps.append(time.perf_counter() - t0)
-        out["train_step_s"] = min(steps[1:])
+            if i >= spec["warmup"]:
+                times[n].append(time.perf_counter() - t0)
+    out = {
+        n: {
+            "points_per_frame": int(frames[-1].points.shape[0]),
+            "ms_per_frame": 1000 * statistics.median(times[n]),
+            "voxels_per_frame": statistics.mean(voxels[n]),
+            "state_kb": states[n].nbytes() / 1024,
+        }
+        for n in names
+    }
+    if spec["measure"] == "memory":
+        peak = torch.cuda.max_memory_allocated() - base if cuda else _status_kb("VmHWM") * 1024 - base
+        out[names[0]]["peak_mb"] = peak / 2**20
+    if spec["train"]:
+        clip = data["clip"].to(device)
+        opts = {n: torch.optim.Adam(m.parameters(), lr=1e-4) for n, m in models.items()}
+        steps = {n: [] for n in names}
+        for _ in range(3):
+            for n, m in models.items():
+                m.train()
+                sync()
+                t0 = time.perf_counter()
+                loss = m(clip).losses["loss"]
+                opts[n].zero_grad()
+                loss.backward()
+                opts[n].step()
+                sync()
+                steps[n].append(time.perf_counter() - t0)
+        for n in names:
+            out[n]["train_step_s"] = min(steps[n][1:])
     return out
 
 
@@ -137,17 +152,38 @@ def _run_child(spec: dict) -> dict:
         [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, cwd=ROOT, env=env
     )
     if proc.returncode != 0:
-        raise SystemExit(f"{spec['scale']}/{spec['config']} ({spec['measure']}) failed:\n{proc.stderr[-4000:]}")
+        raise SystemExit(f"{spec['scale']}/{spec['models']} ({spec['measure']}) failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _make_data(scale: str, frames: int, train: bool, path: Path) -> None:
+def _records_data(records: str, frames: int, train: bool) -> dict:
+    from detector.data.batch import ClipBatch
+    from detector.data.clips import prepare_frame
+    from detector.data.collate import collate_frames
+    from detector.data.waymo_reader import iter_frames
+
+    raw = [prepare_frame(f, RECORDS_RANGE, (1, 2, 4), False) for f in iter_frames(records)]
+    if len(raw) < max(frames, 4):
+        raise SystemExit(f"{records}: {len(raw)} frames, the benchmark needs {max(frames, 4)}")
+    data = {"stream": [collate_frames([f], [i == 0]) for i, f in enumerate(raw[:frames])]}
+    if train:
+        data["clip"] = ClipBatch([collate_frames([f, f], [i == 0] * 2) for i, f in enumerate(raw[:4])])
+    return data
+
+
+def _make_data(scale: str, frames: int, train: bool, path: Path, records: str | None) -> None:
     """The seeded frames every model of a scale sees: one stream, and a 4 x 2 training clip."""
     sys.path.insert(0, str(ROOT))
     import torch
 
     from detector.data.batch import ClipBatch
     from detector.models.testing import make_scene, make_stream_frames
+
+    if scale == "records":
+        if not records:
+            raise SystemExit("--scales records needs --records FILE.tfrecord")
+        torch.save(_records_data(records, frames, train), path)
+        return
 
     cfg = SCALES[scale]
     scene = make_scene(
@@ -178,6 +214,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--train", action="store_true", help="also time a training step (clip 4 x batch 2)")
     ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--records", default=None, help="a Waymo-format .tfrecord for --scales records")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -190,22 +227,21 @@ def main() -> None:
     results: dict[str, dict[str, dict]] = {}
     tmpdir = tempfile.TemporaryDirectory(prefix="bench_model_")
     for scale in args.scales.split(","):
-        if scale not in SCALES:
-            raise SystemExit(f"unknown scale {scale!r}; expected one of {list(SCALES)}")
+        if scale not in SCALES and scale != "records":
+            raise SystemExit(f"unknown scale {scale!r}; expected one of {[*SCALES, 'records']}")
         results[scale] = {}
         train = args.train
         data = Path(tmpdir.name) / f"{scale}.pt"
-        _make_data(scale, args.warmup + args.frames, train, data)
+        _make_data(scale, args.warmup + args.frames, train, data, args.records)
+        spec = dict(
+            scale=scale, configs=configs, device=args.device, data=str(data), frames=args.frames,
+            warmup=args.warmup, threads=args.threads,
+        )
+        results[scale] = _run_child(dict(spec, models=models, measure="time", train=train))
         for name in models:
-            spec = dict(
-                scale=scale, config=CONFIGS[configs][name], configs=configs, device=args.device, data=str(data),
-                frames=args.frames, warmup=args.warmup, threads=args.threads, train=train,
-            )
-            timed = _run_child(dict(spec, measure="time"))
-            if args.device == "cpu":
-                # memory in a second child whose allocator returns freed blocks (slower, so not timed)
-                timed["peak_mb"] = _run_child(dict(spec, measure="memory", train=False))["peak_mb"]
-            results[scale][name] = timed
+            # memory: one model per child (on CPU one whose allocator returns freed blocks; not timed)
+            peak = _run_child(dict(spec, models=[name], measure="memory", train=False))[name]["peak_mb"]
+            results[scale][name]["peak_mb"] = peak
             print(f"  {scale:9s} {name:6s} {results[scale][name]}", file=sys.stderr, flush=True)
     tmpdir.cleanup()
 
