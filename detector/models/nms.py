@@ -1,7 +1,7 @@
 """Rotated bird's-eye-view NMS with optional score-weighted box merging.
 
-The pairwise rotated IoU is ``detector.eval.iou.bev_iou`` (numpy, exact polygon clipping, only pairs
-whose circumscribed circles overlap are clipped); the greedy loop runs on the (N, N) overlap matrix.
+The rotated IoU is ``detector.eval.iou.paired_iou`` (numpy, exact polygon clipping), computed greedily
+for each kept box against the boxes still alive whose circumscribed circles reach it.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from detector.eval.iou import bev_iou
+from detector.eval.iou import paired_iou
 
 __all__ = ["rotated_nms"]
 
@@ -29,22 +29,30 @@ def rotated_nms(
     order = torch.argsort(scores, descending=True, stable=True)
     b = boxes[order].detach().cpu().double().numpy()
     s = scores[order].detach().cpu().double().numpy()
-    overlap = bev_iou(b, b) > iou_threshold
-    suppressed = np.zeros(n, dtype=bool)
+    reach = 0.5 * np.hypot(b[:, 3], b[:, 4])  # circumradius: boxes farther apart cannot overlap
+    alive = np.ones(n, dtype=bool)
     keep: list[int] = []
     merged: list[np.ndarray] = []
+    # Greedy: IoU of each kept box against the boxes still alive near it only (not an N x N matrix:
+    # candidates come in dense clusters, and a kept box removes its whole cluster at once).
     for i in range(n):
-        if suppressed[i]:
+        if not alive[i]:
             continue
         keep.append(i)
-        cluster = overlap[i] & ~suppressed
-        cluster[i] = True
+        alive[i] = False
+        rest = np.flatnonzero(alive[i + 1:]) + i + 1
+        d2 = (b[rest, 0] - b[i, 0]) ** 2 + (b[rest, 1] - b[i, 1]) ** 2
+        near = rest[d2 <= (reach[rest] + reach[i]) ** 2]
+        if len(near):
+            iou = paired_iou(b[near], np.broadcast_to(b[i], (len(near), 7)), use_height=False)
+            near = near[iou > iou_threshold]
+            alive[near] = False
         if merge:
+            cluster = np.concatenate([[i], near])
             w = s[cluster][:, None]
             box = b[i].copy()
             box[:6] = (b[cluster, :6] * w).sum(axis=0) / w.sum()
             merged.append(box)
-        suppressed |= cluster
     keep_t = order[torch.as_tensor(keep, dtype=torch.long, device=order.device)]
     if merge:
         out = torch.as_tensor(np.stack(merged), dtype=boxes.dtype, device=boxes.device)
