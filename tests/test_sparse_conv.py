@@ -207,3 +207,18 @@ def test_cpu_backward_switch_lets_spconv_native_backward_run():
         assert _close(out, ref) < TOL and _close(gin, gref) < TOL
     finally:
         torch.set_num_threads(before)
+
+
+def test_layer_built_for_cuda_runs_on_cpu():
+    """A layer built with spconv's implicit-GEMM algorithm (its default where CUDA exists) still runs
+    on the CPU, through the native rule book."""
+    from spconv.core import ConvAlgo
+
+    gen = torch.Generator().manual_seed(5)
+    mask, indices, feats = _random_grid(gen)
+    native = ops.SubMConv3d(CIN, COUT, 3, bias=False, algo=ConvAlgo.Native)
+    gemm = ops.SubMConv3d(CIN, COUT, 3, bias=False)
+    gemm.algo = ConvAlgo.MaskImplicitGemm  # as spconv sets it when built on a CUDA machine
+    gemm.weight.data.copy_(native.weight.data)
+    x = spconv.SparseConvTensor(feats, indices, list(SHAPE), B)
+    assert torch.equal(native(x).features, gemm(x).features)

@@ -119,8 +119,6 @@ class _CpuSafeConv:
             raise ValueError(
                 f"{type(self).__name__}: input has {input.features.shape[1]} channels, expected {self.in_channels}"
             )
-        if self.algo != ConvAlgo.Native:
-            raise ValueError(f"{type(self).__name__}: CPU needs ConvAlgo.Native, got {self.algo}")
         features = input.features.contiguous()
         # spconv reads index memory ignoring strides: a non-contiguous index tensor (e.g. from
         # ``nonzero()``) silently gives a wrong rule book.
@@ -154,14 +152,16 @@ class _CpuSafeConv:
                 out_spatial_shape = spconv_ops.get_conv_output_size(
                     spatial_shape, self.kernel_size, self.stride, self.padding, self.dilation
                 )
+            # the native rule book whatever algorithm the layer was built with (spconv picks an
+            # implicit-GEMM one when CUDA is present; the same model must still run on the CPU)
             outids, pairs, pair_num = spconv_ops.get_indice_pairs(
-                indices, input.batch_size, spatial_shape, self.algo, self.kernel_size, self.stride,
+                indices, input.batch_size, spatial_shape, ConvAlgo.Native, self.kernel_size, self.stride,
                 self.padding, self.dilation, self.output_padding, self.subm, self.transposed,
             )
             if self.indice_key is not None:
                 indice_dict[self.indice_key] = IndiceData(
                     outids, indices, pairs, pair_num, spatial_shape, out_spatial_shape,
-                    is_subm=self.subm, algo=self.algo, ksize=self.kernel_size, stride=self.stride,
+                    is_subm=self.subm, algo=ConvAlgo.Native, ksize=self.kernel_size, stride=self.stride,
                     padding=self.padding, dilation=self.dilation,
                 )
 
