@@ -20,11 +20,15 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, keep_suffix: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path``, on error it is removed.
-    For writers that take a file name (matplotlib, imageio)."""
+    For writers that take a file name. The temporary name is hidden (leading dot) and ends in ``.tmp``,
+    so that nothing looking for the real files takes it for one (a converter resuming after a kill
+    removes such leftovers); ``keep_suffix`` keeps ``path``'s suffix after it for writers that pick the
+    format from the name (matplotlib, imageio)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    suffix = f".tmp{path.suffix}" if keep_suffix else ".tmp"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

@@ -71,7 +71,7 @@ def plot_pr_curves(curves: dict[str, PRCurve], path: str | os.PathLike) -> None:
         ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     try:
-        with atomic_path(path) as tmp:
+        with atomic_path(path, keep_suffix=True) as tmp:
             fig.savefig(tmp, dpi=100)
     finally:
         plt.close(fig)

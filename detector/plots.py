@@ -51,7 +51,7 @@ def plot_learning_curves(runs: Mapping[str, str | os.PathLike], out_png: str | o
     fig.tight_layout()
     out_png = Path(out_png)
     try:
-        with atomic_path(out_png) as tmp:
+        with atomic_path(out_png, keep_suffix=True) as tmp:
             fig.savefig(tmp, dpi=100)
     finally:
         plt.close(fig)
