@@ -22,3 +22,13 @@ def pytest_collection_modifyitems(config, items):
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread: on a machine whose cores are all busy, torch's OpenMP regions in small
+    ``index_add_`` calls can spin for milliseconds each; such tests check results, not speed."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

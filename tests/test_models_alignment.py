@@ -14,14 +14,7 @@ VOXEL = 0.4
 VOX = Voxelizer([VOXEL] * 3, [-40.0, -40.0, -3.0, 40.0, 40.0, 4.0])
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a machine whose cores are all busy, torch's OpenMP regions in small
-    ``index_add_`` calls can spin for milliseconds each; the tests check results, not speed."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _static_world(seed: int = 0) -> np.ndarray:

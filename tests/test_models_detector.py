@@ -18,14 +18,7 @@ SMALL = ["lstm", "gru", "peephole", "coupled", "lstm_stacked", "lstm_bidirection
 ALL_SCORES = ["model.head.score_threshold=0.0", "model.head.pre_nms=200"]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a machine whose cores are all busy, torch's OpenMP regions in small
-    ``index_add_`` calls can spin for milliseconds each; the tests check results, not speed."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_every_shipped_config_builds():

@@ -16,14 +16,7 @@ from detector.models.temporal import top_k_per_stream
 VOX = Voxelizer([0.5, 0.5, 0.5], [-10.0, -10.0, -2.0, 10.0, 10.0, 2.0])
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a machine whose cores are all busy, torch's OpenMP regions in small
-    ``index_add_`` calls can spin for milliseconds each; the tests check results, not speed."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_voxelizer_means_layout_and_range():
