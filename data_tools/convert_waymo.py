@@ -11,7 +11,6 @@ command then exits with status 1 and a summary.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import re
 import sys
 from dataclasses import dataclass
@@ -20,8 +19,8 @@ from pathlib import Path
 import hydra
 from google.protobuf.message import DecodeError
 from omegaconf import DictConfig
-from tqdm import tqdm
 
+from data_tools.parallel import map_segments
 from detector import CONFIG_DIR
 from detector.data.frame import FrameFormatError
 from detector.data.frame_store import SEGMENT_META, SPLITS, FrameStoreError, read_segment, write_segment_meta
@@ -132,19 +131,7 @@ def convert(src: str | Path, dst: str | Path, workers: int = 1, shard: str | Non
     jobs = select_shard(find_records(src), shard)
     Path(dst).mkdir(parents=True, exist_ok=True)
     args = [(job, str(dst), second_return) for job in jobs]
-    results = []
-    with tqdm(total=len(jobs), desc="convert", unit="segment", disable=not progress) as bar:
-        if workers > 1 and len(jobs) > 1:
-            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            with ctx.Pool(min(workers, len(jobs))) as pool:
-                for r in pool.imap(_convert_star, args):
-                    results.append(r)
-                    bar.update()
-        else:
-            for a in args:
-                results.append(_convert_star(a))
-                bar.update()
-    return results
+    return map_segments(_convert_star, args, workers, "convert", progress)
 
 
 def summary(results: list[SegmentResult]) -> str:

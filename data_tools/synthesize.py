@@ -8,7 +8,6 @@ output does not depend on ``workers``.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +15,8 @@ from pathlib import Path
 import hydra
 import numpy as np
 from omegaconf import DictConfig
-from tqdm import tqdm
 
+from data_tools.parallel import map_segments
 from data_tools.synth_lidar import NoiseConfig
 from data_tools.synth_segment import SegmentConfig, segment_name, synthesize_segment
 from detector import CONFIG_DIR
@@ -72,20 +71,8 @@ def synthesize(out_dir: str | Path, segments: int, val_segments: int, seed: int,
              for split, n in (("training", segments), ("validation", val_segments)) for i in range(n)]
     for split in ("training", "validation"):
         (Path(out_dir) / split).mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(tasks), desc="synthesize", unit="segment", disable=not progress)
-    results: list[tuple[str, int]] = []
-    if workers > 1 and len(tasks) > 1:
-        # fork: workers inherit the imported modules; the parent never casts rays, so no Embree threads.
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ctx.Pool(min(workers, len(tasks))) as pool:
-            for r in pool.imap(write_segment, tasks):
-                results.append(r)
-                bar.update()
-    else:
-        for t in tasks:
-            results.append(write_segment(t))
-            bar.update()
-    bar.close()
+    # the parent never casts rays, so forked workers inherit no Embree threads
+    results = map_segments(write_segment, tasks, workers, "synthesize", progress)
     return [p for p, _ in results]
 
 

@@ -9,13 +9,12 @@ positions the camera projects them to.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from detector.atomic import atomic_path
 from detector.viz.camera import PinholeCamera
 from detector.viz.scene import (SceneFrame, SceneGeometry, SceneLabel, SceneOptions, build_scene,
                                 frame_caption, score_labels)
@@ -131,25 +130,6 @@ def render_scenes(scenes: Iterable[SceneFrame], camera: PinholeCamera, opts: Sce
             yield view.render_scene(scene)
 
 
-@contextmanager
-def _atomic_path(path: Path):
-    """A temporary path next to ``path`` with the same suffix (writers pick the format from it),
-    renamed onto ``path`` when the block succeeds and removed when it fails."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def check_output_path(out: str | os.PathLike) -> Path:
     out = Path(out)
     if out.suffix.lower() not in IMAGE_SUFFIXES + ANIMATION_SUFFIXES:
@@ -177,7 +157,9 @@ def write_images(out: str | os.PathLike, images: Iterable[np.ndarray], fps: floa
     out = check_output_path(out)
     suffix = out.suffix.lower()
     count = 0
-    with _atomic_path(out) as tmp:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out, keep_suffix=True) as tmp_path:  # writers pick the format from the suffix
+        tmp = str(tmp_path)
         if suffix == ".png":
             for image in images:
                 if count:
