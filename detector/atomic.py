@@ -50,3 +50,46 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator:
             yield f
             f.flush()
             os.fsync(f.fileno())
+
+
+class AtomicWriter:
+    """A file written piece by piece under a temporary name next to ``path``. ``close()`` moves it
+    into place; ``abort()`` (or an exception inside a ``with`` block) removes it and leaves ``path``
+    untouched. Subclasses add the format (TFRecords, ``metrics_pb2.Objects``)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        self._f = os.fdopen(fd, "wb")
+
+    def _write(self, data: bytes) -> None:
+        if self._f is None:
+            raise ValueError(f"{self.path}: writer is closed")
+        self._f.write(data)
+
+    def close(self) -> None:
+        if self._f is None:
+            return
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        self._f = None
+        os.chmod(self._tmp, 0o666 & ~_umask())  # mkstemp makes 0600
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        if os.path.exists(self._tmp):
+            os.unlink(self._tmp)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

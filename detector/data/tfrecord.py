@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
+
+from detector.atomic import AtomicWriter
 
 _POLY = 0x82F63B78
 _MASK_DELTA = 0xA282EAD8
@@ -146,7 +147,7 @@ def encode_record(data: bytes) -> bytes:
                      struct.pack("<I", masked_crc32c(data))])
 
 
-class TFRecordWriter:
+class TFRecordWriter(AtomicWriter):
     """Writes records to a temporary file next to ``path``; ``close()`` renames it into place.
 
     Used as a context manager, an exception inside the block removes the temporary file and leaves
@@ -154,49 +155,12 @@ class TFRecordWriter:
     """
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        self._f: BinaryIO | None = os.fdopen(fd, "wb")
+        super().__init__(path)
         self.count = 0
 
     def write(self, data: bytes) -> None:
-        if self._f is None:
-            raise ValueError(f"{self.path}: writer is closed")
-        self._f.write(encode_record(data))
+        self._write(encode_record(data))
         self.count += 1
-
-    def close(self) -> None:
-        if self._f is None:
-            return
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
-        self._f = None
-        os.chmod(self._tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-        os.replace(self._tmp, self.path)
-
-    def abort(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
-        if os.path.exists(self._tmp):
-            os.unlink(self._tmp)
-
-    def __enter__(self) -> "TFRecordWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_tfrecord(path: str | os.PathLike, records: Iterable[bytes]) -> int:

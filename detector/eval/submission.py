@@ -8,7 +8,6 @@ Ground-truth files use the same message; their objects carry ``num_lidar_points_
 from __future__ import annotations
 
 import os
-import tempfile
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from google.protobuf import unknown_fields
 from google.protobuf.message import DecodeError
 from waymo_open_dataset.protos import metrics_pb2
 
-from detector.atomic import atomic_open
+from detector.atomic import AtomicWriter, atomic_open
 
 FrameKey = tuple[str, int]
 _CHECKED_OBJECTS = 100  # objects inspected for signs of a file of another message type
@@ -91,7 +90,7 @@ def ground_truth_to_objects(context_name: str, timestamp: int, boxes, types, num
     return objs
 
 
-class ObjectsWriter:
+class ObjectsWriter(AtomicWriter):
     """Write a ``metrics_pb2.Objects`` file frame by frame, with bounded memory.
 
     Serialized ``Objects`` messages concatenate into one valid ``Objects`` (repeated fields append), so
@@ -100,14 +99,12 @@ class ObjectsWriter:
     """
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        self._f = os.fdopen(fd, "wb")
+        super().__init__(path)
         self.num_objects = 0
 
     def add(self, objects: list[metrics_pb2.Object]) -> None:
         if objects:
-            self._f.write(metrics_pb2.Objects(objects=objects).SerializeToString())
+            self._write(metrics_pb2.Objects(objects=objects).SerializeToString())
             self.num_objects += len(objects)
 
     def add_detections(self, context_name: str, timestamp: int, boxes, scores, types) -> None:
@@ -115,24 +112,6 @@ class ObjectsWriter:
 
     def add_ground_truth(self, context_name: str, timestamp: int, boxes, types, num_points, difficulty) -> None:
         self.add(ground_truth_to_objects(context_name, timestamp, boxes, types, num_points, difficulty))
-
-    def close(self, commit: bool = True) -> None:
-        if self._f.closed:
-            return
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
-        if commit:
-            os.chmod(self._tmp, 0o644)
-            os.replace(self._tmp, self.path)
-        elif os.path.exists(self._tmp):
-            os.unlink(self._tmp)
-
-    def __enter__(self) -> "ObjectsWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.close(commit=exc_type is None)
 
 
 @dataclass
