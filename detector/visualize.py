@@ -70,9 +70,6 @@ def _check_options(cfg: DictConfig) -> None:
         raise VisualizeInputError("renderer=matplotlib draws the bird's-eye view only (camera=bev)")
     if cfg.show_state and not cfg.ckpt_path:
         raise VisualizeInputError("show_state=true shows the running detector's state: it needs ckpt_path=")
-    if cfg.show_state and sources.STATE_VOXELS_READER is None:
-        raise VisualizeInputError("show_state=true: reading the state voxels from the detector is not "
-                                  "wired in this version (detector.viz.sources.STATE_VOXELS_READER)")
     if cfg.width < 16 or cfg.height < 16:
         raise VisualizeInputError(f"image size {cfg.width}x{cfg.height}: at least 16x16")
 
@@ -98,7 +95,7 @@ def visualize(cfg: DictConfig) -> VisualizeResult:
         start, stop = (min(start, cfg.frame) if cfg.ckpt_path else cfg.frame), cfg.frame + 1
     scenes = sources.iter_scene_frames(
         source, start, stop, predictions=predictions, ckpt_path=cfg.ckpt_path, ckpt_loader=cfg.ckpt_loader,
-        device=cfg.device, state_voxels=sources.STATE_VOXELS_READER if cfg.show_state else None)
+        device=cfg.device, state_voxels=(sources.STATE_VOXELS_READER or True) if cfg.show_state else None)
     if single:
         scenes = islice(scenes, stop - start - 1, None)
     opts = scene_options(cfg)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -104,6 +105,17 @@ def test_train_evaluate_predict_end_to_end(store, tmp_path):
     for k, v in metrics.items():
         assert from_cli[k]["AP"] == pytest.approx(v["AP"], abs=1e-6), k
         assert from_cli[k]["APH"] == pytest.approx(v["APH"], abs=1e-6), k
+
+    # the viewer runs the checkpoint itself and reads the LSTM's state sites (show_state=true)
+    from detector.viz.sources import detections_from_checkpoint
+
+    seg = list_segments(store, "validation")[0]
+    shown = list(detections_from_checkpoint(ckpt, seg.frames(), state_voxels=True))
+    assert len(shown) == seg.num_frames
+    sizes = [len(sv.centers) for _, _, sv in shown]
+    assert sizes[-1] > 0 and all(np.isfinite(sv.centers).all() for _, _, sv in shown)
+    lo, hi = np.array(ecfg.model.voxelizer.point_range[:3]), np.array(ecfg.model.voxelizer.point_range[3:])
+    assert all(((sv.centers >= lo) & (sv.centers <= hi)).all() for _, _, sv in shown)
 
     # predict straight from the validation records gives the same detections as evaluation
     from detector.eval import read_objects

@@ -24,8 +24,8 @@ from detector.viz.scene import PredictedBoxes, SceneFrame, StateVoxels
 #: ``module:function`` that turns a checkpoint path into a ``Detector`` (``fn(path, map_location=...)``).
 CHECKPOINT_LOADER = "detector.evaluate:load_checkpoint"
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords")
-#: ``fn(state) -> (centres (N, 3) metres, voxel size)`` for batch element 0 of a ``Detector`` state;
-#: None until the detector's state is wired to the viewer (``show_state=true`` then says so).
+#: ``fn(state) -> (centres (N, 3) metres, voxel size)`` for batch element 0 of a detector state; None:
+#: ``detector_state_voxels`` of the loaded detector (``show_state=true`` with ``ckpt_path=``).
 STATE_VOXELS_READER: Callable | None = None
 
 
@@ -206,7 +206,25 @@ def detections_from_checkpoint(ckpt_path: str | os.PathLike, frames: Iterable[Fr
     detector = resolve_checkpoint_loader(loader)(ckpt_path, map_location=device)
     if hasattr(detector, "to"):
         detector = detector.to(device)
+    if state_voxels is True:
+        state_voxels = detector_state_voxels(detector)
     return stream_detections(detector, frames, device=device, state_voxels=state_voxels)
+
+
+def detector_state_voxels(detector) -> Callable:
+    """``fn(state) -> (centres (N, 3) metres, voxel size)``: the recurrent state's sites of stream 0
+    as voxel centres of ``detector``'s grid (none for models without a recurrent state)."""
+    vox = detector.voxelizer
+    size = float(min(vox.voxel_size))
+
+    def read(state):
+        rec = getattr(state, "recurrent", None)
+        if rec is None or len(rec.sites) == 0:
+            return np.zeros((0, 3), np.float32), size
+        sites = rec.sites[rec.sites[:, 0] == 0]
+        return vox.centers(sites).detach().cpu().numpy(), size
+
+    return read
 
 
 def _numpy(x) -> np.ndarray:
