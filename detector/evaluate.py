@@ -101,6 +101,9 @@ def evaluate(cfg: DictConfig) -> dict:
         torch.set_num_threads(int(cfg.torch_threads))
     out = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    reset_every = cfg.get("reset_every")
+    if reset_every is not None and (not isinstance(reset_every, int) or reset_every < 1):
+        raise UserError(f"reset_every={reset_every!r}: expected a whole number of frames >= 1, or null (never)")
     device = pick_device(cfg.device)
     model = load_detector(cfg.model, cfg.ckpt_path, device)
     datamodule = instantiate(cfg.data)
@@ -109,8 +112,8 @@ def evaluate(cfg: DictConfig) -> dict:
     metrics = WaymoMetrics()
     n = 0
     with ObjectsWriter(out / "predictions.bin") as preds, ObjectsWriter(out / "ground_truth.bin") as gts:
-        for r in tqdm(stream_segments(model, frames, device), total=len(frames), desc=f"evaluate {cfg.split}",
-                      unit="frame", file=sys.stderr):
+        results_iter = stream_segments(model, frames, device, reset_every)
+        for r in tqdm(results_iter, total=len(frames), desc=f"evaluate {cfg.split}", unit="frame", file=sys.stderr):
             metrics.add_frame((r.segment, r.timestamp_micros), r.gt_boxes, r.gt_types, r.gt_num_points,
                               r.gt_difficulty, r.boxes, r.scores, r.types)
             preds.add_detections(r.segment, r.timestamp_micros, r.boxes, r.scores, r.types)

@@ -32,16 +32,30 @@ class FrameResult:
 
 
 def stream_segments(model: torch.nn.Module, frames: Iterable[FrameBatch],
-                    device: torch.device | str = "cpu") -> Iterator[FrameResult]:
-    """Run ``model.step`` over batch-size-1 frames in order; yield one ``FrameResult`` per frame."""
+                    device: torch.device | str = "cpu", reset_every: int | None = None) -> Iterator[FrameResult]:
+    """Run ``model.step`` over batch-size-1 frames in order; yield one ``FrameResult`` per frame. The
+    state starts afresh at each new segment name, and where the model resets it (``frame.reset``, gaps).
+
+    ``reset_every`` (diagnostics): also start the temporal state afresh every that many frames of a
+    segment, so that no frame sees more than ``reset_every - 1`` earlier ones (1: every frame alone)."""
     if getattr(model, "bidirectional", False):
         raise ValueError("a bidirectional model is not causal: run it offline over whole segments "
                          "(Detector.offline_segment), not frame by frame")
+    if reset_every is not None and int(reset_every) < 1:
+        raise ValueError(f"reset_every must be >= 1 (or None: never), got {reset_every}")
     state = model.init_state(1)
+    segment, since = None, 0
     with torch.no_grad():
         for frame in frames:
             if frame.batch_size != 1:
                 raise ValueError(f"stream_segments expects batch size 1, got {frame.batch_size}")
+            if frame.segments[0] != segment:  # a new segment never sees the last one's state
+                segment, since, state = frame.segments[0], 0, model.init_state(1)
+            elif bool(frame.reset[0]):
+                since = 0
+            if reset_every is not None and since % int(reset_every) == 0:
+                state = model.init_state(1)
+            since += 1
             frame = frame.to(device)
             dets, state = model.step(frame, state)
             yield frame_result(frame, dets[0])

@@ -5,6 +5,7 @@ import glob
 import os
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -105,6 +106,46 @@ def test_streaming_matches_the_clip_and_resets_per_stream(name):
     late = replace(frames[3], timestamps=frames[3].timestamps + torch.tensor([int(model.max_gap_s * 1e6) + 1, 0]))
     dets, _ = model.step(late, state3)
     assert _outputs_equal(dets[0], fresh[0]) and _outputs_equal(dets[1], clip_dets[3][1])
+
+
+def _single_stream(frame, b: int):
+    """Stream ``b`` of a batched frame as a batch-size-1 frame."""
+    keep = frame.boxes[:, 0] == b
+    boxes = frame.boxes[keep].clone()
+    boxes[:, 0] = 0
+    pts = frame.points[frame.points[:, 0] == b].clone()
+    pts[:, 0] = 0
+    return replace(frame, points=pts, poses=frame.poses[b:b + 1], timestamps=frame.timestamps[b:b + 1],
+                   reset=frame.reset[b:b + 1], boxes=boxes, types=frame.types[keep], num_points=frame.num_points[keep],
+                   difficulty=frame.difficulty[keep], segments=frame.segments[b:b + 1], indices=frame.indices[b:b + 1])
+
+
+def test_stream_segments_reset_every_starts_the_state_afresh():
+    from detector.inference import stream_segments
+
+    model = build_model("lstm", ALL_SCORES).eval()
+    frames = make_stream_frames([make_scene(12), make_scene(13)], num_frames=5, num_points=2500, seed=6)
+    # two segments one after the other, as a split's loader gives them
+    seq = [_single_stream(f, 0) for f in frames] + [_single_stream(f, 1) for f in frames]
+    seq[5] = replace(seq[5], reset=torch.tensor([False]))  # the new segment name alone must reset
+
+    def scores(reset_every):
+        return [r.scores for r in stream_segments(model, seq, "cpu", reset_every)]
+
+    carried, every2, alone = scores(None), scores(2), scores(1)
+    # reset every 2 = windows [0, 1], [2, 3], [4] of each segment, each from a fresh state
+    windows = []
+    for start in (0, 2, 4, 5, 7, 9):
+        window = seq[start:min(start + 2, 5 if start < 5 else 10)]
+        windows += [r.scores for r in stream_segments(model, window, "cpu")]
+    assert all(np.array_equal(a, b) for a, b in zip(every2, windows)) and len(every2) == 10
+    # segment starts are fresh whatever N; carried history changes the later frames
+    for i in (0, 5):
+        assert np.array_equal(carried[i], alone[i]) and np.array_equal(carried[i], every2[i])
+    assert not np.array_equal(carried[3], alone[3]) and not np.array_equal(carried[3], every2[3])
+    assert np.array_equal(carried[1], every2[1])
+    with pytest.raises(ValueError, match="reset_every"):
+        next(stream_segments(model, seq, "cpu", 0))
 
 
 def test_bidirectional_model_runs_offline_only():

@@ -24,6 +24,9 @@ _spec = importlib.util.spec_from_file_location("paper_table", Path(REPO_ROOT) / 
 paper_table = importlib.util.module_from_spec(_spec)
 sys.modules["paper_table"] = paper_table  # dataclasses look their module up while the file executes
 _spec.loader.exec_module(paper_table)
+_spec = importlib.util.spec_from_file_location("state_history", Path(REPO_ROOT) / "scripts" / "bench" / "state_history.py")
+state_history = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(state_history)
 
 CAR = (4.5, 2.0, 1.6)
 
@@ -280,6 +283,18 @@ def test_micro_run_writes_the_table(tmp_path):
     assert Path(lstm["checkpoint"]).is_file() and (tmp_path / "work" / "lstm" / "eval" / "predictions.bin").is_file()
     assert "OBJECT_TYPE_TYPE_VEHICLE_LEVEL_1" in lstm["occluded"]["metrics"]
     assert json.loads((tmp_path / "bench" / "bench_data.json").read_text())["frames"] == 6
+
+    # what the state contributes (scripts/bench/state_history.py) on the same runs: the carried column
+    # repeats the table's evaluation, the single-frame model ignores resets
+    hist = state_history.main(["--work-dir", str(tmp_path / "work"), "--resets", "1,2,never", "--threads", "1",
+                               "--out", str(tmp_path / "hist.md")])
+    assert hist["frames"] == 6 and set(hist["models"]) == {"single_frame", "lstm"}
+    for name, rows in hist["models"].items():
+        table = report["results"][name]["metrics"]["OBJECT_TYPE_TYPE_VEHICLE_LEVEL_1"]
+        assert rows["None"]["VEHICLE_LEVEL_1"] == pytest.approx(table), name
+    sf = hist["models"]["single_frame"]
+    assert sf["1"] == sf["2"] == sf["None"]
+    assert "| lstm |" in (tmp_path / "hist.md").read_text()
 
 
 # -- docs/WAYMO.md ------------------------------------------------------------------------------------------
