@@ -526,17 +526,21 @@ def main(argv: list[str] | None = None) -> dict:
                         + ", ".join(f"{k}={v}" for k, v in options.items())
                         + f". Whole script: {time.perf_counter() - t_start:.0f} s."),
     }
-    text = format_tables(results, costs, meta)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, out)
+    report = {"meta": meta, "results": results, "costs": {k: asdict(v) for k, v in costs.items()}}
+    write_report(out, format_tables(results, costs, meta), report, png)
+    return report
+
+
+def write_report(out: Path, text: str, report: dict, *also: Path) -> None:
+    """``out`` (markdown) and ``<out>.json``, each written whole or not at all; print the text."""
+    from detector.atomic import atomic_open
     from detector.data.frame_store import write_json_atomic
 
-    report = {"meta": meta, "results": results, "costs": {k: asdict(v) for k, v in costs.items()}}
+    with atomic_open(out, "w") as f:
+        f.write(text)
     write_json_atomic(out.with_suffix(".json"), report)
     print(text)
-    print(f"wrote {out}, {out.with_suffix('.json')}, {png}")
-    return report
+    print("wrote " + ", ".join(str(p) for p in (out, out.with_suffix(".json"), *also)))
 
 
 if __name__ == "__main__":

@@ -129,14 +129,9 @@ def main(argv: list[str] | None = None) -> dict:
             f"{report['frames']} validation frames; training clips of {report['clip_length']} frames; "
             f"torch threads {torch.get_num_threads()}.\n\n" + format_table(report))
     out = Path(args.out or work_dir / "state_history.md").resolve()
-    from detector.atomic import atomic_open
-    from detector.data.frame_store import write_json_atomic
+    from paper_table import write_report
 
-    with atomic_open(out, "w") as f:
-        f.write(text)
-    write_json_atomic(out.with_suffix(".json"), report)
-    print(text)
-    print(f"wrote {out}, {out.with_suffix('.json')}")
+    write_report(out, text, report)
     return report
 
 
