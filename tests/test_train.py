@@ -188,6 +188,10 @@ def test_bad_input_gives_one_clear_message(store, tmp_path):
              f"ckpt_path={fake}", cwd=tmp_path)
     assert r.returncode == 2 and "not a torch checkpoint" in r.stderr
 
+    r = _cli("detector.evaluate", "experiment=demo_synthetic", f"data.root={store}",
+             f"ckpt_path={fake}", "reset_every=0", cwd=tmp_path)
+    assert r.returncode == 2 and "reset_every=0" in r.stderr and "Traceback" not in r.stderr
+
     r = _cli("detector.train", "experiment=demo_synthetic", f"data.root={tmp_path / 'empty'}",
              "trainer.max_epochs=1", cwd=tmp_path)
     assert r.returncode == 2 and "empty/training" in r.stderr and "Traceback" not in r.stderr
