@@ -112,8 +112,8 @@ def evaluate(cfg: DictConfig) -> dict:
     metrics = WaymoMetrics()
     n = 0
     with ObjectsWriter(out / "predictions.bin") as preds, ObjectsWriter(out / "ground_truth.bin") as gts:
-        results_iter = stream_segments(model, frames, device, reset_every)
-        for r in tqdm(results_iter, total=len(frames), desc=f"evaluate {cfg.split}", unit="frame", file=sys.stderr):
+        for r in tqdm(stream_segments(model, frames, device, reset_every), total=len(frames),
+                      desc=f"evaluate {cfg.split}", unit="frame", file=sys.stderr):
             metrics.add_frame((r.segment, r.timestamp_micros), r.gt_boxes, r.gt_types, r.gt_num_points,
                               r.gt_difficulty, r.boxes, r.scores, r.types)
             preds.add_detections(r.segment, r.timestamp_micros, r.boxes, r.scores, r.types)

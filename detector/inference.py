@@ -41,8 +41,10 @@ def stream_segments(model: torch.nn.Module, frames: Iterable[FrameBatch],
     if getattr(model, "bidirectional", False):
         raise ValueError("a bidirectional model is not causal: run it offline over whole segments "
                          "(Detector.offline_segment), not frame by frame")
-    if reset_every is not None and int(reset_every) < 1:
-        raise ValueError(f"reset_every must be >= 1 (or None: never), got {reset_every}")
+    if reset_every is not None:
+        reset_every = int(reset_every)
+        if reset_every < 1:
+            raise ValueError(f"reset_every must be >= 1 (or None: never), got {reset_every}")
     state = model.init_state(1)
     segment, since = None, 0
     with torch.no_grad():
@@ -53,7 +55,7 @@ def stream_segments(model: torch.nn.Module, frames: Iterable[FrameBatch],
                 segment, since, state = frame.segments[0], 0, model.init_state(1)
             elif bool(frame.reset[0]):
                 since = 0
-            if reset_every is not None and since % int(reset_every) == 0:
+            if reset_every is not None and since % reset_every == 0:
                 state = model.init_state(1)
             since += 1
             frame = frame.to(device)
