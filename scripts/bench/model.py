@@ -17,7 +17,7 @@ carried) and the script reports:
 
 Scales (points per frame, detection range): ``synthetic`` 60k points within 40 m (what the
 project's demo lidar gives in range), ``waymo`` 180k points within 75 m (a Waymo frame), both from
-``detector.models.testing`` (boxes and ground only, so more spread out than a real sweep); and
+``tests.helpers.scenes`` (boxes and ground only, so more spread out than a real sweep); and
 ``records``: the frames of a Waymo-format ``--records`` file (e.g. one made by
 ``python -m data_tools.synthesize``), cropped to [-40, 40] m x [-40, 40] m x [-3, 4] m as the synthetic
 data config does, the training clip being its first 4 frames twice (batch 2).
@@ -177,7 +177,7 @@ def _make_data(scale: str, frames: int, train: bool, path: Path, records: str | 
     import torch
 
     from detector.data.batch import ClipBatch
-    from detector.models.testing import make_scene, make_stream_frames
+    from tests.helpers.scenes import make_scene, make_stream_frames
 
     if scale == "records":
         if not records:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from detector.eval import ObjectsWriter, WaymoMetrics, evaluate_objects, read_objects
-from detector.eval.synthetic import synthetic_frames
+from tests.helpers.metric_cases import synthetic_frames
 
 
 def _frames(n=40, seed=3):

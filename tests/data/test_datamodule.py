@@ -6,7 +6,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from clip_store_fixtures import make_segment
+from tests.helpers.stores import make_segment
 from detector import CONFIG_DIR
 from detector.data.batch import ClipBatch, FrameBatch
 from detector.data.clips import ClipDataset

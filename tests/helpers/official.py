@@ -2,7 +2,7 @@
 
 The op lives in ``.venv-official`` (``scripts/setup_official.sh``): TensorFlow and its numpy pin
 cannot share the project's venv. :func:`run_official_op` writes the inputs to an ``.npz``, runs this
-file there as a script (``python detector/eval/official.py IN.npz OUT.npz``, which imports only
+file there as a script (``python tests/helpers/official.py IN.npz OUT.npz``, which imports only
 numpy besides TensorFlow and the Waymo package) and reads the results back.
 """
 
@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-OFFICIAL_PYTHON = REPO_ROOT / ".venv-official" / "bin" / "python"
+#: The interpreter of the venv that has TensorFlow and the official package (``scripts/setup_official.sh``);
+#: ``DETECTOR_OFFICIAL_PYTHON`` points elsewhere.
+OFFICIAL_PYTHON = Path(os.environ.get("DETECTOR_OFFICIAL_PYTHON", REPO_ROOT / ".venv-official" / "bin" / "python"))
 
 
 def official_available() -> bool:

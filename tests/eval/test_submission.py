@@ -19,7 +19,7 @@ from detector.eval import (
     read_objects,
     write_objects,
 )
-from detector.eval.synthetic import synthetic_frames
+from tests.helpers.metric_cases import synthetic_frames
 
 FAKE_DIR = Path(__file__).resolve().parents[2] / "shared" / "waymo_fake"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from clip_store_fixtures import STEP_MICROS, make_segment
+from tests.helpers.stores import STEP_MICROS, make_segment
 from detector.data.batch import ClipBatch, FrameBatch
 from detector.data.clips import (ClipDataset, SegmentDataset, clip_starts, frame_resets, iter_segment_frames,
                                  split_segments)

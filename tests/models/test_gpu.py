@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from detector.models import build_model
-from detector.models.testing import make_clip
+from tests.helpers.scenes import make_clip
 
 pytestmark = pytest.mark.gpu
 

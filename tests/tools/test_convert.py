@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_fixtures import make_tiny_dataset
+from tests.helpers.datasets import make_tiny_dataset
 
 from data_tools.convert_waymo import ShardError, convert, find_records, parse_shard, select_shard, summary
 from detector.data.frame import NPZ_ARRAYS, Frame

@@ -12,7 +12,7 @@ import torch
 from detector import CONFIG_DIR
 from detector.data.batch import ClipBatch
 from detector.models import Detections, State, build_model
-from detector.models.testing import make_clip, make_scene, make_stream_frames
+from tests.helpers.scenes import make_clip, make_scene, make_stream_frames
 
 SMALL = ["lstm", "gru", "peephole", "coupled", "lstm_stacked", "lstm_bidirectional", "single_frame", "concat"]
 # every detection of an untrained model, so outputs can be compared

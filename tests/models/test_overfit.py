@@ -6,7 +6,7 @@ import torch
 
 from detector.eval import WaymoMetrics
 from detector.models import build_model
-from detector.models.testing import make_clip
+from tests.helpers.scenes import make_clip
 
 MAX_STEPS = 240
 TARGET_AP = 0.9

@@ -8,7 +8,7 @@ import pytest
 from waymo_open_dataset.protos import breakdown_pb2
 
 from detector.eval import WaymoMetrics, default_config, evaluate_objects, mean_average_precision, read_objects
-from detector.eval.synthetic import synthetic_frames
+from tests.helpers.metric_cases import synthetic_frames
 
 FAKE_DIR = Path(__file__).resolve().parents[2] / "shared" / "waymo_fake"
 

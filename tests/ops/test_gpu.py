@@ -78,7 +78,7 @@ def test_detector_trains_and_streams_on_cuda():
 
     from detector import CONFIG_DIR
     from detector.lit_module import build_model
-    from detector.models.testing import make_clip
+    from tests.helpers.scenes import make_clip
 
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=["model=lstm"])

@@ -1,6 +1,6 @@
 """Small synthetic datasets for tests: real synthesized TFRecords, converted to a real frame store.
 
-    from data_fixtures import make_tiny_dataset     # pytest puts tests/ on sys.path
+    from tests.helpers.datasets import make_tiny_dataset     # pytest puts tests/ on sys.path
     records, store = make_tiny_dataset(tmp_path, segments=2, frames=6, seed=0)
     # records/training/*.tfrecord, records/validation/*.tfrecord
     # store/training/<segment>/0000.npz ..., store/validation/<segment>/...

@@ -8,7 +8,7 @@ import torch
 
 from detector.data.voxelize import Voxelizer
 from detector.models.state import RecurrentState, align_state, move_sites, relative_transforms, union_sites
-from detector.models.testing import pose_matrix
+from tests.helpers.scenes import pose_matrix
 
 VOXEL = 0.4
 VOX = Voxelizer([VOXEL] * 3, [-40.0, -40.0, -3.0, 40.0, 40.0, 4.0])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from clip_store_fixtures import ego_poses, make_segment
+from tests.helpers.stores import ego_poses, make_segment
 from detector.data.augment import AugmentConfig, GlobalTransform, sample_transform
 from detector.data.clips import ClipDataset
 from detector.data.frame import Frame

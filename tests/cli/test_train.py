@@ -18,8 +18,7 @@ from omegaconf import OmegaConf
 from detector import CONFIG_DIR, REPO_ROOT
 from detector.data.frame_store import list_segments
 
-sys.path.insert(0, str(Path(__file__).parent))
-from data_fixtures import make_tiny_dataset  # noqa: E402
+from tests.helpers.datasets import make_tiny_dataset
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 MODELS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
@@ -144,8 +143,8 @@ def test_resume_after_kill_continues_exactly(store, tmp_path):
     script = tmp_path / "killed_run.py"
     script.write_text(f"""
 import os, signal, sys, torch, lightning as L
-sys.path.insert(0, {str(Path(__file__).parent)!r})
-from test_train import _train_cfg
+sys.path.insert(0, {REPO_ROOT!r})
+from tests.cli.test_train import _train_cfg
 from detector.train import train
 
 class KillAtSecondEpoch(L.Callback):
@@ -217,8 +216,8 @@ def test_ddp_on_cpu_agrees_on_weights(store, tmp_path):
     script = tmp_path / "ddp_run.py"
     script.write_text(f"""
 import sys, torch, lightning as L
-sys.path.insert(0, {str(Path(__file__).parent)!r})
-from test_train import _train_cfg, TINY
+sys.path.insert(0, {REPO_ROOT!r})
+from tests.cli.test_train import _train_cfg, TINY
 from detector.train import train
 
 class Checksum(L.Callback):

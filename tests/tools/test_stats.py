@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_fixtures import make_tiny_dataset
+from tests.helpers.datasets import make_tiny_dataset
 
 from data_tools.stats import format_stats, store_stats
 from detector.data.frame_store import FrameStoreError, list_segments

@@ -1,6 +1,6 @@
 """Render speed of the two headless renderers on one segment, in one process.
 
-    python -m detector.viz.bench SEGMENT_DIR_OR_TFRECORD [--frames 5] [--width 1280 --height 960]
+    python -m scripts.bench.viewer SEGMENT_DIR_OR_TFRECORD [--frames 5] [--width 1280 --height 960]
 
 Prints seconds per frame of the Open3D offscreen renderer (bird's eye and chase) and of the matplotlib
 bird's-eye plot, and their ratios to the Open3D bird's-eye time (the baseline, measured in the same
