@@ -26,6 +26,7 @@ from detector.data.frame import FrameFormatError
 from detector.data.frame_store import SEGMENT_META, SPLITS, FrameStoreError, read_segment, write_segment_meta
 from detector.data.tfrecord import RecordError
 from detector.data.waymo_reader import iter_frames, read_context_name
+from detector.errors import InputError, user_errors
 
 _FRAME_FILE = re.compile(r"^\d{4,}\.npz$")
 
@@ -50,17 +51,17 @@ def find_records(src: str | Path) -> list[SegmentJob]:
     """Every ``src/<split>/*.tfrecord``, splits in Waymo's order, files sorted by name."""
     src = Path(src)
     if not src.is_dir():
-        raise FileNotFoundError(f"src={src}: no such folder")
+        raise InputError(f"src={src}: no such folder")
     jobs = [SegmentJob(split, p, f"{split}/{p.name}")
             for split in SPLITS if (src / split).is_dir()
             for p in sorted((src / split).glob("*.tfrecord"))]
     if not jobs:
-        raise FileNotFoundError(
+        raise InputError(
             f"src={src}: no records; expected {', '.join(f'{s}/*.tfrecord' for s in SPLITS)} under it")
     return jobs
 
 
-class ShardError(ValueError):
+class ShardError(InputError):
     """A ``shard=`` value that is not ``i/n`` with ``0 <= i < n``."""
 
 
@@ -144,14 +145,11 @@ def summary(results: list[SegmentResult]) -> str:
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="convert_waymo", version_base="1.3")
+@user_errors(prefix="convert_waymo")
 def main(cfg: DictConfig) -> None:
-    try:
-        parse_shard(cfg.shard)
-        results = convert(cfg.src, cfg.dst, workers=int(cfg.workers), shard=cfg.shard,
-                          second_return=bool(cfg.second_return), progress=bool(cfg.progress))
-    except (ShardError, FileNotFoundError) as e:
-        print(f"convert_waymo: {e}", file=sys.stderr)
-        sys.exit(2)
+    parse_shard(cfg.shard)
+    results = convert(cfg.src, cfg.dst, workers=int(cfg.workers), shard=cfg.shard,
+                      second_return=bool(cfg.second_return), progress=bool(cfg.progress))
     text = summary(results)
     failed = any(r.status == "failed" for r in results)
     print(text, file=sys.stderr if failed else sys.stdout)

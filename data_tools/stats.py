@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from detector import CONFIG_DIR
 from detector.data.frame import TYPE_NAMES, FrameFormatError
 from detector.data.frame_store import SPLITS, FrameStoreError, list_segments
+from detector.errors import user_errors
 
 
 @dataclass
@@ -84,12 +85,9 @@ def format_stats(stats: list[SplitStats]) -> str:
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="stats", version_base="1.3")
+@user_errors(prefix="stats")
 def main(cfg: DictConfig) -> None:
-    try:
-        stats = store_stats(cfg.dst, None if cfg.split is None else [str(cfg.split)])
-    except (FrameStoreError, FrameFormatError) as e:
-        print(f"stats: {e}", file=sys.stderr)
-        sys.exit(2)
+    stats = store_stats(cfg.dst, None if cfg.split is None else [str(cfg.split)])
     print(format_stats(stats))
 
 

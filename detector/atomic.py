@@ -7,6 +7,7 @@ usual permissions, and renamed over the destination only when writing finished w
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -93,3 +94,9 @@ class AtomicWriter:
             self.close()
         else:
             self.abort()
+
+
+def write_json_atomic(path: str | os.PathLike, data) -> None:
+    """``data`` as indented JSON at ``path``, whole or not at all."""
+    with atomic_open(path, "w") as f:
+        json.dump(data, f, indent=1)

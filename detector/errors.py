@@ -1,46 +1,50 @@
-"""User-facing errors of the command-line entry points: one clear message, no traceback."""
+"""The project's error family for what a user can act on, and the one place each entry point reports it.
+
+- ``InputError``: bad input (a file, a record, a frame, a config key or value, a checkpoint). Raised
+  where the input is read, with a message that names the culprit and says what to do.
+- ``UnavailableError``: something this machine or installation lacks (a display, a renderer).
+
+Both derive from ``ReportedError``; an entry point wrapped in ``user_errors`` prints such an error as
+one line and exits with status 2. Anything else is a bug: it propagates with its traceback (exit 1).
+"""
 
 from __future__ import annotations
 
 import functools
-import os
 import sys
-import zipfile
-from pathlib import Path
-
-from detector.data.frame import FrameFormatError
-from detector.data.frame_store import FrameStoreError
-from detector.data.tfrecord import RecordError
-from detector.eval.submission import SubmissionError
 
 
-class UserError(RuntimeError):
-    """Bad input from the user (a path, a checkpoint, a config value); the message says what to fix."""
+class ReportedError(Exception):
+    """An error the user can act on: reported as one line, exit status 2."""
 
 
-#: Exceptions that mean bad input rather than a bug: reported as one line, exit status 2.
-REPORTED = (UserError, FrameStoreError, FrameFormatError, RecordError, SubmissionError, FileNotFoundError)
+class InputError(ReportedError, ValueError):
+    """Bad input from the user; the message names the file, record, frame or config key and what to fix."""
 
 
-def user_errors(fn):
-    """Decorate a Hydra task function: known bad-input errors print one message and exit 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except REPORTED as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-
-    return wrapper
+class UnavailableError(ReportedError, RuntimeError):
+    """Something this machine or installation lacks (a display server, a renderer, an optional package)."""
 
 
-def check_checkpoint_file(path: str | os.PathLike) -> Path:
-    """A readable Lightning checkpoint, or a UserError naming the path."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"checkpoint not found: {p}")
-    if not zipfile.is_zipfile(p):
-        raise UserError(f"{p}: not a torch checkpoint (not a zip archive)")
-    return p
+#: The name the entry points used before the family had a base; the same class.
+UserError = InputError
+
+
+def user_errors(fn=None, *, prefix: str = "error", returns: bool = False):
+    """Decorate an entry point: a ``ReportedError`` prints ``"<prefix>: <message>"`` on stderr and exits
+    with status 2 (``returns=True``: the function returns 2, for ``main(argv) -> int`` entry points)."""
+
+    def decorate(f):
+        @functools.wraps(f)
+        def wrapper(*args, **kwargs):
+            try:
+                return f(*args, **kwargs)
+            except ReportedError as e:
+                print(f"{prefix}: {e}", file=sys.stderr)
+                if returns:
+                    return 2
+                sys.exit(2)
+
+        return wrapper
+
+    return decorate(fn) if fn is not None else decorate

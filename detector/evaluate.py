@@ -24,86 +24,25 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from detector import CONFIG_DIR
-from detector.errors import UserError, check_checkpoint_file, user_errors
-from detector.inference import stream_segments
+from detector.atomic import write_json_atomic
+from detector.checkpoints import load_detector
+from detector.devices import pick_device
+from detector.errors import InputError, user_errors
+from detector.eval import ObjectsWriter, WaymoMetrics
+from detector.eval.report import format_table
+from detector.streaming import stream_segments
 
 log = logging.getLogger(__name__)
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device=cuda asked for, but torch sees no CUDA device")
-    return torch.device(name)
-
-
-def load_detector(model_cfg: DictConfig | dict, ckpt_path: str, device: torch.device | str = "cpu") -> torch.nn.Module:
-    """Build the model of ``model_cfg`` and load a training checkpoint's weights into it.
-
-    A checkpoint from a different model (another temporal mode, other channel counts) is refused with
-    a message that names both, instead of a wall of missing keys.
-    """
-    from detector.lit_module import build_model
-
-    path = check_checkpoint_file(ckpt_path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError) as e:
-        raise UserError(f"{path}: unreadable checkpoint ({e})") from e
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise UserError(f"{path}: not a checkpoint written by detector.train (no state_dict)")
-    model = build_model(model_cfg)
-    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or shapes:
-        trained = (ckpt.get("hyper_parameters") or {}).get("model_cfg", {})
-        raise UserError(
-            f"{path} does not fit the configured model: {len(missing)} missing, {len(unexpected)} unexpected, "
-            f"{len(shapes)} differently shaped tensors (e.g. {(missing + unexpected + shapes)[:3]}). "
-            f"It was trained with model temporal={_temporal_of(trained)!r}; the config asks for "
-            f"temporal={_temporal_of(model_cfg)!r}. Pass the experiment/model the checkpoint was trained with."
-        )
-    model.load_state_dict(state)
-    return model.to(device).eval()
-
-
-def load_checkpoint(ckpt_path: str, map_location: torch.device | str = "cpu") -> torch.nn.Module:
-    """The detector of a training checkpoint, built from the model config stored in it."""
-    path = check_checkpoint_file(ckpt_path)
-    try:
-        hp = torch.load(path, map_location="cpu", weights_only=False).get("hyper_parameters") or {}
-    except (RuntimeError, EOFError, OSError, AttributeError) as e:
-        raise UserError(f"{path}: unreadable checkpoint ({e})") from e
-    if "model_cfg" not in hp:
-        raise UserError(f"{path}: no model config stored (not a checkpoint written by detector.train)")
-    return load_detector(hp["model_cfg"], path, map_location)
-
-
-def _temporal_of(model_cfg) -> str:
-    if isinstance(model_cfg, DictConfig):
-        model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
-    t = (model_cfg or {}).get("temporal")
-    if isinstance(t, dict):
-        return str(t.get("mode", t.get("_target_", "?")))
-    return str(t)
-
-
 def evaluate(cfg: DictConfig) -> dict:
-    from detector.eval import WaymoMetrics
-    from detector.metrics import format_table
-    from detector.eval.submission import ObjectsWriter
-
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
     out = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     reset_every = cfg.get("reset_every")
     if reset_every is not None and (not isinstance(reset_every, int) or reset_every < 1):
-        raise UserError(f"reset_every={reset_every!r}: expected a whole number of frames >= 1, or null (never)")
+        raise InputError(f"reset_every={reset_every!r}: expected a whole number of frames >= 1, or null (never)")
     device = pick_device(cfg.device)
     model = load_detector(cfg.model, cfg.ckpt_path, device)
     datamodule = instantiate(cfg.data)
@@ -114,8 +53,7 @@ def evaluate(cfg: DictConfig) -> dict:
     with ObjectsWriter(out / "predictions.bin") as preds, ObjectsWriter(out / "ground_truth.bin") as gts:
         for r in tqdm(stream_segments(model, frames, device, reset_every), total=len(frames),
                       desc=f"evaluate {cfg.split}", unit="frame", file=sys.stderr):
-            metrics.add_frame((r.segment, r.timestamp_micros), r.gt_boxes, r.gt_types, r.gt_num_points,
-                              r.gt_difficulty, r.boxes, r.scores, r.types)
+            metrics.add_result(r)
             preds.add_detections(r.segment, r.timestamp_micros, r.boxes, r.scores, r.types)
             gts.add_ground_truth(r.segment, r.timestamp_micros, r.gt_boxes, r.gt_types, r.gt_num_points,
                                  r.gt_difficulty)
@@ -123,8 +61,6 @@ def evaluate(cfg: DictConfig) -> dict:
             if cfg.get("max_frames") and n >= int(cfg.max_frames):
                 break
     results = metrics.compute()
-    from detector.data.frame_store import write_json_atomic
-
     write_json_atomic(out / "metrics.json", results)
     print(format_table(results))
     print(f"{n} frames of split '{cfg.split}'; wrote {out / 'predictions.bin'}, {out / 'ground_truth.bin'}, "

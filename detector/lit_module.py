@@ -1,7 +1,7 @@
 """The LightningModule: clips in, losses out for training; segments streamed for validation.
 
 Validation runs the detector exactly as evaluation does: frame by frame over whole segments with
-the temporal state carried (``detector.inference``), and scores the detections with the Waymo
+the temporal state carried (``detector.streaming``), and scores the detections with the Waymo
 metrics (``detector.eval``). Under DDP every rank streams its own whole segments; the metric counts
 are merged across ranks at epoch end.
 """
@@ -15,17 +15,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from detector.data.batch import ClipBatch, FrameBatch
-from detector.inference import FrameResult, frame_result
+from detector.models import instantiate_model
+from detector.streaming import Stream
 
 #: The breakdown that drives model selection and the progress bar.
 MAIN_METRIC = "OBJECT_TYPE_TYPE_VEHICLE_LEVEL_1"
-
-
-def build_model(model_cfg: DictConfig | dict) -> torch.nn.Module:
-    from hydra.utils import instantiate
-
-    return instantiate(OmegaConf.create(model_cfg) if isinstance(model_cfg, dict) else model_cfg,
-                       _convert_="partial")
 
 
 class DetectorModule(L.LightningModule):
@@ -39,9 +33,9 @@ class DetectorModule(L.LightningModule):
         if isinstance(model_cfg, DictConfig):
             model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
         self.save_hyperparameters()
-        self.model = build_model(model_cfg)
+        self.model = instantiate_model(model_cfg)
         self._metrics = None
-        self._val_state = None
+        self._val_stream: Stream | None = None
         self._val_losses: list[float] = []
 
     # -- training ---------------------------------------------------------------------------------
@@ -91,24 +85,16 @@ class DetectorModule(L.LightningModule):
         from detector.eval import WaymoMetrics
 
         self._metrics = WaymoMetrics()
-        self._val_state = None
+        self._val_stream = Stream(self.model, device=None)
         self._val_losses = []
 
     def validation_step(self, frame: FrameBatch, batch_idx: int) -> None:
-        if self._val_state is None:
-            self._val_state = self.model.init_state(frame.batch_size)
-        if len(frame.boxes):
-            # the loss of this frame given the carried state (no gradient); same step as inference
-            dets, self._val_state, losses = self.model.step(frame, self._val_state, return_losses=True)
-            self._val_losses.append(float(losses["loss"]))
-        else:
-            dets, self._val_state = self.model.step(frame, self._val_state)
+        # with labels, also the loss of this frame given the carried state (no gradient)
+        step = self._val_stream.step(frame, return_losses=bool(len(frame.boxes)))
+        if step.losses is not None:
+            self._val_losses.append(float(step.losses["loss"]))
         if self.hparams.validation_metrics:
-            self.add_to_metrics(frame_result(frame, dets[0]))
-
-    def add_to_metrics(self, r: FrameResult) -> None:
-        self._metrics.add_frame((r.segment, r.timestamp_micros), r.gt_boxes, r.gt_types, r.gt_num_points,
-                                r.gt_difficulty, r.boxes, r.scores, r.types)
+            self._metrics.add_result(step.result())
 
     def on_validation_epoch_end(self) -> None:
         metrics = self._metrics
@@ -131,4 +117,4 @@ class DetectorModule(L.LightningModule):
                     self.log(f"val/AP_{short}", results[key]["AP"], prog_bar=key == MAIN_METRIC)
                     self.log(f"val/APH_{short}", results[key]["APH"])
         self._metrics = None
-        self._val_state = None
+        self._val_stream = None

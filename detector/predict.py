@@ -23,9 +23,11 @@ from detector import CONFIG_DIR
 from detector.data.batch import FrameBatch
 from detector.data.clips import drop_nonfinite_points, frame_resets, prepare_frame
 from detector.data.collate import collate_frames
-from detector.errors import UserError, user_errors
-from detector.evaluate import load_detector, pick_device
-from detector.inference import stream_segments
+from detector.checkpoints import load_detector
+from detector.devices import pick_device
+from detector.errors import InputError, user_errors
+from detector.eval import ObjectsWriter
+from detector.streaming import stream_segments
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +37,10 @@ def find_records(path: str | Path) -> list[Path]:
     if p.is_file():
         return [p]
     if not p.is_dir():
-        raise UserError(f"input not found: {p}")
+        raise InputError(f"input not found: {p}")
     records = sorted(q for q in p.rglob("*") if q.suffix in (".tfrecord", ".tfrecords") and q.is_file())
     if not records:
-        raise UserError(f"{p}: no .tfrecord files in this folder (searched recursively)")
+        raise InputError(f"{p}: no .tfrecord files in this folder (searched recursively)")
     return records
 
 
@@ -61,8 +63,6 @@ def record_frames(records: list[Path], point_range, max_gap_s: float | None,
 
 
 def predict(cfg: DictConfig) -> dict:
-    from detector.eval import ObjectsWriter
-
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
     run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.output_dir)

@@ -22,7 +22,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from detector import CONFIG_DIR
-from detector.errors import check_checkpoint_file, user_errors
+from detector.checkpoints import check_checkpoint_file
+from detector.errors import user_errors
 from detector.lit_module import DetectorModule
 
 log = logging.getLogger(__name__)

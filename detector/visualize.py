@@ -19,10 +19,7 @@ import hydra
 from omegaconf import DictConfig
 
 from detector import CONFIG_DIR
-from detector.errors import UserError
-from detector.data.frame import FrameFormatError
-from detector.data.frame_store import FrameStoreError
-from detector.data.tfrecord import RecordError
+from detector.errors import user_errors
 from detector.viz import sources
 from detector.viz.camera import birds_eye_camera, chase_camera
 from detector.viz.headless import RenderError, check_output_path, render_scenes, write_images
@@ -30,9 +27,6 @@ from detector.viz.interactive import NO_DISPLAY_MESSAGE, NoDisplayError, display
 from detector.viz.scene import SceneOptions
 from detector.viz.sources import CheckpointUnavailableError, VisualizeInputError
 
-#: Errors that are the user's input or environment: reported as one line, exit status 2.
-USER_ERRORS = (UserError, VisualizeInputError, CheckpointUnavailableError, RenderError, NoDisplayError,
-               FrameStoreError, FrameFormatError, RecordError, FileNotFoundError)
 
 
 @dataclass
@@ -120,17 +114,14 @@ def visualize(cfg: DictConfig) -> VisualizeResult:
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="visualize", version_base="1.3")
+@user_errors(prefix="visualize")
 def main(cfg: DictConfig) -> None:
     if cfg.renderer == "open3d":
         import open3d as o3d
 
         # its notices (e.g. the headless fallback when there is no X server) are not errors
         o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
-    try:
-        result = visualize(cfg)
-    except USER_ERRORS as e:
-        print(f"visualize: {e}", file=sys.stderr)
-        sys.exit(2)
+    result = visualize(cfg)
     if result.out is not None:
         print(f"wrote {result.out} ({result.frames} frame{'s' if result.frames != 1 else ''}, "
               f"{result.seconds:.1f} s)")

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from detector.atomic import atomic_open
+from detector.errors import InputError
 
 #: Columns of ``Frame.points``.
 POINT_FEATURES = ("x", "y", "z", "intensity", "elongation")
@@ -25,7 +26,7 @@ TYPE_NAMES = {1: "VEHICLE", 2: "PEDESTRIAN", 3: "SIGN", 4: "CYCLIST"}
 NPZ_ARRAYS = ("points", "pose", "timestamp_micros", "boxes", "types", "ids", "num_points", "difficulty")
 
 
-class FrameFormatError(ValueError):
+class FrameFormatError(InputError):
     """A frame file or record that does not hold what the contract says; the message names it."""
 
 

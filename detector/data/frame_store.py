@@ -17,15 +17,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from detector.atomic import atomic_open
+from detector.atomic import write_json_atomic
 from detector.data.frame import Frame, FrameFormatError
+from detector.errors import InputError
 
 FORMAT_VERSION = 1
 SEGMENT_META = "segment.json"
 SPLITS = ("training", "validation", "testing")
 
 
-class FrameStoreError(ValueError):
+class FrameStoreError(InputError):
     """A folder that is not a frame store, or a segment whose files disagree with its metadata."""
 
 
@@ -49,11 +50,6 @@ class SegmentInfo:
     def frames(self):
         for i in range(self.num_frames):
             yield self.load_frame(i)
-
-
-def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
-    with atomic_open(path, "w") as f:
-        json.dump(data, f, indent=1)
 
 
 def write_segment_meta(segment_dir: str | os.PathLike, *, segment: str, split: str,
@@ -116,5 +112,5 @@ def list_segments(root: str | os.PathLike, split: str) -> list[SegmentInfo]:
 
 __all__ = [
     "FORMAT_VERSION", "SEGMENT_META", "SPLITS", "FrameStoreError", "FrameFormatError", "SegmentInfo",
-    "write_segment_meta", "write_json_atomic", "read_segment", "list_segments",
+    "write_segment_meta", "read_segment", "list_segments",
 ]

@@ -21,13 +21,14 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from detector.atomic import AtomicWriter
+from detector.errors import InputError
 
 _POLY = 0x82F63B78
 _MASK_DELTA = 0xA282EAD8
 _U32 = 0xFFFFFFFF
 
 
-class RecordError(ValueError):
+class RecordError(InputError):
     """A corrupt or truncated TFRecord; ``path`` and ``offset`` (byte offset of the record) say where."""
 
     def __init__(self, path: str | os.PathLike, offset: int, reason: str):

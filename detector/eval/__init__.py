@@ -2,7 +2,7 @@
 
 from detector.eval.config import MetricsSpec, default_config
 from detector.eval.iou import bev_iou, iou3d, paired_iou
-from detector.eval.metrics import PRCurve, WaymoMetrics, evaluate_objects, evaluate_objects_curves, mean_average_precision
+from detector.eval.waymo_metrics import PRCurve, WaymoMetrics, evaluate_objects, evaluate_objects_curves, mean_average_precision
 from detector.eval.submission import (
     FrameObjects,
     ObjectsWriter,

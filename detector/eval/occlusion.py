@@ -31,8 +31,9 @@ from waymo_open_dataset.protos import metrics_pb2
 
 from detector.data.frame_store import FrameStoreError, SegmentInfo, list_segments
 from detector.eval.iou import iou3d
-from detector.eval.metrics import WaymoMetrics
+from detector.eval.waymo_metrics import WaymoMetrics
 from detector.eval.submission import FrameObjects, objects_to_frames, read_objects
+from detector.errors import InputError, user_errors
 
 #: Previous frames looked at.
 PREVIOUS_FRAMES = 3
@@ -43,7 +44,7 @@ _LABEL_ARRAYS = ("pose", "timestamp_micros", "boxes", "types", "ids", "num_point
 FrameKey = tuple[str, int]  # (context name == segment name, frame timestamp in microseconds)
 
 
-class OcclusionInputError(ValueError):
+class OcclusionInputError(InputError):
     """Labels or predictions that do not fit together (duplicate ids, frames of another split)."""
 
 
@@ -215,13 +216,12 @@ def subset_counts(store_root: str | os.PathLike, split: str, k: int = PREVIOUS_F
     return out
 
 
+@user_errors(returns=True)
 def main(argv: list[str] | None = None) -> int:
     import argparse
-    import sys
 
-    from detector.data.frame_store import write_json_atomic
-    from detector.errors import REPORTED
-    from detector.metrics import format_table
+    from detector.atomic import write_json_atomic
+    from detector.eval.report import format_table
 
     parser = argparse.ArgumentParser(prog="python -m detector.eval.occlusion",
                                      description="AP/APH on objects occluded in the previous frames.")
@@ -235,16 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="OUT.json", help="write {breakdown: {AP, APH}} here")
     args = parser.parse_args(argv)
     names = {1: "vehicle", 2: "pedestrian", 3: "sign", 4: "cyclist"}
-    try:
-        if args.pred is None:
-            counts = subset_counts(args.store, args.split, args.k, args.label_range)
-            for t, (n_all, n_occ) in sorted(counts.items()):
-                print(f"{names.get(t, t):<12}{n_all:>9} objects with points{n_occ:>8} previously occluded (k={args.k})")
-            return 0
-        res = occluded_metrics(args.store, args.split, args.pred, args.k, args.label_range)
-    except (*REPORTED, OcclusionInputError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.pred is None:
+        counts = subset_counts(args.store, args.split, args.k, args.label_range)
+        for t, (n_all, n_occ) in sorted(counts.items()):
+            print(f"{names.get(t, t):<12}{n_all:>9} objects with points{n_occ:>8} previously occluded (k={args.k})")
+        return 0
+    res = occluded_metrics(args.store, args.split, args.pred, args.k, args.label_range)
     table = {k: v for k, v in res.metrics.items() if k.startswith("OBJECT_TYPE_") and "SIGN" not in k}
     print(format_table(table), end="")
     counts = ", ".join(f"{names.get(t, t)} {n}" for t, n in sorted(res.num_objects.items()))

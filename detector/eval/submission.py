@@ -18,12 +18,13 @@ from google.protobuf.message import DecodeError
 from waymo_open_dataset.protos import metrics_pb2
 
 from detector.atomic import AtomicWriter, atomic_open
+from detector.errors import InputError
 
 FrameKey = tuple[str, int]
 _CHECKED_OBJECTS = 100  # objects inspected for signs of a file of another message type
 
 
-class SubmissionError(ValueError):
+class SubmissionError(InputError):
     """A file that is not a readable ``metrics_pb2.Objects``; the message names the file."""
 
 

@@ -9,7 +9,18 @@ from detector.models.detector import Detector
 from detector.models.outputs import ClipOutput, Detections, HeadOutput
 from detector.models.state import RecurrentState, State, Sweep
 
-__all__ = ["Detector", "Detections", "ClipOutput", "HeadOutput", "State", "RecurrentState", "Sweep", "build_model"]
+__all__ = ["Detector", "Detections", "ClipOutput", "HeadOutput", "State", "RecurrentState", "Sweep", "build_model",
+           "instantiate_model"]
+
+
+def instantiate_model(model_cfg) -> Detector:
+    """The ``Detector`` of a model config node (a ``DictConfig`` or a plain dict with ``_target_`` keys,
+    as stored in checkpoints)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(model_cfg) if isinstance(model_cfg, dict) else model_cfg
+    return instantiate(cfg, _convert_="partial")
 
 
 def build_model(name: str = "lstm", overrides: Sequence[str] = ()) -> Detector:
@@ -17,8 +28,6 @@ def build_model(name: str = "lstm", overrides: Sequence[str] = ()) -> Detector:
     ``"model.temporal.top_k=64"`` (keys start with ``model.``). Works inside or outside a Hydra app."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.utils import instantiate
-
     from detector import CONFIG_DIR
 
     ov = [f"+model={name}", *overrides]
@@ -27,4 +36,4 @@ def build_model(name: str = "lstm", overrides: Sequence[str] = ()) -> Detector:
     else:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             cfg = compose(overrides=ov)
-    return instantiate(cfg.model, _convert_="partial")
+    return instantiate_model(cfg.model)

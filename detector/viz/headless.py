@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from detector.atomic import atomic_path
+from detector.errors import UnavailableError
 from detector.viz.camera import PinholeCamera
 from detector.viz.scene import (SceneFrame, SceneGeometry, SceneLabel, SceneOptions, build_scene,
                                 frame_caption, score_labels)
@@ -23,7 +24,7 @@ IMAGE_SUFFIXES = (".png",)
 ANIMATION_SUFFIXES = (".gif", ".mp4")
 
 
-class RenderError(RuntimeError):
+class RenderError(UnavailableError):
     """Rendering or writing the output failed; the message says what to install or change."""
 
 

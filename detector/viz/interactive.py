@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from detector.viz.scene import SceneFrame, SceneOptions, build_scene, frame_caption, score_labels
+from detector.errors import UnavailableError
 
 NO_DISPLAY_MESSAGE = (
     "no display: neither $DISPLAY nor $WAYLAND_DISPLAY is set, so no viewer window can open. "
@@ -20,7 +21,7 @@ NO_DISPLAY_MESSAGE = (
     "(one frame) or `out=view.gif` / `out=view.mp4` (the whole selection).")
 
 
-class NoDisplayError(RuntimeError):
+class NoDisplayError(UnavailableError):
     pass
 
 

@@ -20,20 +20,21 @@ import numpy as np
 from detector.data.frame import Frame
 from detector.data.frame_store import SEGMENT_META, read_segment
 from detector.viz.scene import PredictedBoxes, SceneFrame, StateVoxels
+from detector.errors import InputError, UnavailableError
 
 #: ``module:function`` that turns a checkpoint path into a ``Detector`` (``fn(path, map_location=...)``).
-CHECKPOINT_LOADER = "detector.evaluate:load_checkpoint"
+CHECKPOINT_LOADER = "detector.checkpoints:load_checkpoint"
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords")
 #: ``fn(state) -> (centres (N, 3) metres, voxel size)`` for batch element 0 of a detector state; None:
 #: ``detector_state_voxels`` of the loaded detector (``show_state=true`` with ``ckpt_path=``).
 STATE_VOXELS_READER: Callable | None = None
 
 
-class VisualizeInputError(ValueError):
+class VisualizeInputError(InputError):
     """A missing or unreadable input of the viewer; the message names the file and what was expected."""
 
 
-class CheckpointUnavailableError(RuntimeError):
+class CheckpointUnavailableError(UnavailableError):
     """``ckpt_path`` was given but this installation cannot load a detector from a checkpoint."""
 
 
@@ -175,24 +176,21 @@ def stream_detections(detector, frames: Iterable[Frame], device: str = "cpu",
     """Run ``detector`` online over ``frames`` (one segment, in order): ``init_state(1)``, then
     ``step(frame_batch, state) -> (detections per batch element, state)`` with ``reset`` on the first
     frame. ``state_voxels(state) -> (centres (N, 3) metres, voxel size)`` extracts the state's sites."""
-    import torch
-
     from detector.data.collate import collate_frames
+    from detector.streaming import Stream
 
     if hasattr(detector, "eval"):
         detector.eval()
-    state = detector.init_state(1)
-    with torch.no_grad():
-        for i, frame in enumerate(frames):
-            batch = collate_frames([frame], [i == 0]).to(device)
-            detections, state = detector.step(batch, state)
-            d = detections[0]
-            boxes = PredictedBoxes(_numpy(d.boxes), _numpy(d.types), _numpy(d.scores))
-            voxels = None
-            if state_voxels is not None:
-                centers, size = state_voxels(state)
-                voxels = StateVoxels(_numpy(centers).reshape(-1, 3), size)
-            yield frame, boxes, voxels
+    stream = Stream(detector, device)
+    for i, frame in enumerate(frames):
+        step = stream.step(collate_frames([frame], [i == 0]))
+        d = step.detections
+        boxes = PredictedBoxes(_numpy(d.boxes), _numpy(d.types), _numpy(d.scores))
+        voxels = None
+        if state_voxels is not None:
+            centers, size = state_voxels(step.state)
+            voxels = StateVoxels(_numpy(centers).reshape(-1, 3), size)
+        yield frame, boxes, voxels
 
 
 def detections_from_checkpoint(ckpt_path: str | os.PathLike, frames: Iterable[Frame],

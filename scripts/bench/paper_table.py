@@ -101,7 +101,7 @@ def ensure_data(data_root: Path, options: dict, workers: int = 2) -> None:
         raise SystemExit(f"{data_root} exists without bench_data.json: not made by this script; "
                          "delete it or pass another --data-root")
     data_root.mkdir(parents=True, exist_ok=True)
-    from detector.data.frame_store import write_json_atomic
+    from detector.atomic import write_json_atomic
 
     write_json_atomic(manifest, options)
     for cmd in data_commands(data_root, options, workers):
@@ -210,7 +210,7 @@ def run_model(run: RunPlan, data_root: Path, label_range: float, fresh: bool) ->
         "eval_s": eval_s, "eval_frames": evaluated["frames"], "metrics": evaluated["metrics"],
         "occluded": {"metrics": occ.metrics, "num_objects": {str(t): n for t, n in occ.num_objects.items()}, "k": occ.k},
     }
-    from detector.data.frame_store import write_json_atomic
+    from detector.atomic import write_json_atomic
 
     write_json_atomic(result_path, result)
     return result
@@ -315,7 +315,7 @@ def cost_frames(eval_overrides: list[str], count: int) -> list:
 
 
 def _load_models(checkpoints: dict[str, str], device: str) -> dict:
-    from detector.evaluate import load_checkpoint
+    from detector.checkpoints import load_checkpoint
 
     return {name: load_checkpoint(path, device) for name, path in checkpoints.items()}
 
@@ -534,7 +534,7 @@ def main(argv: list[str] | None = None) -> dict:
 def write_report(out: Path, text: str, report: dict, *also: Path) -> None:
     """``out`` (markdown) and ``<out>.json``, each written whole or not at all; print the text."""
     from detector.atomic import atomic_open
-    from detector.data.frame_store import write_json_atomic
+    from detector.atomic import write_json_atomic
 
     with atomic_open(out, "w") as f:
         f.write(text)

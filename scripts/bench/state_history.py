@@ -30,12 +30,11 @@ REPORTED = (("VEHICLE", 1), ("VEHICLE", 2))
 def history_metrics(model, frames: list, reset_every: int | None) -> dict:
     """Waymo metrics of ``model`` streamed over ``frames`` with its state reset every ``reset_every``."""
     from detector.eval import WaymoMetrics
-    from detector.inference import stream_segments
+    from detector.streaming import stream_segments
 
     metrics = WaymoMetrics()
     for r in stream_segments(model, frames, "cpu", reset_every):
-        metrics.add_frame((r.segment, r.timestamp_micros), r.gt_boxes, r.gt_types, r.gt_num_points,
-                          r.gt_difficulty, r.boxes, r.scores, r.types)
+        metrics.add_result(r)
     return metrics.compute()
 
 
@@ -53,7 +52,7 @@ def load_results(work_dir: Path, models: list[str] | None) -> dict[str, dict]:
 def run(work_dir: Path, models: list[str] | None, resets: list[int | None], max_frames: int | None = None) -> dict:
     from hydra.utils import instantiate
 
-    from detector.evaluate import load_checkpoint
+    from detector.checkpoints import load_checkpoint
     from paper_table import compose
 
     results = load_results(work_dir, models)

@@ -62,7 +62,7 @@ def test_every_experiment_composes_for_every_command(experiment):
 
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_config_builds(model):
-    from detector.lit_module import build_model
+    from detector.models import instantiate_model as build_model
 
     cfg = _compose("train", [f"model={model}"])
     net = build_model(OmegaConf.to_container(cfg.model, resolve=True))
@@ -70,7 +70,8 @@ def test_every_model_config_builds(model):
 
 
 def test_train_evaluate_predict_end_to_end(store, tmp_path):
-    from detector.evaluate import evaluate, load_checkpoint
+    from detector.checkpoints import load_checkpoint
+    from detector.evaluate import evaluate
     from detector.predict import predict
     from detector.train import train
 
@@ -201,7 +202,7 @@ def test_bad_input_gives_one_clear_message(store, tmp_path):
 
 def test_mismatched_checkpoint_is_refused(store, tmp_path):
     from detector.errors import UserError
-    from detector.evaluate import load_detector
+    from detector.checkpoints import load_detector
     from detector.train import train
 
     res = train(_train_cfg(store, tmp_path / "t", ["logging.plot=false", "module.validation_metrics=false",

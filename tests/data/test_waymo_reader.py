@@ -18,6 +18,7 @@ from detector.data.range_image import (column_azimuths, range_image_to_points, r
 from detector.data.tfrecord import RecordError, write_tfrecord
 from detector.data.waymo_reader import (decode_lasers, encode_matrix_float, frame_from_proto, iter_frames,
                                         parse_frame, serialize_matrix_float)
+from tests.helpers.official import OFFICIAL_PYTHON
 
 
 def _rz(a):
@@ -231,7 +232,7 @@ def test_iter_frames_reports_corrupt_record(tmp_path, moving_segment):
 
 # --- optional cross-check with the official TensorFlow utilities -----------------------------------
 
-OFFICIAL_PY = Path(__file__).resolve().parent.parent / ".venv-official" / "bin" / "python"
+OFFICIAL_PY = OFFICIAL_PYTHON
 
 _OFFICIAL_SCRIPT = r"""
 import sys, zlib, numpy as np

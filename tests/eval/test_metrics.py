@@ -9,8 +9,9 @@ from waymo_open_dataset.protos import breakdown_pb2
 
 from detector.eval import WaymoMetrics, default_config, evaluate_objects, mean_average_precision, read_objects
 from tests.helpers.metric_cases import synthetic_frames
+from tests.helpers.paths import WAYMO_FAKE_DIR
 
-FAKE_DIR = Path(__file__).resolve().parents[2] / "shared" / "waymo_fake"
+FAKE_DIR = WAYMO_FAKE_DIR
 
 # AP, APH of the official op (waymo-open-dataset-tf-2-12-0==1.6.7, py_metrics_ops.detection_metrics)
 # on fake_ground_truths.bin / fake_predictions.bin with the official tool's config and ground-truth

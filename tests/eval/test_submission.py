@@ -20,8 +20,9 @@ from detector.eval import (
     write_objects,
 )
 from tests.helpers.metric_cases import synthetic_frames
+from tests.helpers.paths import WAYMO_FAKE_DIR
 
-FAKE_DIR = Path(__file__).resolve().parents[2] / "shared" / "waymo_fake"
+FAKE_DIR = WAYMO_FAKE_DIR
 
 
 def _synthetic_files(tmp_path, n=12, seed=5):
@@ -112,7 +113,7 @@ def test_cli_table_json_plot_and_errors(tmp_path, capsys):
 
 @pytest.mark.skipif(not FAKE_DIR.exists(), reason=f"{FAKE_DIR} absent")
 def test_cli_on_the_fake_files(tmp_path, capsys):
-    from test_eval_metrics import OFFICIAL_FAKE
+    from tests.eval.test_metrics import OFFICIAL_FAKE
 
     out = tmp_path / "fake.json"
     assert cli.main([str(FAKE_DIR / "fake_ground_truths.bin"), str(FAKE_DIR / "fake_predictions.bin"),

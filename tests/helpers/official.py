@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # runs as a script in .venv-official too: no package imports
 #: The interpreter of the venv that has TensorFlow and the official package (``scripts/setup_official.sh``);
 #: ``DETECTOR_OFFICIAL_PYTHON`` points elsewhere.
 OFFICIAL_PYTHON = Path(os.environ.get("DETECTOR_OFFICIAL_PYTHON", REPO_ROOT / ".venv-official" / "bin" / "python"))

@@ -121,7 +121,7 @@ def _single_stream(frame, b: int):
 
 
 def test_stream_segments_reset_every_starts_the_state_afresh():
-    from detector.inference import stream_segments
+    from detector.streaming import stream_segments
 
     model = build_model("lstm", ALL_SCORES).eval()
     frames = make_stream_frames([make_scene(12), make_scene(13)], num_frames=5, num_points=2500, seed=6)

@@ -77,7 +77,7 @@ def test_detector_trains_and_streams_on_cuda():
     from omegaconf import OmegaConf
 
     from detector import CONFIG_DIR
-    from detector.lit_module import build_model
+    from detector.models import instantiate_model as build_model
     from tests.helpers.scenes import make_clip
 
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):

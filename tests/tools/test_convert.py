@@ -19,8 +19,9 @@ from data_tools.convert_waymo import ShardError, convert, find_records, parse_sh
 from detector.data.frame import NPZ_ARRAYS, Frame
 from detector.data.frame_store import FORMAT_VERSION, list_segments
 from detector.data.waymo_reader import iter_frames, read_context_name
+from tests.helpers.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 
 
 def _digests(folder: Path) -> dict[str, str]:

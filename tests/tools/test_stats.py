@@ -12,8 +12,9 @@ from tests.helpers.datasets import make_tiny_dataset
 
 from data_tools.stats import format_stats, store_stats
 from detector.data.frame_store import FrameStoreError, list_segments
+from tests.helpers.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,9 @@ from data_tools.synth_segment import SegmentConfig, synthesize_segment
 from data_tools.synthesize import synthesize
 from detector.data.tfrecord import iter_records
 from detector.data.waymo_reader import decode_lasers, frame_from_proto, parse_frame
+from tests.helpers.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 SMALL = dict(top_width=256)
 
 

@@ -27,8 +27,9 @@ from detector.viz.scene import (BOX_EDGES, GT_COLORS, PRED_COLORS, STATE_COLOR, 
                                 SceneFrame, SceneOptions, StateVoxels, box_corners, box_segments,
                                 state_geometry)
 from detector.visualize import visualize
+from tests.helpers.paths import REPO_ROOT
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 SEGMENT = "segA"
 # Large, asymmetric boxes: a mirrored or rotated image cannot pass the colour checks.
 GT_BOXES = np.array([[9.0, 6.0, 0.0, 4.8, 2.2, 1.6, 0.4],     # vehicle

@@ -155,6 +155,12 @@ class WaymoMetrics:
         if len(self._pending) >= self.batch_frames or self._pending_objects > 200_000:
             self._flush()
 
+    def add_result(self, result) -> None:
+        """Add one frame from a record with the fields of ``detector.streaming.FrameResult`` (its ``key``,
+        ground truth ``gt_*`` and detections ``boxes``, ``scores``, ``types``)."""
+        self.add_frame(result.key, result.gt_boxes, result.gt_types, result.gt_num_points, result.gt_difficulty,
+                       result.boxes, result.scores, result.types)
+
     def _flush(self) -> None:
         if not self._pending:
             return

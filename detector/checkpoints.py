@@ -1,0 +1,122 @@
+"""Training checkpoints as detectors: checked, built from the model config they carry, loaded.
+
+A checkpoint written by ``detector.train`` holds the resolved model config (``hyper_parameters.
+model_cfg``) next to the weights, so ``load_checkpoint(path)`` rebuilds the exact model from the file
+alone; ``load_detector(model_cfg, path)`` loads the weights into a configured model and refuses a
+checkpoint of another model with the config keys that differ.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from detector.errors import InputError
+
+__all__ = ["check_checkpoint_file", "load_checkpoint", "load_detector", "model_config_differences",
+           "upgrade_model_config"]
+
+#: ``_target_`` paths of classes that moved, as stored in checkpoints written before the move.
+MOVED_TARGETS = {
+    "detector.data.voxelize.Voxelizer": "detector.models.voxelizer.Voxelizer",
+}
+
+
+def check_checkpoint_file(path: str | os.PathLike) -> Path:
+    """A readable Lightning checkpoint, or an ``InputError`` naming the path."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"checkpoint not found: {p}")
+    if not zipfile.is_zipfile(p):
+        raise InputError(f"{p}: not a torch checkpoint (not a zip archive)")
+    return p
+
+
+def _read(path: Path) -> dict:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, AttributeError, zipfile.BadZipFile) as e:
+        raise InputError(f"{path}: unreadable checkpoint ({e})") from e
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise InputError(f"{path}: not a checkpoint written by detector.train (no state_dict)")
+    return ckpt
+
+
+def upgrade_model_config(model_cfg):
+    """``model_cfg`` (a plain container) with moved classes' ``_target_`` paths replaced (``MOVED_TARGETS``)."""
+    if isinstance(model_cfg, Mapping):
+        out = {k: upgrade_model_config(v) for k, v in model_cfg.items()}
+        if out.get("_target_") in MOVED_TARGETS:
+            out["_target_"] = MOVED_TARGETS[out["_target_"]]
+        return out
+    if isinstance(model_cfg, list):
+        return [upgrade_model_config(v) for v in model_cfg]
+    return model_cfg
+
+
+def _plain(cfg) -> dict:
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return dict(cfg or {})
+
+
+def _flatten(cfg, prefix: str = "") -> dict[str, object]:
+    if isinstance(cfg, Mapping):
+        out: dict[str, object] = {}
+        for k, v in cfg.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: cfg}
+
+
+def model_config_differences(trained, asked) -> list[str]:
+    """``"key: trained value vs asked value"`` for every model config key whose values differ."""
+    a = _flatten(upgrade_model_config(_plain(trained)))
+    b = _flatten(upgrade_model_config(_plain(asked)))
+    return [f"{k}: {a.get(k, '<absent>')!r} in the checkpoint vs {b.get(k, '<absent>')!r} configured"
+            for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
+
+
+def load_detector(model_cfg: DictConfig | dict, ckpt_path: str | os.PathLike,
+                  device: torch.device | str = "cpu", ckpt: dict | None = None) -> torch.nn.Module:
+    """Build the model of ``model_cfg`` and load a training checkpoint's weights into it, in eval mode.
+
+    A checkpoint from a different model (another temporal mode, other channel counts) is refused with
+    the model config keys that differ, instead of a wall of missing keys.
+    """
+    from detector.models import instantiate_model
+
+    path = check_checkpoint_file(ckpt_path)
+    ckpt = _read(path) if ckpt is None else ckpt
+    model = instantiate_model(upgrade_model_config(_plain(model_cfg)))
+    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or shapes:
+        trained = (ckpt.get("hyper_parameters") or {}).get("model_cfg")
+        diffs = model_config_differences(trained, model_cfg) if trained else []
+        what = ("; the model configs differ in " + "; ".join(diffs[:6]) + (" ..." if len(diffs) > 6 else "")
+                if diffs else "; the checkpoint stores no model config to compare")
+        raise InputError(
+            f"{path} does not fit the configured model: {len(missing)} missing, {len(unexpected)} unexpected, "
+            f"{len(shapes)} differently shaped tensors (e.g. {(missing + unexpected + shapes)[:3]}){what}. "
+            "Pass the experiment/model the checkpoint was trained with.")
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def load_checkpoint(ckpt_path: str | os.PathLike, map_location: torch.device | str = "cpu") -> torch.nn.Module:
+    """The detector of a training checkpoint, built from the model config stored in it."""
+    path = check_checkpoint_file(ckpt_path)
+    ckpt = _read(path)
+    hp = ckpt.get("hyper_parameters") or {}
+    if "model_cfg" not in hp:
+        raise InputError(f"{path}: no model config stored (not a checkpoint written by detector.train)")
+    return load_detector(hp["model_cfg"], path, map_location, ckpt=ckpt)
