@@ -35,6 +35,7 @@ from detector.data.batch import FrameBatch
 from detector.data.augment import AugmentConfig, GlobalTransform, sample_transform
 from detector.data.collate import collate_stream
 from detector.data.frame import TYPE_CYCLIST, TYPE_PEDESTRIAN, TYPE_VEHICLE, Frame
+from detector.point_range import check_point_range, in_point_range
 from detector.data.frame_store import FrameStoreError, SegmentInfo, list_segments
 
 log = logging.getLogger(__name__)
@@ -108,10 +109,7 @@ class _FrameStoreDataset(Dataset):
         self.root = os.fspath(root)
         self.split = split
         self.max_gap_s = None if max_gap_s is None else float(max_gap_s)
-        self.point_range = None if point_range is None else np.asarray(list(point_range), np.float32)
-        if self.point_range is not None and (self.point_range.shape != (6,)
-                                             or np.any(self.point_range[:3] >= self.point_range[3:])):
-            raise ValueError(f"point_range must be [xmin, ymin, zmin, xmax, ymax, zmax], got {point_range}")
+        self.point_range = None if point_range is None else np.asarray(check_point_range(point_range), np.float32)
         self.classes = None if classes is None else tuple(int(c) for c in classes)
         self.keep_boxes_outside_range = bool(keep_boxes_outside_range)
         self.segments = list(segments) if segments is not None else list_segments(root, split)
@@ -165,17 +163,14 @@ def prepare_frame(frame: Frame, point_range: np.ndarray | Sequence[float] | None
     if point_range is not None:
         point_range = np.asarray(point_range, np.float32)
     if point_range is not None and len(frame.points):
-        lo, hi = point_range[:3], point_range[3:]
-        xyz = frame.points[:, :3]
-        inside = np.all((xyz >= lo) & (xyz <= hi), axis=1)
+        inside = in_point_range(frame.points[:, :3], point_range)
         if not inside.all():
             frame = _select_points(frame, inside)
     keep = np.ones(frame.num_boxes, bool)
     if classes is not None:
         keep &= np.isin(frame.types, classes)
     if point_range is not None and not keep_boxes_outside_range:
-        c = frame.boxes[:, :3]
-        keep &= np.all((c >= point_range[:3]) & (c <= point_range[3:]), axis=1)
+        keep &= in_point_range(frame.boxes[:, :3].astype(np.float32), point_range)
     if not keep.all():
         frame = replace(frame, boxes=frame.boxes[keep], types=frame.types[keep], ids=frame.ids[keep],
                         num_points=frame.num_points[keep], difficulty=frame.difficulty[keep])

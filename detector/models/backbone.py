@@ -13,6 +13,7 @@ from spconv.pytorch import SparseConvTensor
 from torch import nn
 
 from detector.ops import SparseConv3d, SparseInverseConv3d, SubMConv3d
+from detector.models.rulebooks import level_key, publish_sites_rule_book
 
 __all__ = ["SparseUNet", "SubMBlock"]
 
@@ -92,19 +93,19 @@ class SparseUNet(nn.Module):
         for level, (c, n) in enumerate(zip(channels, blocks)):
             # level 0 starts from the input features; a deeper level from its down convolution's c
             c_in = self.in_channels if level == 0 else c
-            layers = [SubMBlock(c_in if i == 0 else c, c, f"{key}_subm{level}") for i in range(n)]
+            layers = [SubMBlock(c_in if i == 0 else c, c, level_key(key, "subm", level)) for i in range(n)]
             self.encoders.append(nn.Sequential(*layers))
             if level + 1 < len(channels):
-                self.downs.append(_Down(c, channels[level + 1], f"{key}_down{level}"))
+                self.downs.append(_Down(c, channels[level + 1], level_key(key, "down", level)))
         self.ups = nn.ModuleList()
         self.decoders = nn.ModuleList()
         for level in range(len(channels) - 2, -1, -1):
             c = channels[level]
-            self.ups.append(_Up(channels[level + 1], c, f"{key}_down{level}"))
+            self.ups.append(_Up(channels[level + 1], c, level_key(key, "down", level)))
             c_out = self.out_channels if level == 0 else c
-            self.decoders.append(SubMBlock(2 * c, c_out, f"{key}_subm{level}"))
+            self.decoders.append(SubMBlock(2 * c, c_out, level_key(key, "subm", level)))
         if len(channels) == 1 and self.out_channels != channels[0]:
-            self.decoders.append(SubMBlock(channels[0], self.out_channels, f"{key}_subm0"))
+            self.decoders.append(SubMBlock(channels[0], self.out_channels, level_key(key, "subm", 0)))
 
     def forward(self, x: SparseConvTensor) -> SparseConvTensor:
         if x.features.shape[1] != self.in_channels:
@@ -121,4 +122,5 @@ class SparseUNet(nn.Module):
             x = decoder(x.replace_feature(torch.cat([x.features, skip.features], dim=1)))
         if len(self.channels) == 1 and len(self.decoders) == 1:
             x = self.decoders[0](x)
-        return x
+        # the output holds the input's sites: whatever runs next on them reuses the level-0 rule book
+        return publish_sites_rule_book(x, level_key(self.key, "subm", 0))

@@ -18,6 +18,7 @@ from torch import nn
 
 from detector.models.backbone import SparseUNet, SubMBlock
 from detector.ops import SubMConv3d
+from detector.models.rulebooks import SITES_SUBM3
 
 __all__ = ["GateNet", "SparseRecurrentCell", "CELL_KINDS"]
 
@@ -36,7 +37,7 @@ class GateNet(nn.Module):
 
     def __init__(
         self, in_channels: int, out_channels: int, key: str, channels: int = 32, levels: int = 0, depth: int = 1,
-        subm_key: str = "fused_subm3",
+        subm_key: str = SITES_SUBM3,
     ) -> None:
         super().__init__()
         if levels > 0:

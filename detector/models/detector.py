@@ -27,18 +27,16 @@ from spconv.pytorch import SparseConvTensor
 from torch import nn
 
 from detector.data.batch import ClipBatch, FrameBatch
-from detector.data.voxelize import Voxelizer
 from detector.models.backbone import SparseUNet
 from detector.models.head import DetectionHead
 from detector.models.losses import sigmoid_focal_loss
 from detector.models.outputs import ClipOutput, Detections, HeadOutput
 from detector.models.state import State, relative_transforms, scatter_rows, union_sites
 from detector.models.targets import assign_targets
-from detector.models.temporal import ConcatSweeps, FusedOutput, RecurrentFusion, SingleFrame
+from detector.models.temporal import FusedOutput, RecurrentFusion, TemporalFusion
+from detector.models.voxelizer import Voxelizer
 
 __all__ = ["Detector"]
-
-_FUSED_KEY = "fused_subm3"
 
 
 class Detector(nn.Module):
@@ -48,7 +46,7 @@ class Detector(nn.Module):
         self,
         voxelizer: Voxelizer,
         backbone: SparseUNet,
-        temporal: SingleFrame | ConcatSweeps | RecurrentFusion,
+        temporal: TemporalFusion,
         head: DetectionHead,
         max_gap_s: float = 0.5,
     ) -> None:
@@ -64,7 +62,7 @@ class Detector(nn.Module):
                 f"Detector: backbone.in_channels={backbone.in_channels} but the voxelizer gives {want} features "
                 f"for temporal mode {temporal.mode!r} ({temporal.point_channels} point channels)"
             )
-        if isinstance(temporal, RecurrentFusion) and temporal.in_channels != backbone.out_channels:
+        if temporal.in_channels is not None and temporal.in_channels != backbone.out_channels:
             raise ValueError(
                 f"Detector: temporal.in_channels={temporal.in_channels} != backbone.out_channels={backbone.out_channels}"
             )
@@ -171,21 +169,10 @@ class Detector(nn.Module):
     def _causal_frame(self, frame: FrameBatch, state: State) -> tuple[HeadOutput, State]:
         state = state.drop_streams(self._reset_mask(frame, state))
         feats = self._encode(frame, state)
-        new_state = State(frame.poses.double(), frame.timestamps.long(), torch.ones_like(state.valid))
-        if isinstance(self.temporal, RecurrentFusion):
-            transforms = relative_transforms(frame.poses, state.poses)
-            fused = self.temporal.run(feats, state.recurrent, transforms, self.voxelizer)
-            out = self._head(fused.fused)
-            new_state.recurrent = self.temporal.prune(fused, out.objectness())
-        else:
-            key = f"{self.backbone.key}_subm0"
-            if key in feats.indice_dict and _FUSED_KEY not in feats.indice_dict:
-                # the head's submanifold conv runs on the backbone's level-0 sites: reuse that rule book
-                feats.indice_dict[_FUSED_KEY] = feats.indice_dict[key]
-            out = self._head(feats)
-            if isinstance(self.temporal, ConcatSweeps):
-                new_state.sweeps = self.temporal.next_sweeps(frame, state)
-        return out, new_state
+        fused = self.temporal.fuse(feats, frame, state, self.voxelizer)
+        out = self._head(fused.features)
+        carried = self.temporal.carry(fused, frame, state, out)
+        return out, State(frame.poses.double(), frame.timestamps.long(), torch.ones_like(state.valid), **carried)
 
     def _bidirectional(
         self, frames: list[FrameBatch], decode: bool, compute_loss: bool, cache: bool

@@ -14,6 +14,7 @@ from detector.models.losses import sigmoid_focal_loss, smooth_l1
 from detector.models.nms import rotated_nms
 from detector.models.outputs import Detections, HeadOutput
 from detector.models.targets import Targets, assign_targets
+from detector.models.rulebooks import SITES_SUBM3
 
 __all__ = ["DetectionHead"]
 
@@ -75,7 +76,7 @@ class DetectionHead(nn.Module):
         self.pre_nms, self.max_detections = int(pre_nms), int(max_detections)
 
         c_in = self.in_channels
-        self.body = nn.Sequential(*[SubMBlock(c_in if i == 0 else channels, channels, "fused_subm3") for i in range(convs)])
+        self.body = nn.Sequential(*[SubMBlock(c_in if i == 0 else channels, channels, SITES_SUBM3) for i in range(convs)])
         c = channels if convs > 0 else c_in
         self.cls = nn.Linear(c, n)
         self.reg = nn.Linear(c, BoxCoder.code_size + 1)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from detector.data.voxelize import Voxelizer, unique_sites
+from detector.models.grid import VoxelGrid, unique_sites
 
 __all__ = [
     "RecurrentState",
@@ -131,25 +131,25 @@ def transform_points(xyz: torch.Tensor, batch: torch.Tensor, transforms: torch.T
 
 
 def move_sites(
-    sites: torch.Tensor, transforms: torch.Tensor, voxelizer: Voxelizer
+    sites: torch.Tensor, transforms: torch.Tensor, grid: VoxelGrid
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Move sites ``[b, z, y, x]`` (N, 4) by ``transforms`` (B, 4, 4): returns the new sites (N, 4)
     int64 on the same grid and the mask of those that stay inside it."""
-    centres = voxelizer.centers(sites)
+    centres = grid.centers(sites)
     moved = transform_points(centres, sites[:, 0], transforms)
-    cell, inside = voxelizer.coords(moved)
+    cell, inside = grid.coords(moved)
     return torch.cat([sites[:, :1].long(), cell], dim=1), inside
 
 
 def align_state(
-    state: RecurrentState, transforms: torch.Tensor, voxelizer: Voxelizer
+    state: RecurrentState, transforms: torch.Tensor, grid: VoxelGrid
 ) -> RecurrentState:
     """Move a recurrent state by ``transforms`` (B, 4, 4) onto the voxelizer's grid (see module doc).
 
     Identity transforms return the same sites and features (states are kept sorted by site)."""
-    moved, inside = move_sites(state.sites, transforms, voxelizer)
+    moved, inside = move_sites(state.sites, transforms, grid)
     feats = [*state.hidden, *(c for c in state.memory if c is not None)]
-    sites, pooled, _ = voxelizer.pool(moved[inside], [f[inside] for f in feats])
+    sites, pooled, _ = grid.pool(moved[inside], [f[inside] for f in feats])
     n_layers = len(state.hidden)
     hidden = pooled[:n_layers]
     rest = iter(pooled[n_layers:])

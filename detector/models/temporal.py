@@ -2,12 +2,15 @@
 ``ConcatSweeps`` (``concat``: earlier sweeps moved into the current frame, time-offset channel) and
 ``RecurrentFusion`` (sparse convolutional LSTM/GRU/... with the ego-motion-aligned state).
 
-Each exposes the same small interface used by ``Detector``:
+Each implements ``TemporalFusion``, the one interface ``Detector`` uses:
 
-- ``point_channels``: channels per point after the batch column that the voxelizer sees;
+- ``mode``, ``causal``; ``point_channels``: channels per point after the batch column that the
+  voxelizer sees; ``in_channels``: backbone channels it expects (None: any);
 - ``points(frame, state)``: the points to voxelize at this frame;
-- ``out_channels``: channels of the features given to the head;
-- ``update(state, frame, ...)``: the part of the next state this mode owns.
+- ``out_channels(in_channels)``: channels of the features given to the head;
+- ``fuse(feats, frame, state, grid) -> Fused``: the features the head runs on (and what the mode needs
+  to build its next state);
+- ``carry(fused, frame, state, head_out) -> dict``: the fields of the next ``State`` this mode owns.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from spconv.pytorch import SparseConvTensor
 from torch import nn
 
 from detector.data.batch import FrameBatch
-from detector.data.voxelize import Voxelizer
 from detector.models.cells import CELL_KINDS, SparseRecurrentCell
+from detector.models.grid import VoxelGrid
+from detector.models.outputs import HeadOutput
 from detector.models.state import (
     RecurrentState,
     State,
@@ -30,18 +34,26 @@ from detector.models.state import (
     union_sites,
 )
 
-__all__ = ["SingleFrame", "ConcatSweeps", "RecurrentFusion", "top_k_per_stream", "FusedOutput"]
+__all__ = ["TemporalFusion", "Fused", "SingleFrame", "ConcatSweeps", "RecurrentFusion", "top_k_per_stream",
+           "FusedOutput"]
 
 #: Columns of FrameBatch.points after the batch column.
 FRAME_POINT_CHANNELS = 5
 
 
-class SingleFrame(nn.Module):
-    """``temporal: none``: each frame on its own."""
+class Fused:
+    """What a temporal mode made of one frame: ``features``, the sparse tensor the head runs on."""
+
+    def __init__(self, features: SparseConvTensor):
+        self.features = features
+
+
+class TemporalFusion(nn.Module):
+    """The interface of every temporal mode (see the module docstring); the defaults are a single frame's."""
 
     mode = "none"
-    point_channels = FRAME_POINT_CHANNELS
     causal = True
+    point_channels = FRAME_POINT_CHANNELS
 
     def __init__(self, in_channels: int | None = None) -> None:
         super().__init__()
@@ -53,8 +65,18 @@ class SingleFrame(nn.Module):
     def points(self, frame: FrameBatch, state: State) -> torch.Tensor:
         return frame.points
 
+    def fuse(self, feats: SparseConvTensor, frame: FrameBatch, state: State, grid: VoxelGrid) -> Fused:
+        return Fused(feats)
 
-class ConcatSweeps(nn.Module):
+    def carry(self, fused: Fused, frame: FrameBatch, state: State, head_out: HeadOutput) -> dict:
+        return {}
+
+
+class SingleFrame(TemporalFusion):
+    """``temporal: none``: each frame on its own."""
+
+
+class ConcatSweeps(TemporalFusion):
     """``temporal: concat``: the ``num_sweeps`` previous sweeps (same stream, not reset) are moved into
     the current vehicle frame by ``inv(pose_t) @ pose_k`` and concatenated with the current points; a
     sixth point channel holds the age of each point in seconds (0 for the current sweep)."""
@@ -64,14 +86,10 @@ class ConcatSweeps(nn.Module):
     causal = True
 
     def __init__(self, num_sweeps: int = 3, in_channels: int | None = None) -> None:
-        super().__init__()
+        super().__init__(in_channels)
         if num_sweeps < 1:
             raise ValueError(f"ConcatSweeps: num_sweeps must be >= 1, got {num_sweeps}")
         self.num_sweeps = int(num_sweeps)
-        self.in_channels = in_channels
-
-    def out_channels(self, in_channels: int) -> int:
-        return in_channels
 
     def points(self, frame: FrameBatch, state: State) -> torch.Tensor:
         parts = [torch.cat([frame.points, frame.points.new_zeros((frame.points.shape[0], 1))], dim=1)]
@@ -85,9 +103,10 @@ class ConcatSweeps(nn.Module):
             parts.append(torch.cat([sweep.points[:, :1], xyz, sweep.points[:, 4:], age[:, None]], dim=1))
         return torch.cat(parts, dim=0)
 
-    def next_sweeps(self, frame: FrameBatch, state: State) -> list[Sweep]:
+    def carry(self, fused: Fused, frame: FrameBatch, state: State, head_out: HeadOutput) -> dict:
+        """The newest ``num_sweeps`` sweeps, this frame's first."""
         newest = Sweep(frame.points, frame.poses, frame.timestamps)
-        return [newest, *state.sweeps][: self.num_sweeps]
+        return {"sweeps": [newest, *state.sweeps][: self.num_sweeps]}
 
 
 def top_k_per_stream(batch: torch.Tensor, score: torch.Tensor, k: int) -> torch.Tensor:
@@ -102,11 +121,13 @@ def top_k_per_stream(batch: torch.Tensor, score: torch.Tensor, k: int) -> torch.
     return torch.sort(order[rank < k]).values
 
 
-class FusedOutput:
+class FusedOutput(Fused):
     """Output of a recurrent pass on one frame: ``fused`` sparse tensor (union sites, last layer's
-    hidden features, rule books attached) and the new per-layer cell state on the same sites."""
+    hidden features, rule books attached; also ``features``) and the new per-layer cell state on the
+    same sites."""
 
     def __init__(self, fused: SparseConvTensor, hidden: list[torch.Tensor], memory: list[torch.Tensor | None]):
+        super().__init__(fused)
         self.fused = fused
         self.hidden = hidden
         self.memory = memory
@@ -115,7 +136,7 @@ class FusedOutput:
         return RecurrentState(self.fused.indices, self.hidden, self.memory)
 
 
-class RecurrentFusion(nn.Module):
+class RecurrentFusion(TemporalFusion):
     """Recurrent temporal fusion over the sparse backbone features.
 
     in_channels: backbone output channels; hidden_channels: H; cell: ``lstm`` | ``gru`` | ``peephole``
@@ -125,9 +146,6 @@ class RecurrentFusion(nn.Module):
     by the head's objectness (bidirectional: by a per-direction objectness layer). gate_*: see
     ``GateNet``; input_kernel: see ``SparseRecurrentCell``.
     """
-
-    causal = True
-    point_channels = FRAME_POINT_CHANNELS
 
     def __init__(
         self,
@@ -143,13 +161,12 @@ class RecurrentFusion(nn.Module):
         forget_bias: float = 1.0,
         input_kernel: int = 3,
     ) -> None:
-        super().__init__()
+        super().__init__(int(in_channels))
         if cell not in CELL_KINDS:
             raise ValueError(f"RecurrentFusion: unknown cell {cell!r}; expected one of {CELL_KINDS}")
         if num_layers < 1 or top_k < 1:
             raise ValueError(f"RecurrentFusion: num_layers ({num_layers}) and top_k ({top_k}) must be >= 1")
         self.mode = cell
-        self.in_channels = int(in_channels)
         self.hidden_channels = int(hidden_channels)
         self.num_layers = int(num_layers)
         self.bidirectional = bool(bidirectional)
@@ -176,8 +193,13 @@ class RecurrentFusion(nn.Module):
     def out_channels(self, in_channels: int) -> int:
         return self.hidden_channels * (2 if self.bidirectional else 1)
 
-    def points(self, frame: FrameBatch, state: State) -> torch.Tensor:
-        return frame.points
+    def fuse(self, feats: SparseConvTensor, frame: FrameBatch, state: State, grid: VoxelGrid) -> FusedOutput:
+        """The forward step: the carried state moved into this frame and joined with ``feats``."""
+        return self.run(feats, state.recurrent, relative_transforms(frame.poses, state.poses), grid)
+
+    def carry(self, fused: FusedOutput, frame: FrameBatch, state: State, head_out: HeadOutput) -> dict:
+        """The ``top_k`` sites per stream by the head's objectness."""
+        return {"recurrent": self.prune(fused, head_out.objectness())}
 
     def empty_state(self, like: torch.Tensor) -> RecurrentState:
         z = like.new_zeros((0, self.hidden_channels))
@@ -193,7 +215,7 @@ class RecurrentFusion(nn.Module):
         x: SparseConvTensor,
         prev: RecurrentState | None,
         transforms: torch.Tensor,
-        voxelizer: Voxelizer,
+        grid: VoxelGrid,
         backward: bool = False,
     ) -> FusedOutput:
         """One step of one direction: align ``prev`` (sites on the previous frame's grid) by
@@ -202,7 +224,7 @@ class RecurrentFusion(nn.Module):
         if prev is None or prev.num_sites == 0:
             prev = self.empty_state(x.features)
         else:
-            prev = align_state(prev, transforms, voxelizer)
+            prev = align_state(prev, transforms, grid)
         sites, (rows_x, rows_s) = union_sites([x.indices, prev.sites], x.spatial_shape)
         u = sites.shape[0]
         inp = SparseConvTensor(scatter_rows(x.features, rows_x, u), sites, x.spatial_shape, x.batch_size)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from detector.data.voxelize import Voxelizer
+from detector.models.voxelizer import Voxelizer
 from detector.models.state import RecurrentState, align_state, move_sites, relative_transforms, union_sites
 from tests.helpers.scenes import pose_matrix
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from detector.data.voxelize import Voxelizer
+from detector.models.voxelizer import Voxelizer
 from detector.models.backbone import SparseUNet
 from detector.models.box_coding import BoxCoder
 from detector.models.losses import sigmoid_focal_loss
