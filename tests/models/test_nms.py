@@ -1,4 +1,7 @@
-"""The greedy rotated NMS equals the textbook version over the full (N, N) BEV IoU matrix."""
+"""Rotated NMS: suppression and merging on a hand-made case; the greedy version equals the textbook one
+over the full (N, N) BEV IoU matrix."""
+
+import math
 
 import numpy as np
 import torch
@@ -42,3 +45,24 @@ def test_greedy_nms_matches_dense_reference():
             rk, rout = _reference(boxes, scores, 0.25, merge)
             assert np.array_equal(keep.numpy(), rk)
             assert np.allclose(out.numpy(), rout, atol=1e-9)
+
+
+def test_rotated_nms_suppresses_overlaps_and_merges():
+    boxes = torch.tensor(
+        [
+            [0.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0],
+            [0.2, 0.0, 0.0, 4.0, 2.0, 1.5, 0.05],  # overlaps the first
+            [10.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0],  # far away
+            [0.0, 0.0, 0.0, 4.0, 2.0, 1.5, math.pi / 2],  # crosses the first at right angles
+        ]
+    )
+    scores = torch.tensor([0.9, 0.8, 0.5, 0.7])
+    keep, kept = rotated_nms(boxes, scores, iou_threshold=0.5)
+    assert keep.tolist() == [0, 3, 2]
+    assert torch.equal(kept, boxes[keep])
+    keep, merged = rotated_nms(boxes, scores, iou_threshold=0.5, merge=True)
+    assert keep.tolist() == [0, 3, 2]
+    assert torch.isclose(merged[0, 0], torch.tensor(0.2 * 0.8 / 1.7), atol=1e-6)
+    assert merged[0, 6] == 0.0  # heading of the kept box
+    empty_keep, _ = rotated_nms(boxes[:0], scores[:0], 0.5)
+    assert empty_keep.numel() == 0

@@ -9,7 +9,6 @@ from detector.models.voxelizer import Voxelizer
 from detector.models.backbone import SparseUNet
 from detector.models.box_coding import BoxCoder
 from detector.models.losses import sigmoid_focal_loss
-from detector.models.nms import rotated_nms
 from detector.models.targets import assign_targets, points_in_boxes
 from detector.models.temporal import top_k_per_stream
 
@@ -114,27 +113,6 @@ def test_targets_inside_boxes_nearest_centre_and_untrained_types():
     # a rotated box: a point along its length is inside, the same distance sideways is not
     rot = torch.tensor([[0.0, 0.0, 0.0, 4.0, 1.0, 2.0, math.pi / 2]])
     assert points_in_boxes(torch.tensor([[0.0, 1.8, 0.0], [1.8, 0.0, 0.0]]), rot)[:, 0].tolist() == [True, False]
-
-
-def test_rotated_nms_suppresses_overlaps_and_merges():
-    boxes = torch.tensor(
-        [
-            [0.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0],
-            [0.2, 0.0, 0.0, 4.0, 2.0, 1.5, 0.05],  # overlaps the first
-            [10.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0],  # far away
-            [0.0, 0.0, 0.0, 4.0, 2.0, 1.5, math.pi / 2],  # crosses the first at right angles
-        ]
-    )
-    scores = torch.tensor([0.9, 0.8, 0.5, 0.7])
-    keep, kept = rotated_nms(boxes, scores, iou_threshold=0.5)
-    assert keep.tolist() == [0, 3, 2]
-    assert torch.equal(kept, boxes[keep])
-    keep, merged = rotated_nms(boxes, scores, iou_threshold=0.5, merge=True)
-    assert keep.tolist() == [0, 3, 2]
-    assert torch.isclose(merged[0, 0], torch.tensor(0.2 * 0.8 / 1.7), atol=1e-6)
-    assert merged[0, 6] == 0.0  # heading of the kept box
-    empty_keep, _ = rotated_nms(boxes[:0], scores[:0], 0.5)
-    assert empty_keep.numel() == 0
 
 
 def test_top_k_per_stream():

@@ -1,5 +1,5 @@
-"""CUDA path: the project's sparse convolutions are spconv's own there, and match dense convolutions;
-the detector trains and streams on the GPU. Skipped without CUDA (marker ``gpu``)."""
+"""CUDA path: the project's sparse convolutions are spconv's own there, and match dense convolutions.
+The detector on CUDA: tests/models/test_gpu.py. Skipped without CUDA (marker ``gpu``)."""
 
 from __future__ import annotations
 
@@ -70,26 +70,3 @@ def test_cuda_layers_are_spconv_and_match_dense(kind):
     assert torch.equal(a.features[oa], b.features[ob]), "CUDA path must be plain spconv"
     ref = _at(F.conv3d(_dense(idx, feats, CIN), ours.weight.permute(0, 4, 1, 2, 3), **kw), a.indices)
     assert (a.features - ref).abs().max().item() < 1e-3
-
-
-def test_detector_trains_and_streams_on_cuda():
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from detector import CONFIG_DIR
-    from detector.models import instantiate_model as build_model
-    from tests.helpers.scenes import make_clip
-
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["model=lstm"])
-    model = build_model(OmegaConf.to_container(cfg.model, resolve=True)).cuda()
-    clip = make_clip(seed=0).to("cuda")
-    out = model(clip)
-    out.losses["loss"].backward()
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    assert grads and all(torch.isfinite(g).all() for g in grads)
-    model.eval()
-    state = model.init_state(clip.batch_size)
-    for frame in clip.frames:
-        dets, state = model.step(frame, state)
-    assert len(dets) == clip.batch_size
