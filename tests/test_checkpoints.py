@@ -1,0 +1,62 @@
+"""Checkpoints as detectors: models saved before classes moved still load; a checkpoint of another model
+is refused with the config keys that differ."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from detector import CONFIG_DIR
+from detector.checkpoints import load_checkpoint, load_detector, model_config_differences
+from detector.errors import InputError
+from detector.models import instantiate_model
+from tests.helpers.scenes import make_clip
+
+TINY = ["model.backbone.channels=[8,16]", "model.backbone.out_channels=8", "model.temporal.hidden_channels=8",
+        "model.temporal.gate_channels=8", "model.head.channels=8"]
+
+
+def _model_cfg(model: str) -> dict:
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={model}", *TINY])
+    return OmegaConf.to_container(cfg.model, resolve=True)
+
+
+def _save(path, model_cfg: dict, model: torch.nn.Module) -> None:
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+                "hyper_parameters": {"model_cfg": model_cfg}}, path)
+
+
+def test_checkpoint_written_before_the_voxelizer_moved_loads(tmp_path, one_torch_thread):
+    cfg = _model_cfg("lstm")
+    torch.manual_seed(0)
+    model = instantiate_model(cfg).eval()
+    old = {**cfg, "voxelizer": {**cfg["voxelizer"], "_target_": "detector.data.voxelize.Voxelizer"}}
+    _save(tmp_path / "old.ckpt", old, model)
+    loaded = load_checkpoint(tmp_path / "old.ckpt")
+    clip = make_clip(num_frames=2, batch_size=1, num_points=3000, seed=1)
+    with torch.no_grad():
+        a = model(clip, decode=True)
+        b = loaded(clip, decode=True)
+    assert torch.equal(a.losses["loss"], b.losses["loss"])
+    assert torch.equal(a.detections[-1][0].boxes, b.detections[-1][0].boxes)
+
+
+def test_mismatched_checkpoint_names_the_differing_keys(tmp_path):
+    cfg = _model_cfg("lstm")
+    _save(tmp_path / "lstm.ckpt", cfg, instantiate_model(cfg))
+    gru = _model_cfg("gru")
+    assert any(d.startswith("temporal.cell: 'lstm'") for d in model_config_differences(cfg, gru))
+    with pytest.raises(InputError, match=r"temporal\.cell: 'lstm' in the checkpoint vs 'gru' configured"):
+        load_detector(gru, tmp_path / "lstm.ckpt")
+
+
+def test_unreadable_checkpoints_are_named(tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="bad.ckpt: not a torch checkpoint"):
+        load_checkpoint(bad)
+    with pytest.raises(InputError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.ckpt")
