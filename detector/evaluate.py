@@ -23,7 +23,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from detector import CONFIG_DIR
+from detector.config import (CONFIG_DIR, check_checkpoint_fits_data, check_model_fits_data, register_resolvers,
+                             torch_threads)
 from detector.errors import UserError, check_checkpoint_file, user_errors
 from detector.inference import stream_segments
 
@@ -93,18 +94,25 @@ def _temporal_of(model_cfg) -> str:
 
 
 def evaluate(cfg: DictConfig) -> dict:
+    """Evaluate as configured (``torch_threads`` applies while it runs, restored afterwards)."""
+    register_resolvers()
+    check_model_fits_data(cfg)
+    with torch_threads(cfg.get("torch_threads")):
+        return _evaluate(cfg)
+
+
+def _evaluate(cfg: DictConfig) -> dict:
     from detector.eval import WaymoMetrics
     from detector.metrics import format_table
     from detector.eval.submission import ObjectsWriter
 
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(int(cfg.torch_threads))
     out = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     reset_every = cfg.get("reset_every")
     if reset_every is not None and (not isinstance(reset_every, int) or reset_every < 1):
         raise UserError(f"reset_every={reset_every!r}: expected a whole number of frames >= 1, or null (never)")
     device = pick_device(cfg.device)
+    check_checkpoint_fits_data(cfg.ckpt_path, cfg.data)
     model = load_detector(cfg.model, cfg.ckpt_path, device)
     datamodule = instantiate(cfg.data)
     datamodule.setup("test")
@@ -139,4 +147,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    register_resolvers()
     main()

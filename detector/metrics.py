@@ -48,10 +48,7 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
 
 def plot_pr_curves(curves: dict[str, PRCurve], path: str | os.PathLike) -> None:
     """One panel per class (OBJECT_TYPE breakdowns), one line per difficulty level; atomic write."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # a bare Figure: no pyplot, no backend switch
 
     prefix = "OBJECT_TYPE_TYPE_"
     by_class: dict[str, list[PRCurve]] = {}
@@ -60,7 +57,8 @@ def plot_pr_curves(curves: dict[str, PRCurve], path: str | os.PathLike) -> None:
             by_class.setdefault(name[len(prefix):].rsplit("_LEVEL_", 1)[0], []).append(curve)
     if not by_class:
         raise ValueError("no OBJECT_TYPE breakdown to plot")
-    fig, axes = plt.subplots(1, len(by_class), figsize=(4 * len(by_class), 4), squeeze=False)
+    fig = Figure(figsize=(4 * len(by_class), 4))
+    axes = fig.subplots(1, len(by_class), squeeze=False)
     for ax, (cls, cls_curves) in zip(axes[0], by_class.items()):
         for c in cls_curves:
             level = c.name.rsplit("_", 2)[-2:]
@@ -70,11 +68,8 @@ def plot_pr_curves(curves: dict[str, PRCurve], path: str | os.PathLike) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
-    try:
-        with atomic_path(path, keep_suffix=True) as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
+    with atomic_path(path, keep_suffix=True) as tmp:
+        fig.savefig(tmp, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> int:

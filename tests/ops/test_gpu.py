@@ -73,15 +73,13 @@ def test_cuda_layers_are_spconv_and_match_dense(kind):
 
 
 def test_detector_trains_and_streams_on_cuda():
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from detector import CONFIG_DIR
+    from detector.config import compose
     from detector.lit_module import build_model
     from tests.helpers.scenes import make_clip
 
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["model=lstm"])
+    cfg = compose("train", ["model=lstm"])
     model = build_model(OmegaConf.to_container(cfg.model, resolve=True)).cuda()
     clip = make_clip(seed=0).to("cuda")
     out = model(clip)
