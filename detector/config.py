@@ -90,9 +90,9 @@ def check_model_fits_data(cfg: DictConfig) -> None:
                 f"override {data_key} alone to change both")
 
 
-def stored_model_config(ckpt_path: str | os.PathLike) -> dict:
-    """The model config a training checkpoint holds (``hyper_parameters.model_cfg``), read without loading
-    the weights into memory (memory-mapped)."""
+def stored_model_config(ckpt_path: str | os.PathLike) -> dict | None:
+    """The model config a training checkpoint holds (``hyper_parameters.model_cfg``; None without one), read
+    without loading the weights into memory (memory-mapped)."""
     import torch
 
     from detector.errors import check_checkpoint_file
@@ -103,17 +103,19 @@ def stored_model_config(ckpt_path: str | os.PathLike) -> dict:
     except (RuntimeError, EOFError, OSError) as e:
         raise UserError(f"{path}: unreadable checkpoint ({e})") from e
     hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not isinstance(hp, dict) or "model_cfg" not in hp:
-        raise UserError(f"{path}: no model config stored (not a checkpoint written by detector.train)")
-    model_cfg = hp["model_cfg"]
+    model_cfg = hp.get("model_cfg") if isinstance(hp, dict) else None
+    if model_cfg is None:
+        return None
     return OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
 
 
 def check_checkpoint_fits_data(ckpt_path: str | os.PathLike, data_cfg: DictConfig) -> None:
     """Refuse a checkpoint whose model was trained on another detection range than ``data_cfg.point_range``
-    (its weights would load, and its detections be scored on points it never saw)."""
-    trained = (stored_model_config(ckpt_path).get("voxelizer") or {}).get("point_range")
-    wanted = OmegaConf.to_container(data_cfg, resolve=True).get("point_range") if data_cfg is not None else None
+    (its weights would load, and its detections be scored on points it never saw). A checkpoint that stores
+    no model config has nothing to compare: the model is then the configured one."""
+    trained = ((stored_model_config(ckpt_path) or {}).get("voxelizer") or {}).get("point_range")
+    wanted = None if data_cfg is None else OmegaConf.select(data_cfg, "point_range")
+    wanted = OmegaConf.to_container(wanted, resolve=True) if isinstance(wanted, ListConfig) else wanted
     if trained is None or wanted is None or _same(list(trained), list(wanted)):
         return
     raise ConfigMismatchError(
