@@ -2,14 +2,9 @@
 
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 __version__ = "0.1.0"
 
-#: The repository root and its Hydra configuration folder, found relative to the package so that no
-#: command depends on the working directory.
-REPO_ROOT = str(Path(__file__).resolve().parent.parent)
-CONFIG_DIR = str(Path(REPO_ROOT) / "configs")
-
-# ``${repo_root:}`` in configs: default data and output locations that work from any folder.
-OmegaConf.register_new_resolver("repo_root", lambda: REPO_ROOT, replace=True)
+#: The Hydra configuration folder, shipped inside the package (package data), found relative to this
+#: file: no command depends on the working directory or on a source checkout. Composing the configs
+#: needs ``detector.config.register_resolvers()`` (the entry points and ``detector.config.compose`` call it).
+CONFIG_DIR = str(Path(__file__).resolve().parent / "configs")

@@ -23,9 +23,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from detector import CONFIG_DIR
 from detector.atomic import write_json_atomic
 from detector.checkpoints import load_detector
+from detector.config import (CONFIG_DIR, check_checkpoint_fits_data, check_model_fits_data, register_resolvers,
+                             torch_threads)
 from detector.devices import pick_device
 from detector.errors import InputError, user_errors
 from detector.eval import ObjectsWriter, WaymoMetrics
@@ -36,14 +37,21 @@ log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(int(cfg.torch_threads))
+    """Evaluate as configured (``torch_threads`` applies while it runs, restored afterwards)."""
+    register_resolvers()
+    check_model_fits_data(cfg)
+    with torch_threads(cfg.get("torch_threads")):
+        return _evaluate(cfg)
+
+
+def _evaluate(cfg: DictConfig) -> dict:
     out = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     reset_every = cfg.get("reset_every")
     if reset_every is not None and (not isinstance(reset_every, int) or reset_every < 1):
         raise InputError(f"reset_every={reset_every!r}: expected a whole number of frames >= 1, or null (never)")
     device = pick_device(cfg.device)
+    check_checkpoint_fits_data(cfg.ckpt_path, cfg.data)
     model = load_detector(cfg.model, cfg.ckpt_path, device)
     datamodule = instantiate(cfg.data)
     datamodule.setup("test")
@@ -75,4 +83,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    register_resolvers()
     main()

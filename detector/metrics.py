@@ -19,6 +19,8 @@ from detector.errors import InputError, user_errors
 from detector.eval.submission import read_objects
 from detector.eval.waymo_metrics import evaluate_objects_curves
 
+
+
 @user_errors(returns=True)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m detector.metrics", description=__doc__.split("\n\n")[0])

@@ -8,12 +8,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
 from detector.atomic import atomic_path
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 PANELS = (("train/loss_epoch", "train loss"), ("val/loss", "validation loss"),
           ("val/AP_vehicle_level_1", "validation AP vehicle L1"))
@@ -37,7 +34,9 @@ def read_metrics_csv(path: str | os.PathLike) -> dict[str, list[tuple[int, float
 def plot_learning_curves(runs: Mapping[str, str | os.PathLike], out_png: str | os.PathLike) -> Path:
     """One figure, one panel per quantity, one line per run (``runs``: name -> metrics.csv)."""
     data = {name: read_metrics_csv(p) for name, p in runs.items()}
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 3.6))
+    # a bare Figure (no pyplot): no backend switch, no global figure registry to clean up
+    fig = Figure(figsize=(5 * len(PANELS), 3.6))
+    axes = fig.subplots(1, len(PANELS))
     for ax, (key, title) in zip(axes, PANELS):
         for name, series in data.items():
             pts = series.get(key) or (series.get("train/loss_step") if key == "train/loss_epoch" else None)
@@ -50,9 +49,6 @@ def plot_learning_curves(runs: Mapping[str, str | os.PathLike], out_png: str | o
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     out_png = Path(out_png)
-    try:
-        with atomic_path(out_png, keep_suffix=True) as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
+    with atomic_path(out_png, keep_suffix=True) as tmp:
+        fig.savefig(tmp, dpi=100)
     return out_png

@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from detector import CONFIG_DIR
+from detector.config import (CONFIG_DIR, check_checkpoint_fits_data, check_model_fits_data, register_resolvers,
+                             torch_threads)
 from detector.data.batch import FrameBatch
 from detector.data.clips import drop_nonfinite_points, frame_resets, prepare_frame
 from detector.data.collate import collate_frames
@@ -63,13 +63,20 @@ def record_frames(records: list[Path], point_range, max_gap_s: float | None,
 
 
 def predict(cfg: DictConfig) -> dict:
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(int(cfg.torch_threads))
+    """Predict as configured (``torch_threads`` applies while it runs, restored afterwards)."""
+    register_resolvers()
+    check_model_fits_data(cfg)
+    with torch_threads(cfg.get("torch_threads")):
+        return _predict(cfg)
+
+
+def _predict(cfg: DictConfig) -> dict:
     run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.output_dir)
     out = Path(cfg.out) if cfg.get("out") else run_dir / "predictions.bin"
     out.parent.mkdir(parents=True, exist_ok=True)
     records = find_records(cfg.input)
     device = pick_device(cfg.device)
+    check_checkpoint_fits_data(cfg.ckpt_path, cfg.data)
     model = load_detector(cfg.model, cfg.ckpt_path, device)
     frames = record_frames(records, cfg.data.get("point_range"), cfg.data.get("max_gap_s"), cfg.second_return)
     n = 0
@@ -88,4 +95,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    register_resolvers()
     main()

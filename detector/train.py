@@ -15,14 +15,13 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from detector import CONFIG_DIR
 from detector.checkpoints import check_checkpoint_file
+from detector.config import CONFIG_DIR, check_model_fits_data, register_resolvers, torch_threads
 from detector.errors import user_errors
 from detector.lit_module import DetectorModule
 
@@ -69,9 +68,15 @@ def build_trainer(cfg: DictConfig, out: Path, callbacks: list | None = None) -> 
 
 
 def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
-    """Run training as configured; returns paths of what it wrote and the last validation metrics."""
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(int(cfg.torch_threads))
+    """Run training as configured; returns paths of what it wrote and the last validation metrics.
+    ``torch_threads`` applies while it runs; the process's thread count is restored afterwards."""
+    register_resolvers()
+    check_model_fits_data(cfg)
+    with torch_threads(cfg.get("torch_threads")):
+        return _train(cfg, callbacks)
+
+
+def _train(cfg: DictConfig, callbacks: list | None) -> dict:
     L.seed_everything(int(cfg.seed), workers=True)
     out = output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -107,4 +112,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    register_resolvers()
     main()

@@ -57,6 +57,13 @@ class Clip:
         return len(self.frames)
 
 
+def max_gap_micros(max_gap_s: float | None) -> int | None:
+    """The timestamp step (microseconds) beyond which the temporal state starts afresh: ``max_gap_s``
+    rounded to the microsecond (``None``: no limit). The data (``frame_resets``) and the model
+    (``Detector``) both compare against this one number."""
+    return None if max_gap_s is None else round(float(max_gap_s) * 1e6)
+
+
 def frame_resets(timestamps_micros: Sequence[int], max_gap_s: float | None) -> np.ndarray:
     """(n,) bool: True at frame 0 and where the step from the previous timestamp exceeds
     ``max_gap_s`` or is not positive (``max_gap_s=None`` checks only the order)."""
@@ -67,7 +74,7 @@ def frame_resets(timestamps_micros: Sequence[int], max_gap_s: float | None) -> n
         step = np.diff(ts)
         bad = step <= 0
         if max_gap_s is not None:
-            bad |= step > round(float(max_gap_s) * 1e6)
+            bad |= step > max_gap_micros(max_gap_s)
         reset[1:] = bad
     return reset
 

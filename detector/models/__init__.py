@@ -23,17 +23,23 @@ def instantiate_model(model_cfg) -> Detector:
     return instantiate(cfg, _convert_="partial")
 
 
-def build_model(name: str = "lstm", overrides: Sequence[str] = ()) -> Detector:
-    """Instantiate ``configs/model/<name>.yaml`` with Hydra overrides such as
-    ``"model.temporal.top_k=64"`` (keys start with ``model.``). Works inside or outside a Hydra app."""
+def build_model(name: str = "lstm", overrides: Sequence[str] = (), data: str | None = None) -> Detector:
+    """Instantiate ``detector/configs/model/<name>.yaml`` with Hydra overrides such as
+    ``"model.temporal.top_k=64"`` (keys start with ``model.`` or ``data.``). The model reads its range and
+    time-gap threshold from a data config: ``data`` (``detector/configs/data/<data>.yaml``; default: ``waymo``
+    for the ``waymo_*`` models, ``synthetic`` for the others); change the range with ``data.point_range=``.
+    Works inside or outside a Hydra app."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from detector import CONFIG_DIR
+    from detector.config import CONFIG_DIR, check_model_fits_data, register_resolvers
 
-    ov = [f"+model={name}", *overrides]
+    register_resolvers()
+    data = data or ("waymo" if name.startswith("waymo_") else "synthetic")
+    ov = [f"+data={data}", f"+model={name}", *overrides]
     if GlobalHydra.instance().is_initialized():
         cfg = compose(overrides=ov)
     else:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             cfg = compose(overrides=ov)
+    check_model_fits_data(cfg)
     return instantiate_model(cfg.model)

@@ -27,6 +27,7 @@ from spconv.pytorch import SparseConvTensor
 from torch import nn
 
 from detector.data.batch import ClipBatch, FrameBatch
+from detector.data.clips import max_gap_micros
 from detector.models.backbone import SparseUNet
 from detector.models.head import DetectionHead
 from detector.models.losses import sigmoid_focal_loss
@@ -48,14 +49,15 @@ class Detector(nn.Module):
         backbone: SparseUNet,
         temporal: TemporalFusion,
         head: DetectionHead,
-        max_gap_s: float = 0.5,
+        max_gap_s: float | None = 0.5,
     ) -> None:
         super().__init__()
         self.voxelizer = voxelizer
         self.backbone = backbone
         self.temporal = temporal
         self.head = head
-        self.max_gap_s = float(max_gap_s)
+        self.max_gap_s = None if max_gap_s is None else float(max_gap_s)
+        self._max_gap_micros = max_gap_micros(max_gap_s)  # None: no limit
         want = voxelizer.num_features(temporal.point_channels)
         if backbone.in_channels != want:
             raise ValueError(
@@ -156,7 +158,8 @@ class Detector(nn.Module):
         time), never started, or a time gap beyond ``max_gap_s`` (either direction)."""
         flags = frame.reset if flags is None else flags
         gap = (frame.timestamps.to(state.timestamps.device) - state.timestamps).abs()
-        return flags.to(state.valid.device).bool() | ~state.valid | (gap > int(self.max_gap_s * 1e6))
+        reset = flags.to(state.valid.device).bool() | ~state.valid
+        return reset if self._max_gap_micros is None else reset | (gap > self._max_gap_micros)
 
     def _encode(self, frame: FrameBatch, state: State) -> SparseConvTensor:
         points = self.temporal.points(frame, state)

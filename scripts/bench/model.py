@@ -81,7 +81,7 @@ def _child(spec: dict) -> dict:
     # the model's detection range must hold the scale's points
     extra = []
     if spec["configs"] == "small" and spec["scale"] == "waymo":
-        extra = ["model.voxelizer.point_range=[-75.2,-75.2,-3.0,75.2,75.2,4.0]"]
+        extra = ["data.point_range=[-75.2,-75.2,-3.0,75.2,75.2,4.0]"]
     names = spec["models"]
     models = {n: build_model(CONFIGS[spec["configs"]][n], extra).to(device).eval() for n in names}
     data = torch.load(spec["data"], weights_only=False)

@@ -39,7 +39,7 @@ import lightning as L
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-#: The benchmark split: options of ``python -m data_tools.synthesize`` (configs/synthesize.yaml).
+#: The benchmark split: options of ``python -m data_tools.synthesize`` (detector/configs/synthesize.yaml).
 #: Denser traffic (more, longer occlusions) and more sensor dropout than the demo: temporal cues.
 #: Labels within 40 m, the small models' range (as Waymo labels to 75 m, the paper model's range):
 #: the metrics then count only objects a model could see.
@@ -113,14 +113,11 @@ def ensure_data(data_root: Path, options: dict, workers: int = 2) -> None:
 
 # -- training and evaluation ----------------------------------------------------------------------------
 def compose(name: str, overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from detector import CONFIG_DIR
+    from detector.config import compose as compose_config
 
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = hydra_compose(name, overrides=overrides)
+    cfg = compose_config(name, overrides)
     OmegaConf.set_struct(cfg, False)
     return cfg
 
@@ -469,7 +466,9 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     mode = "quick" if args.quick else "full"
     models = [m for m in (args.models or ",".join(MODES[mode]["models"])).split(",") if m]
-    known = {p.stem.removeprefix("bench_synthetic_") for p in (ROOT / "configs" / "experiment").glob("bench_synthetic_*.yaml")}
+    from detector import CONFIG_DIR
+
+    known = {p.stem.removeprefix("bench_synthetic_") for p in (Path(CONFIG_DIR) / "experiment").glob("bench_synthetic_*.yaml")}
     unknown = [m for m in models if m not in known]
     if unknown:
         raise SystemExit(f"--models: no experiment bench_synthetic_{unknown[0]} (have {sorted(known)})")

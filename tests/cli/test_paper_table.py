@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import yaml
 
-from detector import CONFIG_DIR, REPO_ROOT
+from detector import CONFIG_DIR
 from detector.data.frame import Frame
 from detector.data.frame_store import write_segment_meta
 from detector.eval import WaymoMetrics, detections_to_objects, write_objects
 from detector.eval.occlusion import FrameLabels, occluded_metrics, previously_occluded, subset_metrics
 from detector.eval.occlusion import main as occlusion_cli
 from detector.eval.submission import FrameObjects
+from tests.helpers.paths import REPO_ROOT
 
 _spec = importlib.util.spec_from_file_location("paper_table", Path(REPO_ROOT) / "scripts" / "bench" / "paper_table.py")
 paper_table = importlib.util.module_from_spec(_spec)

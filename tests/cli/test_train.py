@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from detector import CONFIG_DIR, REPO_ROOT
+from detector import CONFIG_DIR
+from detector.config import compose
 from detector.data.frame_store import list_segments
 
+from tests.helpers.paths import REPO_ROOT
 from tests.helpers.datasets import make_tiny_dataset
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
@@ -37,8 +38,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _compose(name: str, overrides: list[str]):
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        return compose(name, overrides=overrides)
+    return compose(name, overrides)
 
 
 def _train_cfg(store: Path, out: Path, extra: list[str] = ()):

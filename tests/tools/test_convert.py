@@ -21,7 +21,6 @@ from detector.data.frame_store import FORMAT_VERSION, list_segments
 from detector.data.waymo_reader import iter_frames, read_context_name
 from tests.helpers.paths import REPO_ROOT
 
-ROOT = REPO_ROOT
 
 
 def _digests(folder: Path) -> dict[str, str]:
@@ -91,7 +90,7 @@ def test_kill_9_then_resume(tiny, tmp_path):
     dst = tmp_path / "store"
     cmd = [sys.executable, "-m", "data_tools.convert_waymo", f"src={records}", f"dst={dst}", "workers=1",
            "progress=false", f"hydra.run.dir={tmp_path / 'logs'}"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         if any(dst.rglob("*.npz")):
@@ -140,13 +139,13 @@ def test_cli_exit_codes(tiny, tmp_path):
     src, bad, offset, _ = _corrupt_copy(records, tmp_path)
     run = subprocess.run([sys.executable, "-m", "data_tools.convert_waymo", f"src={src}", f"dst={tmp_path / 'store'}",
                           "workers=2", "progress=false", f"hydra.run.dir={tmp_path / 'logs'}"],
-                         cwd=ROOT, capture_output=True, text=True)
+                         cwd=REPO_ROOT, capture_output=True, text=True)
     assert run.returncode == 1
     assert "1 converted, 0 already complete (skipped), 2 failed" in run.stderr
     assert f"FAILED {bad}" in run.stderr and f"byte offset {offset}" in run.stderr
     run = subprocess.run([sys.executable, "-m", "data_tools.convert_waymo", f"src={tmp_path / 'nothing'}",
                           f"dst={tmp_path / 'store2'}", "shard=3/2", f"hydra.run.dir={tmp_path / 'logs'}"],
-                         cwd=ROOT, capture_output=True, text=True)
+                         cwd=REPO_ROOT, capture_output=True, text=True)
     assert run.returncode == 2 and "shard=3/2" in run.stderr
 
 

@@ -14,7 +14,6 @@ from data_tools.stats import format_stats, store_stats
 from detector.data.frame_store import FrameStoreError, list_segments
 from tests.helpers.paths import REPO_ROOT
 
-ROOT = REPO_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +57,8 @@ def test_not_a_frame_store(tmp_path):
 
 def test_cli(store, tmp_path):
     ok = subprocess.run([sys.executable, "-m", "data_tools.stats", f"dst={store}", f"hydra.run.dir={tmp_path / 'a'}"],
-                        cwd=ROOT, capture_output=True, text=True)
+                        cwd=REPO_ROOT, capture_output=True, text=True)
     assert ok.returncode == 0 and "[validation] segments: 1, frames: 3" in ok.stdout
     bad = subprocess.run([sys.executable, "-m", "data_tools.stats", f"dst={tmp_path}", f"hydra.run.dir={tmp_path / 'b'}"],
-                         cwd=ROOT, capture_output=True, text=True)
+                         cwd=REPO_ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and f"stats: {tmp_path}: not a frame store" in bad.stderr

@@ -17,7 +17,6 @@ from detector.data.tfrecord import iter_records
 from detector.data.waymo_reader import decode_lasers, frame_from_proto, parse_frame
 from tests.helpers.paths import REPO_ROOT
 
-ROOT = REPO_ROOT
 SMALL = dict(top_width=256)
 
 
@@ -30,7 +29,7 @@ def test_cli_writes_waymo_split_layout(tmp_path):
     out = tmp_path / "records"
     subprocess.run([sys.executable, "-m", "data_tools.synthesize", f"out_dir={out}", "segments=1", "val_segments=1",
                     "frames=2", "top_width=256", "workers=1", "progress=false", f"hydra.run.dir={tmp_path / 'logs'}"],
-                   check=True, cwd=ROOT, capture_output=True)
+                   check=True, cwd=REPO_ROOT, capture_output=True)
     for split in ("training", "validation"):
         files = list((out / split).iterdir())
         assert len(files) == 1 and files[0].name.startswith("segment-")

@@ -29,7 +29,6 @@ from detector.viz.scene import (BOX_EDGES, GT_COLORS, PRED_COLORS, STATE_COLOR, 
 from detector.visualize import visualize
 from tests.helpers.paths import REPO_ROOT
 
-REPO = REPO_ROOT
 SEGMENT = "segA"
 # Large, asymmetric boxes: a mirrored or rotated image cannot pass the colour checks.
 GT_BOXES = np.array([[9.0, 6.0, 0.0, 4.8, 2.2, 1.6, 0.4],     # vehicle
@@ -311,7 +310,7 @@ def test_missing_inputs_give_clear_errors(store, tmp_path):
 
 def test_cli_without_display_prints_a_message(store):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    proc = subprocess.run([sys.executable, "-m", "detector.visualize", f"input={store}"], cwd=REPO, env=env,
+    proc = subprocess.run([sys.executable, "-m", "detector.visualize", f"input={store}"], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "no display" in proc.stderr and "headless=true out=" in proc.stderr
@@ -389,7 +388,7 @@ def test_interactive_viewer_steps_through_frames(store, predictions_file):
         os._exit(0)
     """)
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))
