@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from detector.errors import InputError
 
 __all__ = ["check_checkpoint_file", "load_checkpoint", "load_detector", "model_config_differences",
-           "upgrade_model_config"]
+           "stored_model_config", "upgrade_model_config"]
 
 #: ``_target_`` paths of classes that moved, as stored in checkpoints written before the move.
 MOVED_TARGETS = {
@@ -45,6 +45,21 @@ def _read(path: Path) -> dict:
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise InputError(f"{path}: not a checkpoint written by detector.train (no state_dict)")
     return ckpt
+
+
+def stored_model_config(ckpt_path: str | os.PathLike) -> dict | None:
+    """The model config a training checkpoint holds (``hyper_parameters.model_cfg``; None without one), read
+    without loading the weights into memory (memory-mapped)."""
+    path = check_checkpoint_file(ckpt_path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except (RuntimeError, EOFError, OSError) as e:
+        raise InputError(f"{path}: unreadable checkpoint ({e})") from e
+    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    model_cfg = hp.get("model_cfg") if isinstance(hp, dict) else None
+    if model_cfg is None:
+        return None
+    return OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
 
 
 def upgrade_model_config(model_cfg):

@@ -23,7 +23,7 @@ from detector import CONFIG_DIR
 from detector.errors import UserError
 
 __all__ = ["CONFIG_DIR", "SHARED_KEYS", "ConfigMismatchError", "register_resolvers", "compose", "check_model_fits_data",
-           "check_checkpoint_fits_data", "stored_model_config", "torch_threads", "voxel_features"]
+           "check_checkpoint_fits_data", "torch_threads", "voxel_features"]
 
 #: Model config keys that must equal a data config key: (model key, data key).
 SHARED_KEYS = (("model.voxelizer.point_range", "data.point_range"), ("model.max_gap_s", "data.max_gap_s"))
@@ -90,29 +90,12 @@ def check_model_fits_data(cfg: DictConfig) -> None:
                 f"override {data_key} alone to change both")
 
 
-def stored_model_config(ckpt_path: str | os.PathLike) -> dict | None:
-    """The model config a training checkpoint holds (``hyper_parameters.model_cfg``; None without one), read
-    without loading the weights into memory (memory-mapped)."""
-    import torch
-
-    from detector.errors import check_checkpoint_file
-
-    path = check_checkpoint_file(ckpt_path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except (RuntimeError, EOFError, OSError) as e:
-        raise UserError(f"{path}: unreadable checkpoint ({e})") from e
-    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    model_cfg = hp.get("model_cfg") if isinstance(hp, dict) else None
-    if model_cfg is None:
-        return None
-    return OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
-
-
 def check_checkpoint_fits_data(ckpt_path: str | os.PathLike, data_cfg: DictConfig) -> None:
     """Refuse a checkpoint whose model was trained on another detection range than ``data_cfg.point_range``
     (its weights would load, and its detections be scored on points it never saw). A checkpoint that stores
     no model config has nothing to compare: the model is then the configured one."""
+    from detector.checkpoints import stored_model_config
+
     trained = ((stored_model_config(ckpt_path) or {}).get("voxelizer") or {}).get("point_range")
     wanted = None if data_cfg is None else OmegaConf.select(data_cfg, "point_range")
     wanted = OmegaConf.to_container(wanted, resolve=True) if isinstance(wanted, ListConfig) else wanted
