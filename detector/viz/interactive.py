@@ -48,9 +48,11 @@ CLASS_NAMES = {1: "vehicle", 2: "pedestrian", 3: "sign", 4: "cyclist"}
 LABEL_MODES = ("nearest", "all", "off")
 POINT_CAPACITY_HEADROOM = 1.25  # the point buffer is re-made this much larger when a frame outgrows it
 POINT_SLOTS = 3  # point buffers used in turn (see ViewerWindow._fill_slot)
-#: Seconds of redrawing after each change: the screen shows a swapchain image some presents behind the
-#: newest one (Filament on Vulkan), so a window that drew once and stopped would show a stale picture.
-FLUSH_S = 1.5
+#: After each change the window keeps redrawing, every FLUSH_EVERY_S for FLUSH_S seconds: Filament skips
+#: a frame while the GPU is behind (a software renderer, a busy machine), so the last change reaches the
+#: screen only with a redraw asked for after the renderer has caught up.
+FLUSH_S = 4.0
+FLUSH_EVERY_S = 0.1
 
 
 class NoDisplayError(RuntimeError):
@@ -80,7 +82,7 @@ class ViewOptions:
     trace: Path | None = None  # JSON lines, one per drawn frame: time, frame, memory, camera
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
     label_mode: str = "nearest"  # nearest (``nearest_labels`` of them, to the view's centre) | all | off
-    nearest_labels: int = 8
+    nearest_labels: int = 5
 
     def __post_init__(self) -> None:
         if self.camera not in ("bev", "chase"):
@@ -178,6 +180,7 @@ class ViewerWindow:
         self._next_step_at = 0.0
         self._draw_countdown = -1
         self._flush_until = 0.0
+        self._last_redraw = 0.0
         self._closed = False
         self._t_created = time.time()
         loader.set_prepare(self._prepare_fn())
@@ -195,6 +198,8 @@ class ViewerWindow:
         scene.view.set_post_processing(False)  # unlit colours come out as given
         scene.downsample_threshold = 2**31 - 1  # no extra downsampled copy of every frame's points
         self.widget.set_on_mouse(self._on_mouse)
+        # the 3D view is drawn with every window redraw (the window redraws only after a change)
+        self.widget.enable_scene_caching(False)
         w.add_child(self.widget)
 
         self.caption_panel = gui.Vert(0, gui.Margins(int(0.5 * em), int(0.3 * em), int(0.5 * em), int(0.3 * em)))
@@ -363,6 +368,8 @@ class ViewerWindow:
     def set_playing(self, playing: bool) -> None:
         if playing and self.position >= len(self.loader) - 1 and not self.view.quit_at_end:
             self.goto(0)
+        if bool(playing) != self.playing and self.shown is not None:
+            self._draw_countdown = 1  # a trace line with the new state
         self.playing = bool(playing)
         self.play_button.text = "Pause" if self.playing else "Play"
         self._next_step_at = time.monotonic() + 1.0 / self.view.fps
@@ -556,8 +563,10 @@ class ViewerWindow:
             self._update_caption()
         if changed:
             self._flush_until = now + FLUSH_S
-        elif now < self._flush_until:
+        elif now < self._flush_until and now - self._last_redraw >= FLUSH_EVERY_S:
             changed = True
+        if changed:
+            self._last_redraw = now
         return changed
 
     def _on_close(self) -> bool:
@@ -630,6 +639,7 @@ class ViewerWindow:
             scene3d.set_geometry_transform("state", pose)
         self._update_labels()
         self._update_caption()
+        self._draw_countdown = 1
         self.widget.force_redraw()  # the widget caches its last image: geometry changes need a new one
         self.window.post_redraw()
         self._flush_until = time.monotonic() + FLUSH_S
