@@ -550,6 +550,8 @@ class ViewerWindow:
             else:
                 self.set_playing(False)
                 if self.view.quit_at_end:
+                    if self._draw_countdown > 0:  # the last frame's trace line
+                        self._drawn()
                     self._draw_countdown = -1
                     self.close()
                     return False

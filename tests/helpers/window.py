@@ -79,16 +79,16 @@ def docs_screenshot(out: Path) -> None:
         seg = next((store / "validation").iterdir())
         pred = predictions_file(open_source(seg), tmp / "predictions.bin", jitter=0.25, drop=0.15)
         with VirtualDisplay(1300, 900) as display, ViewerSession(
-                display, [f"input={seg}", f"predictions={pred}", "width=1200", "height=800", "frame=0"],
+                display, [f"input={seg}", f"predictions={pred}", "width=1200", "height=800"],
                 tmp / "trace.jsonl", cwd=REPO) as session:
             record = session.wait_drawn(timeout=120)
             session.keys(record, "Right")
             record = session.wait_drawn(lambda r: r["position"] == 1, timeout=60)
             image, _ = wait_screen(session, record, lambda im: b"frame 1" in record["caption"].encode()
-                                   and (scene_pixels(im, record).max(axis=-1) > 40).mean() > 0.03)
+                                   and (scene_pixels(im, record).max(axis=-1) > 40).mean() > 0.01)
             time.sleep(2.0)
             image = session.window_image(record)
-        img = Image.fromarray(image).convert("P", palette=Image.Palette.ADAPTIVE, colors=128)
+        img = Image.fromarray(image).convert("P", palette=Image.Palette.ADAPTIVE, colors=256)
         out.parent.mkdir(parents=True, exist_ok=True)
         img.save(out, optimize=True)
     print(f"wrote {out} ({out.stat().st_size // 1024} kB)")
