@@ -28,14 +28,14 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from detector.viz.camera import PinholeCamera, birds_eye_camera, chase_camera
 from detector.viz.loader import LoadedFrame, SceneLoader
-from detector.viz.scene import (GT_COLORS, PRED_COLORS, SHORT_NAMES, STATE_COLOR, SceneFrame, SceneOptions,
+from detector.viz.scene import (GT_COLORS, PRED_COLORS, STATE_COLOR, SceneFrame, SceneOptions,
                                 box_lines, class_colors, point_colors, score_labels, subsample_points,
                                 visible_ground_truth, visible_predictions)
 
@@ -541,7 +541,8 @@ class ViewerWindow:
                 self._show(item)
                 changed = True
         now = time.monotonic()
-        if self.playing and self.shown is not None and self.shown.position == self.position and now >= self._next_step_at:
+        shown_now = self.shown is not None and self.shown.position == self.position
+        if self.playing and shown_now and now >= self._next_step_at:
             if self.position < len(self.loader) - 1:
                 # at most fps; when reading falls behind, the next frame is shown as soon as it is read
                 self._next_step_at = max(self._next_step_at + 1.0 / self.view.fps, now)

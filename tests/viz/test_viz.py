@@ -5,11 +5,9 @@ itself is tested on a virtual display in test_window.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -423,7 +421,8 @@ def test_non_finite_points_still_render_their_boxes(tmp_path):
     preds = PredictedBoxes(np.concatenate([PRED_BOXES[:2], [[np.nan] * 7]]), [1, 2, 1], [0.9, 0.6, 0.7])
     scene = clean_scene(SceneFrame(frame, preds))
     assert len(scene.frame.points) == 4000 - 160 and len(scene.predictions) == 2
-    assert scene.warnings == ("dropped 160 points with non-finite values", "dropped 1 prediction with non-finite values")
+    assert scene.warnings == ("dropped 160 points with non-finite values",
+                              "dropped 1 prediction with non-finite values")
     assert "WARNING: dropped 160 points" in frame_caption(scene, SceneOptions())
     cam = birds_eye_camera(320, 240, 15.0)
     with OffscreenView(cam, SceneOptions(line_width=3, show_scores=False)) as view:
