@@ -23,7 +23,9 @@ from detector.errors import user_errors
 from detector.viz import sources
 from detector.viz.camera import birds_eye_camera, chase_camera
 from detector.viz.headless import RenderError, check_output_path, render_scenes, write_images
-from detector.viz.interactive import NO_DISPLAY_MESSAGE, NoDisplayError, display_available, run_interactive
+from detector.viz.interactive import (NO_DISPLAY_MESSAGE, NoDisplayError, ViewOptions, display_available,
+                                      run_interactive)
+from detector.viz.loader import SceneLoader
 from detector.viz.scene import SceneOptions
 from detector.viz.sources import CheckpointUnavailableError, VisualizeInputError
 
@@ -42,8 +44,18 @@ def scene_options(cfg: DictConfig) -> SceneOptions:
     return SceneOptions(
         color_by=cfg.color_by, cmap=cfg.cmap, value_range=tuple(vr) if vr is not None else None,
         max_points=cfg.max_points, show_gt=cfg.show_gt, show_pred=cfg.show_pred,
-        show_scores=cfg.show_scores, show_state=cfg.show_state, score_threshold=cfg.score_threshold,
-        point_size=cfg.point_size, line_width=cfg.line_width)
+        show_scores=cfg.show_scores and cfg.labels != "off", show_state=cfg.show_state,
+        score_threshold=cfg.score_threshold, point_size=cfg.point_size, line_width=cfg.line_width,
+        classes=tuple(cfg.classes) if cfg.classes is not None else None,
+        max_labels=int(cfg.max_labels) if cfg.labels == "nearest" else None)
+
+
+def view_options(cfg: DictConfig, title: str) -> ViewOptions:
+    return ViewOptions(
+        title=title, width=cfg.width, height=cfg.height, fps=cfg.fps, camera=cfg.camera, range_m=cfg.range_m,
+        follow=cfg.follow, play=cfg.play, quit_at_end=cfg.quit_at_end,
+        trace=Path(cfg.trace) if cfg.trace else None,
+        label_mode=cfg.labels if cfg.show_scores else "off", nearest_labels=int(cfg.max_labels))
 
 
 def frame_range(cfg: DictConfig) -> tuple[int, int | None]:
@@ -66,6 +78,12 @@ def _check_options(cfg: DictConfig) -> None:
         raise VisualizeInputError("show_state=true shows the running detector's state: it needs ckpt_path=")
     if cfg.width < 16 or cfg.height < 16:
         raise VisualizeInputError(f"image size {cfg.width}x{cfg.height}: at least 16x16")
+    if cfg.labels not in ("nearest", "all", "off"):
+        raise VisualizeInputError(f"labels={cfg.labels}: expected nearest, all or off")
+    if cfg.max_labels < 0 or cfg.readahead < 0:
+        raise VisualizeInputError("max_labels and readahead must be >= 0")
+    if cfg.fps <= 0:
+        raise VisualizeInputError(f"fps={cfg.fps}: must be positive")
 
 
 def visualize(cfg: DictConfig) -> VisualizeResult:
@@ -83,24 +101,28 @@ def visualize(cfg: DictConfig) -> VisualizeResult:
     if not headless and not display_available():
         raise NoDisplayError(NO_DISPLAY_MESSAGE)
     start, stop = frame_range(cfg)
+    opts = scene_options(cfg)
+    state_voxels = (sources.STATE_VOXELS_READER or True) if cfg.show_state else None
+    if not headless:
+        # frames are read on demand while the window is open: nothing is read before it is drawn
+        loader = SceneLoader(source, start, stop, predictions=predictions, ckpt_path=cfg.ckpt_path,
+                             ckpt_loader=cfg.ckpt_loader, device=cfg.device, state_voxels=state_voxels,
+                             readahead=cfg.readahead)
+        t0 = time.perf_counter()
+        with loader:
+            viewer = run_interactive(loader, opts, view_options(cfg, source.name))
+        return VisualizeResult("interactive", None, viewer.drawn_count, time.perf_counter() - t0)
+
     single = out is not None and out.suffix.lower() == ".png"
     if single:
         # a temporal detector needs the frames before the shown one: stream from `start` on
         start, stop = (min(start, cfg.frame) if cfg.ckpt_path else cfg.frame), cfg.frame + 1
     scenes = sources.iter_scene_frames(
         source, start, stop, predictions=predictions, ckpt_path=cfg.ckpt_path, ckpt_loader=cfg.ckpt_loader,
-        device=cfg.device, state_voxels=(sources.STATE_VOXELS_READER or True) if cfg.show_state else None)
+        device=cfg.device, state_voxels=state_voxels)
     if single:
         scenes = islice(scenes, stop - start - 1, None)
-    opts = scene_options(cfg)
     t0 = time.perf_counter()
-    if not headless:
-        scene_list = list(scenes)
-        if not scene_list:
-            raise VisualizeInputError(f"input={cfg.input}: no frames in [{start}, {stop})")
-        run_interactive(scene_list, opts, title=source.name, fps=cfg.fps)
-        return VisualizeResult("interactive", None, len(scene_list), time.perf_counter() - t0)
-
     if cfg.renderer == "matplotlib":
         from detector.viz.bev import BevFraming, render_bev_scenes
 

@@ -11,11 +11,12 @@ WAYMO_PKG="waymo-open-dataset-tf-2-12-0==1.6.7"
 
 log() { echo "[setup] $*"; }
 
-# --- Debian packages: open3d import needs libusb; headless rendering needs a Vulkan loader + Mesa.
+# --- Debian packages: open3d import needs libusb; headless rendering needs a Vulkan loader + Mesa;
+#     the viewer window's tests and benchmark run it on a virtual display (Xvfb, xwd, xdotool).
 need_debs=()
 have_deb() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 if command -v dpkg-query >/dev/null 2>&1; then
-  for p in libusb-1.0-0 libvulkan1 mesa-vulkan-drivers libegl1 libgl1 libgomp1; do
+  for p in libusb-1.0-0 libvulkan1 mesa-vulkan-drivers libegl1 libgl1 libgomp1 xvfb x11-apps xdotool; do
     have_deb "$p" || need_debs+=("$p")
   done
 fi

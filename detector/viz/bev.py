@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.viz.scene import (GT_COLORS, PRED_COLORS, SceneFrame, SceneOptions, box_corners,
-                                class_colors, frame_caption, point_colors, score_labels,
-                                subsample_points, visible_predictions)
+                                class_colors, clean_scene, frame_caption, point_colors, score_labels,
+                                subsample_points, visible_ground_truth, visible_predictions)
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,7 @@ def render_bev(scene: SceneFrame, opts: SceneOptions, framing: BevFraming) -> np
     ax.set_xlim(left, right)
     ax.set_ylim(bottom, top)
 
+    scene = clean_scene(scene)
     frame = scene.frame
     pts = subsample_points(frame.points, opts.max_points, seed=frame.index)
     image = splat_points(pts, point_colors(pts, opts.color_by, opts.cmap, opts.value_range), framing,
@@ -88,8 +89,8 @@ def render_bev(scene: SceneFrame, opts: SceneOptions, framing: BevFraming) -> np
     ax.imshow(image, extent=framing.extent, origin="upper", interpolation="nearest", aspect="auto")
 
     lw = opts.line_width * 72.0 / dpi  # points
-    if opts.show_gt:
-        _draw_boxes(ax, frame.boxes, class_colors(frame.types, GT_COLORS), lw)
+    gt_boxes, gt_types = visible_ground_truth(scene, opts)
+    _draw_boxes(ax, gt_boxes, class_colors(gt_types, GT_COLORS), lw)
     preds = visible_predictions(scene, opts)
     if preds is not None:
         _draw_boxes(ax, preds.boxes, class_colors(preds.types, PRED_COLORS), lw)

@@ -18,7 +18,7 @@ from detector.atomic import atomic_path
 from detector.errors import UnavailableError
 from detector.viz.camera import PinholeCamera
 from detector.viz.scene import (SceneFrame, SceneGeometry, SceneLabel, SceneOptions, build_scene,
-                                frame_caption, score_labels)
+                                clean_scene, frame_caption, score_labels)
 
 IMAGE_SUFFIXES = (".png",)
 ANIMATION_SUFFIXES = (".gif", ".mp4")
@@ -93,6 +93,7 @@ class OffscreenView:
         return draw_overlay(image, self.camera, labels, caption)
 
     def render_scene(self, scene: SceneFrame) -> np.ndarray:
+        scene = clean_scene(scene)
         return self.render(build_scene(scene, self.opts), score_labels(scene, self.opts),
                            frame_caption(scene, self.opts))
 

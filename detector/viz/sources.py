@@ -1,17 +1,20 @@
 """Where the viewer's frames and boxes come from.
 
-Frames: a frame-store segment folder (with ``segment.json``) or a raw Waymo TFRecord. Predictions: a
-Waymo ``metrics_pb2.Objects`` file (``predictions.bin``), matched to frames by (context name = segment
-name, frame timestamp); or a checkpoint, run in streaming mode over the shown frames.
+Frames: a frame-store segment folder (with ``segment.json``) or a raw Waymo TFRecord, read in order
+(``FrameSource.frames``) or one at a time (``FrameSource.load``: a TFRecord's record offsets are indexed
+when it is opened, from the 12-byte record headers only). Predictions: a Waymo ``metrics_pb2.Objects``
+file (``predictions.bin``), matched to frames by (context name = segment name, frame timestamp); or a
+checkpoint, run in streaming mode over the shown frames.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import struct
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
@@ -19,8 +22,8 @@ import numpy as np
 
 from detector.data.frame import Frame
 from detector.data.frame_store import SEGMENT_META, read_segment
-from detector.viz.scene import PredictedBoxes, SceneFrame, StateVoxels
 from detector.errors import InputError, UnavailableError
+from detector.viz.scene import PredictedBoxes, SceneFrame, StateVoxels, clean_scene
 
 #: ``module:function`` that turns a checkpoint path into a ``Detector`` (``fn(path, map_location=...)``).
 CHECKPOINT_LOADER = "detector.checkpoints:load_checkpoint"
@@ -45,7 +48,33 @@ class FrameSource:
     path: Path
     kind: str
     name: str
-    num_frames: int | None  # None for a TFRecord (known only after reading it through)
+    num_frames: int | None  # None: not known before reading the file through
+    #: byte offsets of a TFRecord's records (``open_source`` indexes them); None for a frame store
+    offsets: tuple[int, ...] | None = field(default=None, repr=False, compare=False)
+    #: frame timestamps where known without reading the frames (a frame store's ``segment.json``)
+    timestamps_micros: tuple[int, ...] | None = field(default=None, repr=False, compare=False)
+
+    def load(self, index: int) -> Frame:
+        """Frame ``index`` alone (random access)."""
+        if self.num_frames is not None and not 0 <= index < self.num_frames:
+            raise VisualizeInputError(f"{self.path}: frame {index} out of range (segment has "
+                                      f"{self.num_frames} frames)")
+        if self.kind == "segment":
+            return Frame.load_npz(self.path / f"{index:04d}.npz", segment=self.name, index=index)
+        from detector.data.waymo_reader import frame_from_proto, parse_frame
+
+        if self.offsets is None:
+            raise VisualizeInputError(f"{self.path}: no record index (open it with open_source)")
+        offset = self.offsets[index]
+        where = f"{self.path}: record {index} at byte offset {offset}"
+        return frame_from_proto(parse_frame(_read_record_at(self.path, offset), where), index=index, where=where)
+
+    def placeholder(self, index: int) -> Frame:
+        """An empty frame standing in for an unreadable one: segment, index and the known timestamp."""
+        ts = self.timestamps_micros
+        return Frame(points=np.zeros((0, 5), np.float32), pose=np.eye(4),
+                     timestamp_micros=ts[index] if ts is not None and 0 <= index < len(ts) else 0,
+                     segment=self.name, index=index)
 
     def frames(self, start: int = 0, stop: int | None = None) -> Iterator[Frame]:
         """Frames ``start <= index < stop`` in order."""
@@ -84,12 +113,58 @@ def open_source(path: str | os.PathLike | None) -> FrameSource:
             subdirs = sorted(p.name for p in path.iterdir() if p.is_dir())[:5]
             hint = f" (it holds folders {subdirs}: point input= at one segment folder)" if subdirs else ""
             raise VisualizeInputError(f"input={path}: not a frame-store segment: no {SEGMENT_META}{hint}")
-        return FrameSource(path, "segment", info.name, info.num_frames)
+        return FrameSource(path, "segment", info.name, info.num_frames,
+                           timestamps_micros=tuple(info.timestamps_micros))
     if path.suffix.lower() in TFRECORD_SUFFIXES or ".tfrecord" in path.name:
         from detector.data.waymo_reader import read_context_name
 
-        return FrameSource(path, "tfrecord", read_context_name(path), None)
+        name = read_context_name(path)
+        offsets = record_offsets(path)
+        return FrameSource(path, "tfrecord", name, len(offsets), offsets=offsets)
     raise VisualizeInputError(f"input={path}: expected a frame-store segment folder or a .tfrecord file")
+
+
+def record_offsets(path: Path) -> tuple[int, ...]:
+    """Byte offsets of the records of a TFRecord, from their headers (length and its CRC checked; the
+    data is skipped, its CRC is checked when the record is read)."""
+    from detector.data.tfrecord import RecordError, masked_crc32c
+
+    offsets, size = [], path.stat().st_size
+    with open(path, "rb") as f:
+        offset = 0
+        while offset < size:
+            header = f.read(12)
+            if len(header) < 12:
+                raise RecordError(path, offset, f"truncated header ({len(header)} of 12 bytes)")
+            (length,), (length_crc,) = struct.unpack("<Q", header[:8]), struct.unpack("<I", header[8:])
+            if masked_crc32c(header[:8]) != length_crc:
+                raise RecordError(path, offset, "length CRC mismatch")
+            if offset + 16 + length > size:
+                raise RecordError(path, offset, f"truncated data ({size - offset - 12} of {length + 4} bytes)")
+            offsets.append(offset)
+            offset += 16 + length
+            f.seek(offset)
+    return tuple(offsets)
+
+
+def _read_record_at(path: Path, offset: int) -> bytes:
+    """The data of the record at ``offset``, its CRCs checked."""
+    from detector.data.tfrecord import RecordError, masked_crc32c
+
+    with open(path, "rb") as f:
+        f.seek(offset)
+        header = f.read(12)
+        if len(header) < 12:
+            raise RecordError(path, offset, f"truncated header ({len(header)} of 12 bytes)")
+        (length,) = struct.unpack("<Q", header[:8])
+        if masked_crc32c(header[:8]) != struct.unpack("<I", header[8:])[0]:
+            raise RecordError(path, offset, "length CRC mismatch")
+        data, footer = f.read(length), f.read(4)
+    if len(data) < length or len(footer) < 4:
+        raise RecordError(path, offset, f"truncated data ({len(data)} of {length} bytes)")
+    if masked_crc32c(data) != struct.unpack("<I", footer)[0]:
+        raise RecordError(path, offset, f"data CRC mismatch ({length} bytes)")
+    return data
 
 
 class PredictionIndex:
@@ -244,14 +319,15 @@ def iter_scene_frames(source: FrameSource, start: int = 0, stop: int | None = No
     if ckpt_path:
         for frame, boxes, voxels in detections_from_checkpoint(ckpt_path, frames, ckpt_loader, device,
                                                                state_voxels):
-            yield SceneFrame(frame, boxes, voxels)
+            yield clean_scene(SceneFrame(frame, boxes, voxels))
         return
     for frame in frames:
-        yield SceneFrame(frame, predictions.for_frame(frame) if predictions is not None else None)
+        yield clean_scene(SceneFrame(frame, predictions.for_frame(frame) if predictions is not None else None))
 
 
 __all__ = [
     "CHECKPOINT_LOADER", "STATE_VOXELS_READER", "VisualizeInputError", "CheckpointUnavailableError", "FrameSource", "open_source",
+    "record_offsets",
     "PredictionIndex", "load_predictions", "resolve_checkpoint_loader", "stream_detections",
     "detections_from_checkpoint", "iter_scene_frames",
 ]

@@ -1,14 +1,13 @@
 """Viewer: box geometry, headless Open3D renders (pixels at projected box edges carry the class
 colours), GIF/MP4 frame counts, the matplotlib bird's-eye plot, inputs and their errors, the interactive
-viewer's frame stepping (headless O3DVisualizer in a subprocess)."""
+viewer's on-demand loader (read-ahead, checkpoint streaming, unreadable frames), broken data. The window
+itself is tested on a virtual display in test_window.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -24,8 +23,9 @@ from detector.viz.bev import BevFraming, render_bev
 from detector.viz.camera import birds_eye_camera, chase_camera
 from detector.viz.headless import OffscreenView, RenderError
 from detector.viz.scene import (BOX_EDGES, GT_COLORS, PRED_COLORS, STATE_COLOR, TOP_EDGES, PredictedBoxes,
-                                SceneFrame, SceneOptions, StateVoxels, box_corners, box_segments,
-                                state_geometry)
+                                SceneFrame, SceneOptions, StateVoxels, box_corners, box_segments, clean_scene,
+                                dashed, frame_caption, score_labels, state_geometry, visible_ground_truth,
+                                visible_predictions)
 from detector.visualize import visualize
 from tests.helpers.paths import REPO_ROOT
 
@@ -361,47 +361,94 @@ def test_checkpoint_streams_detector_over_frames(store, tmp_path):
     assert det.calls == [(1, True, 1_000_000), (1, False, 1_100_000), (1, False, 1_200_000)]
 
 
-def test_interactive_viewer_steps_through_frames(store, predictions_file):
-    """The O3DVisualizer is built without a window (Open3D falls back to headless here) in a
-    subprocess: frames are geometries at time = frame position, stepping moves the shown time and
-    the score labels. The subprocess leaves with os._exit: Filament aborts when a never-shown window's
-    scene is torn down at interpreter exit."""
-    script = textwrap.dedent(f"""
-        import json, os
-        import open3d.visualization.gui as gui
-        from detector.viz import sources
-        from detector.viz.interactive import SequenceViewer
-        from detector.viz.scene import SceneOptions
-        gui.Application.instance.initialize()
-        src = sources.open_source({str(store)!r})
-        scenes = list(sources.iter_scene_frames(src, predictions=sources.load_predictions({str(predictions_file)!r})))
-        v = SequenceViewer(scenes, SceneOptions(score_threshold=0.1), fps=5)
-        vis = lambda: [[v.window.scene.geometry_is_visible(n) for n in names] for names in v.geometry_names]
-        out = {{"names": v.geometry_names, "times": [[v.window.get_geometry(n).time for n in names]
-                                                 for names in v.geometry_names],
-               "groups": sorted({{v.window.get_geometry(n).group for names in v.geometry_names for n in names}}),
-               "start": [v.shown, vis(), v.shown_labels]}}
-        v.step(1); out["step1"] = [v.shown, vis(), v.shown_labels, v.window.current_time]
-        v.step(1); v.step(1); out["end"] = [v.shown, v.window.current_time]
-        v.step(-1); out["back"] = [v.shown, v.shown_labels]
-        print("RESULT" + json.dumps(out), flush=True)
-        os._exit(0)
-    """)
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))
-    r = json.loads(line[len("RESULT"):])
-    assert r["times"] == [[0.0] * 3, [1.0] * 2, [2.0] * 3]  # frame 1 has no predictions
-    assert r["groups"] == ["ground truth", "points", "predictions"]
-    shown, visible, labels = r["start"]
-    assert shown == 0 and visible == [[True] * 3, [False] * 2, [False] * 3]
-    assert labels == ["VEH 0.90", "PED 0.60"]
-    shown, visible, labels, t = r["step1"]
-    assert (shown, t) == (1, 1.0) and visible == [[False] * 3, [True] * 2, [False] * 3] and labels == []
-    assert r["end"] == [2, 2.0]  # clamped at the last frame
-    assert r["back"] == [1, []]
+def test_loader_reads_on_demand_and_holds_only_the_read_ahead(tmp_path):
+    from detector.viz.loader import SceneLoader
+
+    seg = write_store(tmp_path / "store", 8)
+    pred = write_predictions(tmp_path / "p.bin", [0, 2, 5])
+    prepared = []
+    with SceneLoader(sources.open_source(seg), 1, None, predictions=sources.load_predictions(pred), readahead=2,
+                     prepare=lambda scene: prepared.append(scene.frame.index) or scene.frame.index) as loader:
+        assert len(loader) == 7
+        item = loader.wait(0, timeout=30)  # position 0 = segment frame 1
+        assert (item.position, item.scene.frame.index, item.prepared) == (0, 1, 1)
+        assert len(item.scene.predictions) == 0
+        item = loader.wait(4, timeout=30)
+        assert item.scene.frame.index == 5 and len(item.scene.predictions) == 3
+        loader.wait(6, timeout=30)
+        assert set(loader.held()) <= {5, 6}  # the wanted frame, the one behind; nothing else is kept
+        item = loader.wait(1, timeout=30)  # going back reads again
+        np.testing.assert_allclose(item.scene.frame.boxes, make_frame(2).boxes)
+        assert set(loader.held()) <= {0, 1, 2, 3}
+        loader.set_prepare(lambda scene: -scene.frame.index)  # e.g. another colour mode
+        assert loader.wait(1, timeout=30).prepared == -2
+    assert prepared.count(1) == 1  # frame 1 read and prepared once while it was held
+
+
+def test_loader_streams_the_checkpoint_and_keeps_its_outputs(tmp_path):
+    from detector.viz.loader import SceneLoader
+
+    seg = write_store(tmp_path / "store", 5)
+    (seg / "0002.npz").write_bytes(b"garbage")  # an unreadable frame: shown empty, skipped by the stream
+    ckpt = tmp_path / "oracle.ckpt"
+    ckpt.write_bytes(b"x")
+    dets = []
+
+    def load(path, map_location="cpu"):
+        dets.append(_OracleDetector())
+        return dets[-1]
+
+    globals()["_load_recorded_oracle"] = load
+    with SceneLoader(sources.open_source(seg), 0, None, ckpt_path=str(ckpt),
+                     ckpt_loader=f"{__name__}:_load_recorded_oracle", readahead=0,
+                     state_voxels=lambda s: (np.full((s["frames_seen"], 3), 1.0), 0.5)) as loader:
+        item = loader.wait(3, timeout=60)  # jumping ahead runs the detector over the frames before
+        np.testing.assert_allclose(item.scene.predictions.boxes, item.scene.frame.boxes)
+        assert len(item.scene.state.centers) == 3  # frames 0, 1, 3 seen
+        assert [c[1:] for c in dets[0].calls] == [(True, 1_000_000), (False, 1_100_000), (False, 1_300_000)]
+        broken = loader.wait(2, timeout=60)
+        assert "0002.npz" in broken.scene.error and len(broken.scene.frame.points) == 0
+        assert broken.scene.frame.timestamp_micros == 1_200_000  # from segment.json
+        back = loader.wait(0, timeout=60)  # stepping back: the stream's output for frame 0, not rerun
+        assert len(back.scene.state.centers) == 1 and len(dets[0].calls) == 3 and len(dets) == 1
+        assert "UNREADABLE" in frame_caption(broken.scene, SceneOptions())
+
+
+def test_non_finite_points_still_render_their_boxes(tmp_path):
+    frame = make_frame(0)
+    frame.points[::50, 0] = np.inf
+    frame.points[1::50, 2] = np.nan
+    preds = PredictedBoxes(np.concatenate([PRED_BOXES[:2], [[np.nan] * 7]]), [1, 2, 1], [0.9, 0.6, 0.7])
+    scene = clean_scene(SceneFrame(frame, preds))
+    assert len(scene.frame.points) == 4000 - 160 and len(scene.predictions) == 2
+    assert scene.warnings == ("dropped 160 points with non-finite values",
+                              "dropped 1 prediction with non-finite values")
+    assert "WARNING: dropped 160 points" in frame_caption(scene, SceneOptions())
+    cam = birds_eye_camera(320, 240, 15.0)
+    with OffscreenView(cam, SceneOptions(line_width=3, show_scores=False)) as view:
+        img = view.render_scene(SceneFrame(frame, preds))  # the uncleaned scene: the view cleans it
+
+    def project(p):
+        return cam.project(np.asarray(p)[None])[0][0]
+
+    check_box_pixels(img, project, frame.boxes, GT_TYPES, GT_COLORS)
+    check_box_pixels(img, project, PRED_BOXES[:2], PRED_TYPES[:2], PRED_COLORS)
+
+
+def test_class_filter_nearest_labels_and_dashes():
+    frame = make_frame(0)
+    scene = SceneFrame(frame, PredictedBoxes(PRED_BOXES, PRED_TYPES, PRED_SCORES))
+    opts = SceneOptions(classes=(1, 4), max_labels=1)
+    boxes, types = visible_ground_truth(scene, opts)
+    assert list(types) == [1, 4] and list(visible_predictions(scene, opts).types) == [1, 4]
+    # the nearest shown prediction to (3, 12) is the cyclist; with a selection, the vehicle too
+    assert [lab.text for lab in score_labels(scene, opts, near=(3.0, 12.0))] == ["CYC 0.05"]
+    assert [lab.text for lab in score_labels(scene, opts, near=(3.0, 12.0), selected=0)] == ["VEH 0.90", "CYC 0.05"]
+    seg = np.array([[[0.0, 0.0, 0.0], [4.0, 0.0, 0.0]]])
+    d = dashed(seg, dash=0.5)  # 4 m: 2 x 4 + 1 = 9 pieces of 0.44 m, the 5 even ones kept
+    assert d.shape == (5, 2, 3)
+    np.testing.assert_allclose(d[0, 0], [0, 0, 0]) and np.testing.assert_allclose(d[-1, 1], [4, 0, 0])
+    np.testing.assert_allclose(d[2].mean(axis=0), [2, 0, 0])  # the middle is drawn
 
 
 def write_label_only_tfrecord(path: Path, num_frames: int) -> Path:
@@ -432,7 +479,8 @@ def write_label_only_tfrecord(path: Path, num_frames: int) -> Path:
 def test_tfrecord_input(predictions_file, tmp_path):
     record = write_label_only_tfrecord(tmp_path / "segment-x.tfrecord", 3)
     source = sources.open_source(record)
-    assert (source.kind, source.name) == ("tfrecord", SEGMENT)
+    assert (source.kind, source.name, source.num_frames) == ("tfrecord", SEGMENT, 3)
+    np.testing.assert_allclose(source.load(2).boxes, make_frame(2).boxes, atol=1e-6)  # random access
     scenes = list(sources.iter_scene_frames(source, 1, 3, predictions=sources.load_predictions(predictions_file)))
     assert [s.frame.index for s in scenes] == [1, 2] and [len(s.predictions) for s in scenes] == [0, 3]
     np.testing.assert_allclose(scenes[1].frame.boxes, make_frame(2).boxes, atol=1e-6)
