@@ -24,9 +24,10 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from detector import CONFIG_DIR
-from detector.atomic import write_json_atomic
+from detector.atomic import ensure_dir, write_json_atomic
 from detector.checkpoints import load_detector
 from detector.devices import pick_device
+from detector.config_checks import EVALUATE_CHECKS, check_config
 from detector.errors import InputError, user_errors
 from detector.eval import ObjectsWriter, WaymoMetrics
 from detector.eval.report import format_table
@@ -36,10 +37,11 @@ log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict:
+    check_config(cfg, EVALUATE_CHECKS)
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
     out = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out)
     reset_every = cfg.get("reset_every")
     if reset_every is not None and (not isinstance(reset_every, int) or reset_every < 1):
         raise InputError(f"reset_every={reset_every!r}: expected a whole number of frames >= 1, or null (never)")

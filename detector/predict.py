@@ -23,8 +23,10 @@ from detector import CONFIG_DIR
 from detector.data.batch import FrameBatch
 from detector.data.clips import drop_nonfinite_points, frame_resets, prepare_frame
 from detector.data.collate import collate_frames
+from detector.atomic import ensure_dir
 from detector.checkpoints import load_detector
 from detector.devices import pick_device
+from detector.config_checks import PREDICT_CHECKS, check_config
 from detector.errors import InputError, user_errors
 from detector.eval import ObjectsWriter
 from detector.streaming import stream_segments
@@ -63,11 +65,12 @@ def record_frames(records: list[Path], point_range, max_gap_s: float | None,
 
 
 def predict(cfg: DictConfig) -> dict:
+    check_config(cfg, PREDICT_CHECKS)
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
     run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.output_dir)
     out = Path(cfg.out) if cfg.get("out") else run_dir / "predictions.bin"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out.parent)
     records = find_records(cfg.input)
     device = pick_device(cfg.device)
     model = load_detector(cfg.model, cfg.ckpt_path, device)

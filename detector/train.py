@@ -22,7 +22,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from detector import CONFIG_DIR
+from detector.atomic import ensure_dir, output_error
 from detector.checkpoints import check_checkpoint_file
+from detector.config_checks import TRAIN_CHECKS, check_config
 from detector.errors import user_errors
 from detector.lit_module import DetectorModule
 
@@ -42,7 +44,15 @@ class AtomicCheckpoint(ModelCheckpoint):
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         tmp = f"{filepath}.partial"
-        super()._save_checkpoint(trainer, tmp)
+        try:
+            super()._save_checkpoint(trainer, tmp)
+        except OSError as e:  # a full or read-only disk: no partial file stays, the last good one is kept
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            err = output_error(filepath, e)
+            if err is e:
+                raise
+            raise err from e
         if trainer.is_global_zero:
             os.replace(tmp, filepath)
         trainer.strategy.barrier("atomic_checkpoint")
@@ -70,11 +80,12 @@ def build_trainer(cfg: DictConfig, out: Path, callbacks: list | None = None) -> 
 
 def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
     """Run training as configured; returns paths of what it wrote and the last validation metrics."""
+    check_config(cfg, TRAIN_CHECKS)
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
     L.seed_everything(int(cfg.seed), workers=True)
     out = output_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:
         check_checkpoint_file(ckpt_path)
