@@ -183,7 +183,7 @@ def main(cfg: DictConfig) -> None:
     failed = any(r.status == "failed" for r in results)
     print(text, file=sys.stderr if failed or any(r.warnings for r in results) else sys.stdout)
     if failed:
-        sys.exit(1)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,10 @@ from detector.data.frame_store import SegmentInfo
 #: Frame period of Waymo's lidar (10 Hz).
 FRAME_SECONDS = 0.1
 #: A segment may end this much earlier than its name says (Waymo's own segments hold 198-199 of the
-#: nominal 200 frames) before the converter warns that the file looks cut short.
+#: nominal 200 frames) before the converter warns that the file looks cut short: 1 s, or a tenth of
+#: the named duration for shorter segments.
 SHORTFALL_TOLERANCE_S = 1.0
+SHORTFALL_TOLERANCE_FRACTION = 0.1
 
 _OFFSETS = re.compile(r"_(\d+)_(\d{3})_(\d+)_(\d{3})$")
 
@@ -42,7 +44,7 @@ def shortfall_warning(segment: str, source: str, timestamps_micros: list[int]) -
     if duration is None or not timestamps_micros:
         return None
     covered = (max(timestamps_micros) - min(timestamps_micros)) / 1e6 + FRAME_SECONDS
-    if covered >= duration - SHORTFALL_TOLERANCE_S:
+    if covered >= duration - min(SHORTFALL_TOLERANCE_S, SHORTFALL_TOLERANCE_FRACTION * duration) - 1e-6:
         return None
     expected = round(duration / FRAME_SECONDS)
     return (f"{source}: segment {segment} is named for {duration:g} s (~{expected} frames at 10 Hz) but its "

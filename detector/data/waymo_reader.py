@@ -154,8 +154,9 @@ def frame_from_proto(frame: dataset_pb2.Frame, index: int = 0, where: str = "fra
                 if pixel_pose.shape != img.shape[:2] + (6,):
                     raise FrameFormatError(
                         f"{where}: TOP range_image_pose of shape {pixel_pose.shape}, range image {img.shape}")
-            xyz, mask = range_image_to_points(img, extrinsic.reshape(4, 4), incl, pixel_pose,
-                                              frame_pose if pixel_pose is not None else None)
+            with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf values are counted and dropped below
+                xyz, mask = range_image_to_points(img, extrinsic.reshape(4, 4), incl, pixel_pose,
+                                                  frame_pose if pixel_pose is not None else None)
             part = np.zeros((len(xyz), 5), np.float32)
             part[:, :3] = xyz
             c = img.shape[2]

@@ -141,7 +141,7 @@ def test_cli_exit_codes(tiny, tmp_path):
     run = subprocess.run([sys.executable, "-m", "data_tools.convert_waymo", f"src={src}", f"dst={tmp_path / 'store'}",
                           "workers=2", "progress=false", f"hydra.run.dir={tmp_path / 'logs'}"],
                          cwd=ROOT, capture_output=True, text=True)
-    assert run.returncode == 1
+    assert run.returncode == 2
     assert "1 converted, 0 already complete (skipped), 2 failed" in run.stderr
     assert f"FAILED {bad}" in run.stderr and f"byte offset {offset}" in run.stderr
     run = subprocess.run([sys.executable, "-m", "data_tools.convert_waymo", f"src={tmp_path / 'nothing'}",
