@@ -32,14 +32,17 @@ def _mount(args: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def small_tmpfs(path: Path, size: str = "256k", read_only: bool = False) -> Iterator[Path]:
-    """A tmpfs of ``size`` at ``path`` (a full disk in a few writes); ``read_only`` remounts it ro.
-    Skips the test when not root or when mounting fails (a container without the capability)."""
+def small_tmpfs(path: Path, size: str = "256k", read_only: bool = False, dirs: tuple[str, ...] = ()) -> Iterator[Path]:
+    """A tmpfs of ``size`` at ``path`` (a full disk in a few writes) holding the folders ``dirs``;
+    ``read_only`` remounts it ro. Skips the test when not root or when mounting fails (a container
+    without the capability)."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
     path.mkdir(parents=True, exist_ok=True)
     _mount(["-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)])
     try:
+        for d in dirs:
+            (path / d).mkdir(parents=True)
         if read_only:
             _mount(["-o", "remount,ro", str(path)])
         yield path
@@ -48,9 +51,10 @@ def small_tmpfs(path: Path, size: str = "256k", read_only: bool = False) -> Iter
 
 
 @contextlib.contextmanager
-def read_only(path: Path) -> Iterator[Path]:
-    """An empty read-only folder at ``path`` (chmod does not stop root: a read-only tmpfs)."""
-    with small_tmpfs(path, "64k", read_only=True) as p:
+def read_only(path: Path, dirs: tuple[str, ...] = ()) -> Iterator[Path]:
+    """A read-only folder at ``path`` holding the empty folders ``dirs`` (chmod does not stop root: a
+    read-only tmpfs)."""
+    with small_tmpfs(path, "64k", read_only=True, dirs=dirs) as p:
         yield p
 
 
@@ -78,11 +82,12 @@ def leftovers(folder: Path) -> list[Path]:
                   if p.name.startswith(".") and ".tmp" in p.name or p.name.endswith(".partial"))
 
 
-def run_hydra(main, args: list[str], tmp_path: Path, capsys) -> tuple[int, str, str]:
+def run_hydra(main, args: list[str], tmp_path: Path, capsys, run_dir: Path | None = None) -> tuple[int, str, str]:
     """A Hydra entry point (``detector.train.main`` ...) run here with ``args``: (exit status, stdout,
-    stderr). An exception that escapes it (a traceback for the user) fails the test."""
+    stderr). An exception that escapes it (a traceback for the user) fails the test. The Hydra run dir
+    (where evaluate and train write) is ``run_dir`` or ``tmp_path/hydra_run``."""
     saved = sys.argv
-    sys.argv = ["prog", *args, f"hydra.run.dir={tmp_path / 'hydra_run'}", "hydra.output_subdir=null"]
+    sys.argv = ["prog", *args, f"hydra.run.dir={run_dir or tmp_path / 'hydra_run'}", "hydra.output_subdir=null"]
     code = 0
     try:
         main()
@@ -94,13 +99,16 @@ def run_hydra(main, args: list[str], tmp_path: Path, capsys) -> tuple[int, str, 
     return code, cap.out, cap.err
 
 
-def assert_one_line_error(code: int, err: str, *named: str, prefix: str | None = None) -> None:
-    """Exit status 2, one line (progress bars and warnings aside) naming every string of ``named``."""
+def assert_one_line_error(code: int, err: str, *named: str, prefix: str = "error") -> None:
+    """Exit status 2 and one error line ``<prefix>: ...`` naming every string of ``named``; no traceback
+    and no other line but progress bars and warnings."""
     assert code == 2, err
     assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("warning")]
-    errors = [line for line in lines if prefix is None or line.startswith(f"{prefix}:")]
-    assert len(errors) == 1, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(f"{prefix}:")]
+    others = [line for line in lines if line not in errors and not line.startswith("warning") and "\r" not in line
+              and "|" not in line]
+    assert len(errors) == 1 and not others, err
     for s in named:
         assert s in errors[0], (s, errors[0])
 
