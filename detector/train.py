@@ -40,7 +40,15 @@ def output_dir(cfg: DictConfig) -> Path:
 
 class AtomicCheckpoint(ModelCheckpoint):
     """A ``ModelCheckpoint`` whose files appear whole: written under a temporary name, then renamed,
-    so a run killed while saving never leaves a half-written ``last.ckpt`` that a resume would trust."""
+    so a run killed while saving never leaves a half-written ``last.ckpt`` that a resume would trust;
+    the ``.partial`` file such a kill leaves is removed when the next run starts."""
+
+    def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if trainer.is_global_zero and self.dirpath and os.path.isdir(self.dirpath):
+            for name in os.listdir(self.dirpath):
+                if name.endswith(".ckpt.partial"):
+                    os.unlink(os.path.join(self.dirpath, name))
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         tmp = f"{filepath}.partial"
