@@ -19,26 +19,27 @@ import os
 import sys
 
 from detector.atomic import check_writable, write_json_atomic
-from detector.eval.object_checks import check_objects, frame_coverage
+from detector.eval.object_checks import check_frames, frame_coverage
 from detector.eval.report import format_table, plot_pr_curves
 from detector.errors import InputError, user_errors
-from detector.eval.submission import read_objects
-from detector.eval.waymo_metrics import evaluate_objects_curves
+from detector.eval.submission import objects_to_frames, read_objects
+from detector.eval.waymo_metrics import evaluate_frames_curves
 
 def read_checked(gt_path: str, pred_path: str, skip_invalid: bool, strict: bool):
-    """Both files read and checked (see the module docstring); warnings go to stderr."""
-    gt = check_objects(read_objects(gt_path), gt_path, ground_truth=True, skip_invalid=skip_invalid)
-    pred = check_objects(read_objects(pred_path), pred_path, ground_truth=False, skip_invalid=skip_invalid)
+    """Both files read, grouped by frame and checked (see the module docstring); warnings go to stderr."""
+    gt = check_frames(objects_to_frames(read_objects(gt_path)), gt_path, ground_truth=True, skip_invalid=skip_invalid)
+    pred = check_frames(objects_to_frames(read_objects(pred_path)), pred_path, ground_truth=False,
+                        skip_invalid=skip_invalid)
     for path, check in ((gt_path, gt), (pred_path, pred)):
         if check.invalid:
             print(f"warning: {path}: left out {check.invalid} invalid objects (--skip-invalid), e.g. "
                   f"{check.problems[0]}", file=sys.stderr)
-    warnings = frame_coverage(gt.objects, pred.objects).warnings(gt_path, pred_path)
+    warnings = frame_coverage(gt.frames, pred.frames).warnings(gt_path, pred_path)
     if warnings and strict:
         raise InputError(warnings[0] + " (--strict)")
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
-    return gt.objects, pred.objects
+    return gt.frames, pred.frames
 
 
 @user_errors(prefix="metrics", returns=True)
@@ -57,13 +58,14 @@ def main(argv: list[str] | None = None) -> int:
         if out:
             check_writable(out)  # before the work, not after the table printed
     gt, pred = read_checked(args.gt, args.pred, args.skip_invalid, args.strict)
-    if len(gt.objects) and not any(o.object.num_lidar_points_in_box > 0 for o in gt.objects):
+    num_gt, num_pred = (sum(len(f.boxes) for f in frames.values()) for frames in (gt, pred))
+    if num_gt and not any((f.num_points > 0).any() for f in gt.values()):
         raise InputError(f"{args.gt}: no object has num_lidar_points_in_box > 0, so no ground truth is left "
                          "(is this a prediction file? the order is GT.bin PRED.bin)")
-    metrics = evaluate_objects_curves(gt, pred)
+    metrics = evaluate_frames_curves(gt, pred)
     curves = metrics.pr_curves()
     results = {name: {"AP": c.ap, "APH": c.aph} for name, c in curves.items()}
-    print(f"{metrics.num_frames} frames, {len(gt.objects)} ground-truth objects, {len(pred.objects)} predictions\n")
+    print(f"{metrics.num_frames} frames, {num_gt} ground-truth objects, {num_pred} predictions\n")
     print(format_table(results), end="")
     if args.json:
         write_json_atomic(args.json, results)

@@ -2,22 +2,22 @@
 values, boxes with non-positive sizes, unknown types), and files that do not describe the same frames.
 
 Without them a NaN box stops the metrics with an error that names no file, and predictions of another
-split (timestamps or context names that match no ground-truth frame) score a table of zeros.
+split (timestamps or context names that match no ground-truth frame) score a table of zeros. The
+checks run on the objects grouped by frame (``objects_to_frames``), as numpy arrays: no second pass
+over the protos.
 """
 
 from __future__ import annotations
 
 import os
-from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
-from waymo_open_dataset.protos import metrics_pb2
 
 from detector.errors import InputError
-from detector.eval.submission import FrameKey, frame_key
+from detector.eval.submission import FrameKey, FrameObjects
 
-__all__ = ["InvalidObjectsError", "ObjectsCheck", "check_objects", "FrameCoverage", "frame_coverage"]
+__all__ = ["InvalidObjectsError", "FramesCheck", "check_frames", "FrameCoverage", "frame_coverage"]
 
 _BOX = ("center_x", "center_y", "center_z", "length", "width", "height", "heading")
 _SHOWN = 3  # problems quoted in a message
@@ -28,65 +28,71 @@ class InvalidObjectsError(InputError):
 
 
 @dataclass
-class ObjectsCheck:
-    """A file's objects with the invalid ones left out (when asked to skip them) and what was found."""
+class FramesCheck:
+    """A file's frames with the invalid objects left out (when asked to skip them) and what was found."""
 
-    objects: metrics_pb2.Objects
+    frames: dict[FrameKey, FrameObjects]
+    objects: int = 0
     invalid: int = 0
     problems: list[str] = field(default_factory=list)  # the first few, each naming frame and object
 
 
-def _problem(values: np.ndarray, scored: bool, ground_truth: bool) -> str | None:
-    box, typ, score, difficulty = values[:7], values[7], values[8], values[9]
+def _invalid_mask(f: FrameObjects, ground_truth: bool) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(f.boxes).all(1) | ~(f.boxes[:, 3:6] > 0).all(1) | ~np.isin(f.types, range(5))
+    if ground_truth:
+        bad |= ~np.isin(f.difficulty, range(3))
+    else:
+        bad |= ~np.isfinite(f.scores)
+    return bad
+
+
+def _problem(f: FrameObjects, i: int, ground_truth: bool) -> str:
+    box = f.boxes[i]
     bad = [n for n, v in zip(_BOX, box) if not np.isfinite(v)]
     if bad:
         return f"non-finite box {', '.join(bad)} ({', '.join(f'{v:g}' for v in box)})"
     sizes = [f"{n}={v:g}" for n, v in zip(_BOX[3:6], box[3:6]) if not v > 0]
     if sizes:
         return f"box size {', '.join(sizes)} is not positive"
-    if scored and not np.isfinite(score):
-        return f"non-finite score {score:g}"
-    if typ not in (0, 1, 2, 3, 4):
-        return f"type {typ:g} is not a Waymo Label.Type (0..4)"
-    if ground_truth and difficulty not in (0, 1, 2):
-        return f"detection_difficulty_level {difficulty:g} is not 0, 1 or 2"
-    return None
+    if f.types[i] not in range(5):
+        return f"type {f.types[i]} is not a Waymo Label.Type (0..4)"
+    if ground_truth:
+        return f"detection_difficulty_level {f.difficulty[i]} is not 0, 1 or 2"
+    return f"non-finite score {f.scores[i]:g}"
 
 
-def check_objects(objects: metrics_pb2.Objects, path: str | os.PathLike, *, ground_truth: bool,
-                  skip_invalid: bool = False) -> ObjectsCheck:
+def _keep(f: FrameObjects, keep: np.ndarray) -> FrameObjects:
+    return replace(f, boxes=f.boxes[keep], types=f.types[keep], scores=f.scores[keep],
+                   overlap_nlz=f.overlap_nlz[keep], num_points=f.num_points[keep], difficulty=f.difficulty[keep])
+
+
+def check_frames(frames: dict[FrameKey, FrameObjects], path: str | os.PathLike, *, ground_truth: bool,
+                 skip_invalid: bool = False) -> FramesCheck:
     """Refuse (``InvalidObjectsError``) or, with ``skip_invalid``, leave out the objects the metrics
-    cannot score; every problem names ``path``, the frame (context name, timestamp) and the object's
-    index in the file."""
-    values = array("d")
-    for obj in objects.objects:
-        b = obj.object.box
-        values.extend((b.center_x, b.center_y, b.center_z, b.length, b.width, b.height, b.heading,
-                       obj.object.type, obj.score, obj.object.detection_difficulty_level))
-    table = np.frombuffer(values, np.float64).reshape(-1, 10)
-    with np.errstate(invalid="ignore"):
-        suspect = ~np.isfinite(table[:, :7]).all(1) | ~(table[:, 3:6] > 0).all(1) | ~np.isin(table[:, 7], range(5))
-        if not ground_truth:
-            suspect |= ~np.isfinite(table[:, 8])
-        else:
-            suspect |= ~np.isin(table[:, 9], range(3))
-    invalid = np.flatnonzero(suspect)
-    if not len(invalid):
-        return ObjectsCheck(objects)
+    cannot score; every problem names ``path``, the frame (context name + camera, timestamp) and the
+    object's index among that frame's objects in the file."""
     kind = "ground-truth object" if ground_truth else "prediction"
-    problems = []
-    for i in invalid[:_SHOWN]:
-        obj = objects.objects[int(i)]
-        reason = _problem(table[i], scored=not ground_truth, ground_truth=ground_truth)
-        problems.append(f"{kind} {int(i)} (frame {obj.context_name!r} at {obj.frame_timestamp_micros}): {reason}")
-    if not skip_invalid:
-        more = f" (and {len(invalid) - _SHOWN} more)" if len(invalid) > _SHOWN else ""
-        raise InvalidObjectsError(f"{path}: {len(invalid)} invalid of {len(table)} objects: {'; '.join(problems)}"
-                                  f"{more}. Fix the file, or pass --skip-invalid to leave them out (counted)")
-    keep = np.ones(len(table), bool)
-    keep[invalid] = False
-    kept = metrics_pb2.Objects(objects=[o for o, k in zip(objects.objects, keep.tolist()) if k])
-    return ObjectsCheck(kept, len(invalid), problems)
+    out: dict[FrameKey, FrameObjects] = {}
+    invalid, total, problems = 0, 0, []
+    for key, f in frames.items():
+        total += len(f.boxes)
+        bad = _invalid_mask(f, ground_truth)
+        if not bad.any():
+            out[key] = f
+            continue
+        idx = np.flatnonzero(bad)
+        invalid += len(idx)
+        for i in idx[: max(_SHOWN - len(problems), 0)]:
+            problems.append(f"{kind} {int(i)} of frame ({key[0]!r}, {key[1]}): {_problem(f, int(i), ground_truth)}")
+        kept = _keep(f, ~bad)
+        if len(kept.boxes):
+            out[key] = kept
+    if invalid and not skip_invalid:
+        more = f" (and {invalid - len(problems)} more)" if invalid > len(problems) else ""
+        raise InvalidObjectsError(f"{path}: {invalid} invalid of {total} objects: {'; '.join(problems)}{more}. "
+                                  "Fix the file, or pass --skip-invalid to leave them out (counted)")
+    return FramesCheck(out if invalid else frames, total, invalid, problems)
 
 
 @dataclass(frozen=True)
@@ -114,12 +120,8 @@ class FrameCoverage:
         return out
 
 
-def frame_coverage(gt: metrics_pb2.Objects, pred: metrics_pb2.Objects) -> FrameCoverage:
-    gt_keys = {frame_key(o) for o in gt.objects}
-    pred_count: dict[FrameKey, int] = {}
-    for o in pred.objects:
-        k = frame_key(o)
-        pred_count[k] = pred_count.get(k, 0) + 1
-    unmatched = [k for k in pred_count if k not in gt_keys]
-    return FrameCoverage(len(gt_keys), len(gt.objects), len(pred_count), len(pred.objects), len(unmatched),
-                         sum(pred_count[k] for k in unmatched), unmatched[0] if unmatched else None)
+def frame_coverage(gt: dict[FrameKey, FrameObjects], pred: dict[FrameKey, FrameObjects]) -> FrameCoverage:
+    unmatched = [k for k in pred if k not in gt]
+    return FrameCoverage(len(gt), sum(len(f.boxes) for f in gt.values()), len(pred),
+                         sum(len(f.boxes) for f in pred.values()), len(unmatched),
+                         sum(len(pred[k].boxes) for k in unmatched), unmatched[0] if unmatched else None)

@@ -65,7 +65,7 @@ def test_invalid_prediction_box_names_file_frame_and_index(tmp_path, files, caps
     boxes[2, field] = value
     pred = _write(tmp_path, "bad.bin", [(TIMESTAMPS[0], _boxes(3)), (TIMESTAMPS[1], boxes)], False)
     code, out, err = _run(capsys, gt, pred)
-    assert_one_line_error(code, err, str(pred), f"prediction 5 (frame '{CONTEXT}' at {TIMESTAMPS[1]})", reason,
+    assert_one_line_error(code, err, str(pred), f"prediction 2 of frame ('{CONTEXT}_0', {TIMESTAMPS[1]})", reason,
                           "--skip-invalid", prefix="metrics")
     assert out == ""
 
@@ -76,7 +76,7 @@ def test_nonfinite_score_is_refused(tmp_path, files, capsys):
     pred = tmp_path / "nan_score.bin"
     write_objects(pred, objs)
     code, out, err = _run(capsys, gt, pred)
-    assert_one_line_error(code, err, str(pred), "prediction 1", "non-finite score nan", prefix="metrics")
+    assert_one_line_error(code, err, str(pred), f"prediction 1 of frame ('{CONTEXT}_0', {TIMESTAMPS[0]})", "non-finite score nan", prefix="metrics")
 
 
 def test_invalid_ground_truth_is_refused(tmp_path, files, capsys):
@@ -84,7 +84,7 @@ def test_invalid_ground_truth_is_refused(tmp_path, files, capsys):
     boxes[0, 3] = -4.5
     gt = _write(tmp_path, "bad_gt.bin", [(TIMESTAMPS[0], boxes)], True)
     code, out, err = _run(capsys, gt, files[1])
-    assert_one_line_error(code, err, str(gt), "ground-truth object 0", "length=-4.5", prefix="metrics")
+    assert_one_line_error(code, err, str(gt), "ground-truth object 0 of frame", "length=-4.5", prefix="metrics")
 
 
 def test_skip_invalid_leaves_them_out_and_counts(tmp_path, files, capsys):
