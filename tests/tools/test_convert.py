@@ -19,6 +19,7 @@ from data_tools.convert_waymo import ShardError, convert, find_records, parse_sh
 from detector.data.frame import NPZ_ARRAYS, Frame
 from detector.data.frame_store import FORMAT_VERSION, list_segments
 from detector.data.waymo_reader import iter_frames, read_context_name
+from detector.errors import InputError
 from tests.helpers.paths import REPO_ROOT
 
 ROOT = REPO_ROOT
@@ -163,5 +164,5 @@ def test_shards_partition_the_files(tiny, tmp_path):
     for bad in ("2/2", "x", "1/0", "-1/3"):
         with pytest.raises(ShardError):
             parse_shard(bad)
-    with pytest.raises(FileNotFoundError, match="no records"):
+    with pytest.raises(InputError, match="no records"):
         find_records(tmp_path / "store")
