@@ -3,10 +3,12 @@
 ``src/<split>/*.tfrecord`` (split in training, validation, testing) becomes
 ``dst/<split>/<segment>/<index:04d>.npz`` plus ``segment.json``, the segment being the records'
 ``context.name``. Frame files are written atomically and ``segment.json`` last, so a segment whose
-metadata is present and names the same source is complete and is skipped on a re-run; anything else
-is converted again from scratch (giving byte-identical files). A corrupt or truncated record fails its
-segment with the file and byte offset in the message; the other segments are still converted, and the
-command then exits with status 1 and a summary.
+metadata is present, names the same source and whose frame files pass their zip CRCs is complete and
+is skipped on a re-run; anything else is converted again from scratch (giving byte-identical files).
+A corrupt or truncated record fails its segment with the file and byte offset in the message (and
+the segment's folder is emptied); the other segments are still converted, and the command then
+exits with status 1 and a summary. Points with NaN/inf values are dropped and counted per record and
+lidar; a file whose frames cover less time than its context name says is reported as cut short.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from google.protobuf.message import DecodeError
 from omegaconf import DictConfig
 
 from data_tools.parallel import map_segments
+from data_tools.segment_checks import damaged_frame, format_nonfinite, lidar_totals, shortfall_warning
 from detector import CONFIG_DIR
+from detector.atomic import ensure_dir
 from detector.data.frame import FrameFormatError
 from detector.data.frame_store import SEGMENT_META, SPLITS, FrameStoreError, read_segment, write_segment_meta
-from detector.data.tfrecord import RecordError
 from detector.data.waymo_reader import iter_frames, read_context_name
 from detector.errors import InputError, user_errors
 
@@ -45,6 +48,7 @@ class SegmentResult:
     segment: str = ""
     frames: int = 0
     error: str = ""
+    warnings: tuple[str, ...] = ()
 
 
 def find_records(src: str | Path) -> list[SegmentJob]:
@@ -81,12 +85,20 @@ def select_shard(jobs: list[SegmentJob], shard: str | None) -> list[SegmentJob]:
 
 
 def is_complete(seg_dir: Path, segment: str, job: SegmentJob) -> bool:
+    return completeness(seg_dir, segment, job) == ""
+
+
+def completeness(seg_dir: Path, segment: str, job: SegmentJob) -> str | None:
+    """``""`` for a complete, intact segment; None when there is none yet; else why it is converted again."""
     try:
         info = read_segment(seg_dir, job.split)
-    except FrameStoreError:
-        return False  # unreadable metadata: convert again
-    return (info is not None and info.name == segment and info.source == job.source
-            and all(info.frame_path(i).is_file() for i in range(info.num_frames)))
+    except FrameStoreError as e:
+        return str(e)  # unreadable metadata: convert again
+    if info is None:
+        return None
+    if info.name != segment or info.source != job.source:
+        return f"{seg_dir}: converted from {info.source!r}, not {job.source!r}"
+    return damaged_frame(info) or ""
 
 
 def _clear_incomplete(seg_dir: Path) -> None:
@@ -101,25 +113,41 @@ def _clear_incomplete(seg_dir: Path) -> None:
 
 def convert_segment(job: SegmentJob, dst: str | Path, second_return: bool = True) -> SegmentResult:
     """Convert one record file (or skip it when its segment is already complete)."""
+    seg_dir = None
     try:
         segment = read_context_name(job.path)
         seg_dir = Path(dst) / job.split / segment
-        if is_complete(seg_dir, segment, job):
+        state = completeness(seg_dir, segment, job)
+        if state == "":
             return SegmentResult(job, "skipped", segment, read_segment(seg_dir).num_frames)
+        warnings = [f"repaired: {state}"] if state else []
         seg_dir.mkdir(parents=True, exist_ok=True)
         _clear_incomplete(seg_dir)
-        timestamps = []
-        for frame in iter_frames(job.path, second_return=second_return):
+        timestamps, nonfinite = [], {}
+        for frame in iter_frames(job.path, second_return=second_return, nonfinite=nonfinite):
             if frame.segment != segment:
                 raise FrameFormatError(f"{job.path}: record {frame.index} has context.name {frame.segment!r}, "
                                        f"the first record {segment!r}")
             frame.save_npz(seg_dir / f"{frame.index:04d}.npz")
             timestamps.append(frame.timestamp_micros)
         write_segment_meta(seg_dir, segment=segment, split=job.split, timestamps_micros=timestamps,
-                           source=job.source)
-        return SegmentResult(job, "converted", segment, len(timestamps))
-    except (RecordError, FrameFormatError, FrameStoreError, DecodeError, OSError) as e:
+                           source=job.source, nonfinite_points=lidar_totals(nonfinite))
+        warnings += [w for w in (shortfall_warning(segment, str(job.path), timestamps),
+                                 nonfinite and f"{job.path}: {format_nonfinite(nonfinite)}") if w]
+        return SegmentResult(job, "converted", segment, len(timestamps), warnings=tuple(warnings))
+    except (InputError, DecodeError, OSError) as e:
+        if seg_dir is not None and seg_dir.is_dir():
+            _remove_failed(seg_dir)
         return SegmentResult(job, "failed", error=f"{type(e).__name__}: {e}")
+
+
+def _remove_failed(seg_dir: Path) -> None:
+    """A failed segment leaves nothing behind: its frames, temporary files and (now empty) folder."""
+    try:
+        _clear_incomplete(seg_dir)
+        seg_dir.rmdir()
+    except OSError:
+        pass  # another file the user put there, or the disk refuses: the folder stays without segment.json
 
 
 def _convert_star(args) -> SegmentResult:
@@ -130,7 +158,7 @@ def convert(src: str | Path, dst: str | Path, workers: int = 1, shard: str | Non
             second_return: bool = True, progress: bool = False) -> list[SegmentResult]:
     """Convert every record file of this shard; returns one result per file, in job order."""
     jobs = select_shard(find_records(src), shard)
-    Path(dst).mkdir(parents=True, exist_ok=True)
+    ensure_dir(dst, "dst")
     args = [(job, str(dst), second_return) for job in jobs]
     return map_segments(_convert_star, args, workers, "convert", progress)
 
@@ -140,6 +168,7 @@ def summary(results: list[SegmentResult]) -> str:
     frames = sum(r.frames for r in results if r.status != "failed")
     lines = [f"segments: {counts['converted']} converted, {counts['skipped']} already complete (skipped), "
              f"{counts['failed']} failed; {frames} frames in converted and skipped segments"]
+    lines += [f"WARNING {w}" for r in results for w in r.warnings]
     lines += [f"FAILED {r.job.path}: {r.error}" for r in results if r.status == "failed"]
     return "\n".join(lines)
 
@@ -152,9 +181,9 @@ def main(cfg: DictConfig) -> None:
                       second_return=bool(cfg.second_return), progress=bool(cfg.progress))
     text = summary(results)
     failed = any(r.status == "failed" for r in results)
-    print(text, file=sys.stderr if failed else sys.stdout)
+    print(text, file=sys.stderr if failed or any(r.warnings for r in results) else sys.stdout)
     if failed:
-        sys.exit(1)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """``python -m data_tools.stats dst=DIR [split=NAME]``: what a frame store holds.
 
 Per split: complete segments, frames, points per frame (mean/min/max), boxes per class and per
-difficulty level, and incomplete segment folders (no ``segment.json``) if any.
+difficulty level, incomplete segment folders (no ``segment.json``) if any, the points the converter
+dropped for NaN/inf values (per lidar) and any non-finite points still in the frames. A damaged frame
+file stops it with the file's path (``python -m data_tools.convert_waymo`` repairs it).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class SplitStats:
     boxes_by_type: Counter = field(default_factory=Counter)
     boxes_by_difficulty: Counter = field(default_factory=Counter)
     boxes_without_points: int = 0
+    nonfinite_dropped: Counter = field(default_factory=Counter)  # lidar -> points dropped at conversion
+    nonfinite_points: int = 0  # points with NaN/inf still in the frame files
 
 
 def split_stats(root: str | Path, split: str) -> SplitStats:
@@ -38,7 +42,9 @@ def split_stats(root: str | Path, split: str) -> SplitStats:
     st = SplitStats(split, segments=len(segs))
     st.incomplete = sum(1 for d in (Path(root) / split).iterdir() if d.is_dir()) - len(segs)
     for seg in segs:
+        st.nonfinite_dropped.update(dict(seg.nonfinite_points))
         for frame in seg.frames():
+            st.nonfinite_points += int(len(frame.points) - np.count_nonzero(np.isfinite(frame.points).all(axis=1)))
             st.frames += 1
             st.points.append(len(frame.points))
             st.boxes_by_type.update(frame.types.tolist())
@@ -78,6 +84,11 @@ def format_stats(stats: list[SplitStats]) -> str:
         lines.append(f"  boxes: {total} ({per_frame:.1f} per frame), {st.boxes_without_points} with no points")
         for t, n in sorted(st.boxes_by_type.items()):
             lines.append(f"    {TYPE_NAMES.get(t, f'type {t}'):<11} {n}")
+        if st.nonfinite_dropped:
+            lines.append(f"  points with NaN/inf dropped at conversion: {sum(st.nonfinite_dropped.values())} ("
+                         + ", ".join(f"{k} {n}" for k, n in sorted(st.nonfinite_dropped.items())) + ")")
+        if st.nonfinite_points:
+            lines.append(f"  points with NaN/inf in the frame files: {st.nonfinite_points} (dropped when read)")
         levels = {0: "unset (0)", 1: "LEVEL_1", 2: "LEVEL_2"}
         lines.append("  boxes by difficulty: " + ", ".join(
             f"{levels.get(d, d)} {n}" for d, n in sorted(st.boxes_by_difficulty.items())))

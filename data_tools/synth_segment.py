@@ -49,11 +49,14 @@ class FrameTruth:
     num_points: np.ndarray
 
 
-def segment_name(rng: np.random.Generator) -> str:
-    """A context name in Waymo's style, e.g. ``10017090168044687777_6380_000_6400_000``."""
+def segment_name(rng: np.random.Generator, frames: int = 200) -> str:
+    """A context name in Waymo's style, e.g. ``10017090168044687777_6380_000_6400_000``: the last two
+    groups are the start and end offsets (seconds_milliseconds), ``frames`` at 10 Hz apart, so that the
+    converter's check for segments cut short (``data_tools.segment_checks``) holds for synthetic data."""
     number = "".join(str(d) for d in rng.integers(0, 10, 19))
     start = int(rng.integers(100, 9000))
-    return f"1{number}_{start}_000_{start + 20}_000"
+    end_ms = start * 1000 + round(frames * FRAME_SECONDS * 1000)
+    return f"1{number}_{start}_000_{end_ms // 1000}_{end_ms % 1000:03d}"
 
 
 def points_in_box_counts(points: np.ndarray, boxes: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -118,7 +121,7 @@ def synthesize_segment(cfg: SegmentConfig, seed: np.random.SeedSequence | int,
                        ) -> Iterator[tuple[bytes, FrameTruth]]:
     """Serialized ``dataset_pb2.Frame`` records of one segment, with what was cast (deterministic for ``seed``)."""
     rng = np.random.default_rng(seed)
-    name = segment_name(rng)  # drawn first: data_tools.synthesize names the file from it
+    name = segment_name(rng, cfg.frames)  # drawn first: data_tools.synthesize names the file from it
     rig = make_rig(cfg.lidar, cfg.top_height, cfg.top_width)
     duration = cfg.frames * FRAME_SECONDS
     scene = make_scene(rng, duration, cfg.object_range, cfg.vehicle_density, cfg.wobble, cfg.nlz_prob)

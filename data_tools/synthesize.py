@@ -43,7 +43,7 @@ def segment_file_name(name: str) -> str:
 
 def write_segment(task: SegmentTask) -> tuple[str, int]:
     """Synthesize one segment into its split folder; returns ``(path, frames)``."""
-    name = segment_name(np.random.default_rng(task.seed_sequence()))  # the generator draws it first too
+    name = segment_name(np.random.default_rng(task.seed_sequence()), task.config.frames)  # drawn first there too
     path = Path(task.out_dir) / task.split / segment_file_name(name)
     with TFRecordWriter(path) as writer:
         for record, _ in synthesize_segment(task.config, task.seed_sequence()):

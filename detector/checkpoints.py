@@ -18,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from detector.errors import InputError
 
-__all__ = ["check_checkpoint_file", "load_checkpoint", "load_detector", "model_config_differences",
-           "stored_model_config", "upgrade_model_config"]
+__all__ = ["check_checkpoint_file", "verify_checkpoint_crcs", "load_checkpoint", "load_detector",
+           "model_config_differences", "stored_model_config", "upgrade_model_config"]
 
 #: ``_target_`` paths of classes that moved, as stored in checkpoints written before the move.
 MOVED_TARGETS = {
@@ -34,7 +34,21 @@ def check_checkpoint_file(path: str | os.PathLike) -> Path:
         raise InputError(f"checkpoint not found: {p}")
     if not zipfile.is_zipfile(p):
         raise InputError(f"{p}: not a torch checkpoint (not a zip archive)")
+    verify_checkpoint_crcs(p)
     return p
+
+
+def verify_checkpoint_crcs(path: Path) -> None:
+    """Every member of the checkpoint's zip against its CRC-32, before torch reads a single weight: a
+    damaged file is refused instead of loading flipped bytes into the model. Reads the file once."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise InputError(f"{path}: damaged checkpoint ({type(e).__name__}: {e})") from e
+    if bad is not None:
+        raise InputError(f"{path}: damaged checkpoint: {bad} fails its CRC-32 check (copy it again, or use "
+                         "another checkpoint of the run)")
 
 
 def _read(path: Path) -> dict:

@@ -30,6 +30,17 @@ class UnavailableError(ReportedError, RuntimeError):
 UserError = InputError
 
 
+def one_line(error: ReportedError) -> str:
+    """The error's message; for one re-raised from a DataLoader worker (whose message torch prefixes with
+    the worker's traceback) the original message only, so that the user still sees one line."""
+    msg = str(error)
+    if "Original Traceback" in msg:
+        last = msg.rstrip().splitlines()[-1]
+        name = type(error).__name__
+        msg = last.split(f"{name}: ", 1)[1] if f"{name}: " in last else last
+    return msg
+
+
 def user_errors(fn=None, *, prefix: str = "error", returns: bool = False):
     """Decorate an entry point: a ``ReportedError`` prints ``"<prefix>: <message>"`` on stderr and exits
     with status 2 (``returns=True``: the function returns 2, for ``main(argv) -> int`` entry points)."""
@@ -40,7 +51,7 @@ def user_errors(fn=None, *, prefix: str = "error", returns: bool = False):
             try:
                 return f(*args, **kwargs)
             except ReportedError as e:
-                print(f"{prefix}: {e}", file=sys.stderr)
+                print(f"{prefix}: {one_line(e)}", file=sys.stderr)
                 if returns:
                     return 2
                 sys.exit(2)

@@ -23,11 +23,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from detector.atomic import write_json_atomic
+from detector.atomic import ensure_dir, write_json_atomic
 from detector.checkpoints import load_detector
 from detector.config import (CONFIG_DIR, check_checkpoint_fits_data, check_model_fits_data, register_resolvers,
                              torch_threads)
 from detector.devices import pick_device
+from detector.config_checks import EVALUATE_CHECKS, check_config
 from detector.errors import InputError, user_errors
 from detector.eval import ObjectsWriter, WaymoMetrics
 from detector.eval.report import format_table
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 def evaluate(cfg: DictConfig) -> dict:
     """Evaluate as configured (``torch_threads`` applies while it runs, restored afterwards)."""
     register_resolvers()
+    check_config(cfg, EVALUATE_CHECKS)
     check_model_fits_data(cfg)
     with torch_threads(cfg.get("torch_threads")):
         return _evaluate(cfg)
@@ -46,7 +48,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
 def _evaluate(cfg: DictConfig) -> dict:
     out = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out)
     reset_every = cfg.get("reset_every")
     if reset_every is not None and (not isinstance(reset_every, int) or reset_every < 1):
         raise InputError(f"reset_every={reset_every!r}: expected a whole number of frames >= 1, or null (never)")

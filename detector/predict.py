@@ -23,8 +23,10 @@ from detector.config import (CONFIG_DIR, check_checkpoint_fits_data, check_model
 from detector.data.batch import FrameBatch
 from detector.data.clips import drop_nonfinite_points, frame_resets, prepare_frame
 from detector.data.collate import collate_frames
+from detector.atomic import ensure_dir
 from detector.checkpoints import load_detector
 from detector.devices import pick_device
+from detector.config_checks import PREDICT_CHECKS, check_config
 from detector.errors import InputError, user_errors
 from detector.eval import ObjectsWriter
 from detector.streaming import stream_segments
@@ -65,6 +67,7 @@ def record_frames(records: list[Path], point_range, max_gap_s: float | None,
 def predict(cfg: DictConfig) -> dict:
     """Predict as configured (``torch_threads`` applies while it runs, restored afterwards)."""
     register_resolvers()
+    check_config(cfg, PREDICT_CHECKS)
     check_model_fits_data(cfg)
     with torch_threads(cfg.get("torch_threads")):
         return _predict(cfg)
@@ -73,7 +76,7 @@ def predict(cfg: DictConfig) -> dict:
 def _predict(cfg: DictConfig) -> dict:
     run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.output_dir)
     out = Path(cfg.out) if cfg.get("out") else run_dir / "predictions.bin"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out.parent)
     records = find_records(cfg.input)
     device = pick_device(cfg.device)
     check_checkpoint_fits_data(cfg.ckpt_path, cfg.data)

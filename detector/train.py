@@ -20,8 +20,10 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from detector.atomic import ensure_dir, output_error
 from detector.checkpoints import check_checkpoint_file
 from detector.config import CONFIG_DIR, check_model_fits_data, register_resolvers, torch_threads
+from detector.config_checks import TRAIN_CHECKS, check_config
 from detector.errors import user_errors
 from detector.lit_module import DetectorModule
 
@@ -37,11 +39,27 @@ def output_dir(cfg: DictConfig) -> Path:
 
 class AtomicCheckpoint(ModelCheckpoint):
     """A ``ModelCheckpoint`` whose files appear whole: written under a temporary name, then renamed,
-    so a run killed while saving never leaves a half-written ``last.ckpt`` that a resume would trust."""
+    so a run killed while saving never leaves a half-written ``last.ckpt`` that a resume would trust;
+    the ``.partial`` file such a kill leaves is removed when the next run starts."""
+
+    def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if trainer.is_global_zero and self.dirpath and os.path.isdir(self.dirpath):
+            for name in os.listdir(self.dirpath):
+                if name.endswith(".ckpt.partial"):
+                    os.unlink(os.path.join(self.dirpath, name))
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         tmp = f"{filepath}.partial"
-        super()._save_checkpoint(trainer, tmp)
+        try:
+            super()._save_checkpoint(trainer, tmp)
+        except OSError as e:  # a full or read-only disk: no partial file stays, the last good one is kept
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            err = output_error(filepath, e)
+            if err is e:
+                raise
+            raise err from e
         if trainer.is_global_zero:
             os.replace(tmp, filepath)
         trainer.strategy.barrier("atomic_checkpoint")
@@ -71,6 +89,7 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
     """Run training as configured; returns paths of what it wrote and the last validation metrics.
     ``torch_threads`` applies while it runs; the process's thread count is restored afterwards."""
     register_resolvers()
+    check_config(cfg, TRAIN_CHECKS)
     check_model_fits_data(cfg)
     with torch_threads(cfg.get("torch_threads")):
         return _train(cfg, callbacks)
@@ -79,7 +98,7 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
 def _train(cfg: DictConfig, callbacks: list | None) -> dict:
     L.seed_everything(int(cfg.seed), workers=True)
     out = output_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:
         check_checkpoint_file(ckpt_path)

@@ -8,6 +8,9 @@ in the vehicle frame of this frame, heading in radians counter-clockwise from +x
 from __future__ import annotations
 
 import os
+import struct
+import zipfile
+import zlib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -87,8 +90,11 @@ class Frame:
                 nlz = z["nlz"] if "nlz" in z.files else None
         except FrameFormatError:
             raise
-        except (OSError, ValueError, EOFError) as e:  # zip errors are ValueError/OSError subclasses
-            raise FrameFormatError(f"{path}: not a readable frame file ({e})") from e
+        except FileNotFoundError as e:
+            raise FrameFormatError(f"{path}: frame file missing (convert the segment again)") from e
+        except _DAMAGE as e:  # the zip CRC of every array is checked as it is read
+            raise FrameFormatError(f"{path}: damaged frame file ({type(e).__name__}: {e}); convert the "
+                                   "segment again (python -m data_tools.convert_waymo repairs it)") from e
         return cls(
             points=data["points"],
             pose=data["pose"],
@@ -118,6 +124,31 @@ class Frame:
             elif a != b:
                 return False
         return True
+
+
+#: What reading a truncated or bit-flipped ``.npz`` raises (zip structure, CRC, npy header, deflate).
+_DAMAGE = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, KeyError, struct.error,
+           zlib.error, NotImplementedError)
+
+
+def verify_frame_file(path: str | os.PathLike) -> None:
+    """Check a frame file whole: a zip whose every member matches its CRC and which holds the frame
+    arrays; a ``FrameFormatError`` naming the path otherwise. Reads the file once (about as costly as
+    loading it); the converter's resume check uses it so that a damaged file gets its segment redone."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+            names = {n[:-4] if n.endswith(".npy") else n for n in z.namelist()}
+    except FileNotFoundError as e:
+        raise FrameFormatError(f"{path}: frame file missing") from e
+    except _DAMAGE as e:
+        raise FrameFormatError(f"{path}: damaged frame file ({type(e).__name__}: {e})") from e
+    if bad is not None:
+        raise FrameFormatError(f"{path}: damaged frame file (CRC mismatch in {bad})")
+    missing = [k for k in NPZ_ARRAYS if k not in names]
+    if missing:
+        raise FrameFormatError(f"{path}: missing arrays {missing}")
 
 
 def _index_from_name(path: Path) -> int:

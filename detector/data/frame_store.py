@@ -6,7 +6,8 @@ Layout::
     root/<split>/<segment_name>/segment.json               (written last: marks the segment complete)
 
 ``segment.json`` holds ``format_version``, ``segment``, ``split``, ``num_frames``,
-``timestamps_micros`` (list), ``source`` (the record it came from). A segment folder without it is
+``timestamps_micros`` (list), ``source`` (the record it came from) and, when the converter dropped
+points with NaN/inf values, ``nonfinite_points`` (``{lidar name: count}``). A segment folder without it is
 incomplete and is ignored by readers (and redone by the converter).
 """
 
@@ -38,6 +39,8 @@ class SegmentInfo:
     num_frames: int
     timestamps_micros: tuple[int, ...]
     source: str = ""
+    #: ``(lidar name, count)`` of the points the converter dropped for NaN/inf values
+    nonfinite_points: tuple[tuple[str, int], ...] = ()
 
     def frame_path(self, index: int) -> Path:
         return self.path / f"{index:04d}.npz"
@@ -53,17 +56,21 @@ class SegmentInfo:
 
 
 def write_segment_meta(segment_dir: str | os.PathLike, *, segment: str, split: str,
-                       timestamps_micros: list[int], source: str = "") -> Path:
+                       timestamps_micros: list[int], source: str = "",
+                       nonfinite_points: dict[str, int] | None = None) -> Path:
     """Write ``segment.json`` (call after every frame file is in place)."""
     path = Path(segment_dir) / SEGMENT_META
-    write_json_atomic(path, {
+    meta = {
         "format_version": FORMAT_VERSION,
         "segment": segment,
         "split": split,
         "num_frames": len(timestamps_micros),
         "timestamps_micros": [int(t) for t in timestamps_micros],
         "source": str(source),
-    })
+    }
+    if nonfinite_points:
+        meta["nonfinite_points"] = {str(k): int(v) for k, v in nonfinite_points.items()}
+    write_json_atomic(path, meta)
     return path
 
 
@@ -78,6 +85,7 @@ def read_segment(segment_dir: str | os.PathLike, split: str | None = None) -> Se
         version = int(meta["format_version"])
         n = int(meta["num_frames"])
         ts = tuple(int(t) for t in meta["timestamps_micros"])
+        nonfinite = tuple(sorted((str(k), int(v)) for k, v in dict(meta.get("nonfinite_points") or {}).items()))
     except (ValueError, KeyError, TypeError) as e:
         raise FrameStoreError(f"{meta_path}: unreadable segment metadata ({e})") from e
     if version != FORMAT_VERSION:
@@ -91,6 +99,7 @@ def read_segment(segment_dir: str | os.PathLike, split: str | None = None) -> Se
         num_frames=n,
         timestamps_micros=ts,
         source=str(meta.get("source", "")),
+        nonfinite_points=nonfinite,
     )
 
 

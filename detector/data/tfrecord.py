@@ -176,6 +176,7 @@ def iter_records_with_offsets(path: str | os.PathLike, verify: bool = True) -> I
     """Yield ``(byte_offset, data)`` of every record; raises ``RecordError`` at the first bad one."""
     path = Path(path)
     with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
         offset = 0
         while True:
             header = f.read(12)
@@ -187,6 +188,9 @@ def iter_records_with_offsets(path: str | os.PathLike, verify: bool = True) -> I
             (length_crc,) = struct.unpack("<I", header[8:])
             if verify and masked_crc32c(header[:8]) != length_crc:
                 raise RecordError(path, offset, "length CRC mismatch")
+            if length > size - offset - 16:  # also when not verifying: never allocate what is not there
+                raise RecordError(path, offset, f"header claims {length} bytes of data, the file has "
+                                                f"{max(size - offset - 16, 0)} after it (truncated or damaged)")
             data = f.read(length)
             if len(data) < length:
                 raise RecordError(path, offset, f"truncated data ({len(data)} of {length} bytes)")

@@ -114,8 +114,11 @@ def decode_lasers(frame: dataset_pb2.Frame, where: str = "frame") -> dict[int, L
 
 
 def frame_from_proto(frame: dataset_pb2.Frame, index: int = 0, where: str = "frame",
-                     second_return: bool = True) -> Frame:
-    """Convert one ``dataset_pb2.Frame`` (``where`` names it in errors, e.g. ``file record 3``)."""
+                     second_return: bool = True, nonfinite: dict[str, int] | None = None) -> Frame:
+    """Convert one ``dataset_pb2.Frame`` (``where`` names it in errors, e.g. ``file record 3``).
+
+    Points with a NaN or infinite coordinate, intensity or elongation are dropped; ``nonfinite``, when
+    given, receives how many per lidar name (e.g. ``{"TOP": 12}``)."""
     frame_pose = np.asarray(frame.pose.transform, np.float64)
     if frame_pose.size != 16:
         raise FrameFormatError(f"{where}: pose.transform has {frame_pose.size} values, expected 16")
@@ -151,15 +154,18 @@ def frame_from_proto(frame: dataset_pb2.Frame, index: int = 0, where: str = "fra
                 if pixel_pose.shape != img.shape[:2] + (6,):
                     raise FrameFormatError(
                         f"{where}: TOP range_image_pose of shape {pixel_pose.shape}, range image {img.shape}")
-            xyz, mask = range_image_to_points(img, extrinsic.reshape(4, 4), incl, pixel_pose,
-                                              frame_pose if pixel_pose is not None else None)
+            with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf values are counted and dropped below
+                xyz, mask = range_image_to_points(img, extrinsic.reshape(4, 4), incl, pixel_pose,
+                                                  frame_pose if pixel_pose is not None else None)
             part = np.zeros((len(xyz), 5), np.float32)
             part[:, :3] = xyz
             c = img.shape[2]
             if c >= 2:
                 part[:, 3:3 + min(c - 1, 2)] = img[..., 1:3][mask]
+            part_nlz = img[..., 3][mask] > 0 if c >= 4 else np.zeros(len(xyz), bool)
+            part, part_nlz = _drop_nonfinite(part, part_nlz, lname, nonfinite)
             pts_parts.append(part)
-            nlz_parts.append(img[..., 3][mask] > 0 if c >= 4 else np.zeros(len(xyz), bool))
+            nlz_parts.append(part_nlz)
 
     if pts_parts:
         points = np.concatenate(pts_parts)
@@ -185,6 +191,15 @@ def frame_from_proto(frame: dataset_pb2.Frame, index: int = 0, where: str = "fra
     )
 
 
+def _drop_nonfinite(points: np.ndarray, nlz: np.ndarray, lidar: str, counts: dict[str, int] | None):
+    finite = np.isfinite(points).all(axis=1)
+    if finite.all():
+        return points, nlz
+    if counts is not None:
+        counts[lidar] = counts.get(lidar, 0) + int(len(finite) - np.count_nonzero(finite))
+    return points[finite], nlz[finite]
+
+
 def parse_frame(data: bytes, where: str = "record") -> dataset_pb2.Frame:
     frame = dataset_pb2.Frame()
     try:
@@ -200,12 +215,19 @@ def iter_frame_protos(tfrecord_path: str | os.PathLike) -> Iterator[tuple[int, d
         yield offset, parse_frame(data, f"{tfrecord_path}: record {i} at byte offset {offset}")
 
 
-def iter_frames(tfrecord_path: str | os.PathLike, second_return: bool = True) -> Iterator[Frame]:
-    """Frames of one segment file, in record order (``Frame.index`` counts records from 0)."""
+def iter_frames(tfrecord_path: str | os.PathLike, second_return: bool = True,
+                nonfinite: dict[int, dict[str, int]] | None = None) -> Iterator[Frame]:
+    """Frames of one segment file, in record order (``Frame.index`` counts records from 0).
+    ``nonfinite``, when given, receives ``{record index: {lidar name: points dropped}}`` for the
+    records that had NaN/inf points."""
     path = Path(tfrecord_path)
     for i, (offset, proto) in enumerate(iter_frame_protos(path)):
-        yield frame_from_proto(proto, index=i, where=f"{path}: record {i} at byte offset {offset}",
-                               second_return=second_return)
+        dropped: dict[str, int] = {}
+        frame = frame_from_proto(proto, index=i, where=f"{path}: record {i} at byte offset {offset}",
+                                 second_return=second_return, nonfinite=dropped)
+        if dropped and nonfinite is not None:
+            nonfinite[i] = dropped
+        yield frame
 
 
 def read_context_name(tfrecord_path: str | os.PathLike) -> str:

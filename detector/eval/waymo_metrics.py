@@ -231,9 +231,16 @@ def evaluate_objects(gt: metrics_pb2.Objects, pred: metrics_pb2.Objects,
 def evaluate_objects_curves(gt: metrics_pb2.Objects, pred: metrics_pb2.Objects,
                             config: metrics_pb2.Config | None = None) -> WaymoMetrics:
     """As :func:`evaluate_objects`, returning the filled :class:`WaymoMetrics` (for P/R curves)."""
-    from detector.eval.submission import FrameObjects, objects_to_frames
+    from detector.eval.submission import objects_to_frames
 
-    gt_frames, pred_frames = objects_to_frames(gt), objects_to_frames(pred)
+    return evaluate_frames_curves(objects_to_frames(gt), objects_to_frames(pred), config)
+
+
+def evaluate_frames_curves(gt_frames: dict, pred_frames: dict,
+                           config: metrics_pb2.Config | None = None) -> WaymoMetrics:
+    """As :func:`evaluate_objects_curves`, from objects already grouped by frame (``objects_to_frames``)."""
+    from detector.eval.submission import FrameObjects
+
     metrics = WaymoMetrics(config)
     empty = FrameObjects.empty()
     for key in sorted(set(gt_frames) | set(pred_frames)):

@@ -19,6 +19,7 @@ from data_tools.convert_waymo import ShardError, convert, find_records, parse_sh
 from detector.data.frame import NPZ_ARRAYS, Frame
 from detector.data.frame_store import FORMAT_VERSION, list_segments
 from detector.data.waymo_reader import iter_frames, read_context_name
+from detector.errors import InputError
 from tests.helpers.paths import REPO_ROOT
 
 
@@ -140,7 +141,7 @@ def test_cli_exit_codes(tiny, tmp_path):
     run = subprocess.run([sys.executable, "-m", "data_tools.convert_waymo", f"src={src}", f"dst={tmp_path / 'store'}",
                           "workers=2", "progress=false", f"hydra.run.dir={tmp_path / 'logs'}"],
                          cwd=REPO_ROOT, capture_output=True, text=True)
-    assert run.returncode == 1
+    assert run.returncode == 2
     assert "1 converted, 0 already complete (skipped), 2 failed" in run.stderr
     assert f"FAILED {bad}" in run.stderr and f"byte offset {offset}" in run.stderr
     run = subprocess.run([sys.executable, "-m", "data_tools.convert_waymo", f"src={tmp_path / 'nothing'}",
@@ -162,5 +163,5 @@ def test_shards_partition_the_files(tiny, tmp_path):
     for bad in ("2/2", "x", "1/0", "-1/3"):
         with pytest.raises(ShardError):
             parse_shard(bad)
-    with pytest.raises(FileNotFoundError, match="no records"):
+    with pytest.raises(InputError, match="no records"):
         find_records(tmp_path / "store")
