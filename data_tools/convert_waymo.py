@@ -1,11 +1,14 @@
-"""``python -m data_tools.convert_waymo src=DIR dst=DIR workers=K [shard=i/n]``: records -> frame store.
+"""``python -m data_tools.convert_waymo src=DIR dst=DIR workers=K [shard=i/n]``: Waymo data -> frame store.
 
-``src/<split>/*.tfrecord`` (split in training, validation, testing) becomes
+``src/<split>/*.tfrecord`` (v1 records; split in training, validation, testing) or
+``src/<split>/<component>/<segment>.parquet`` (v2 components, ``detector.data.waymo_v2``) becomes
 ``dst/<split>/<segment>/<index:04d>.npz`` plus ``segment.json``, the segment being the records'
-``context.name``. Frame files are written atomically and ``segment.json`` last, so a segment whose
+``context.name`` (v1) or the components' ``key.segment_context_name`` (v2, which is also their file
+name); v2 frames are numbered in timestamp order. A split holds one format or the other. Frame files are written atomically and ``segment.json`` last, so a segment whose
 metadata is present and names the same source is complete and is skipped on a re-run; anything else
 is converted again from scratch (giving byte-identical files). A corrupt or truncated record fails its
-segment with the file and byte offset in the message; the other segments are still converted, and the
+segment with the file and byte offset in the message (v2: a missing, truncated or malformed
+component file fails its segment with the file named); the other segments are still converted, and the
 command then exits with status 1 and a summary.
 """
 
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
+import pyarrow as pa
 from google.protobuf.message import DecodeError
 from omegaconf import DictConfig
 
@@ -24,6 +28,7 @@ from data_tools.parallel import map_segments
 from detector import CONFIG_DIR
 from detector.data.frame import FrameFormatError
 from detector.data.frame_store import SEGMENT_META, SPLITS, FrameStoreError, read_segment, write_segment_meta
+from detector.data import waymo_v2
 from detector.data.tfrecord import RecordError
 from detector.data.waymo_reader import iter_frames, read_context_name
 
@@ -33,8 +38,12 @@ _FRAME_FILE = re.compile(r"^\d{4,}\.npz$")
 @dataclass(frozen=True)
 class SegmentJob:
     split: str
-    path: Path  # the record file
+    path: Path  # the record file (v1), or the segment's lidar component file (v2)
     source: str  # its path relative to src, stored in segment.json
+    format: str = "v1"  # "v1" or "v2"
+
+    def v2_segment(self) -> waymo_v2.V2Segment:
+        return waymo_v2.V2Segment(self.path.parent.parent.parent, self.split, self.path.stem)
 
 
 @dataclass(frozen=True)
@@ -46,17 +55,32 @@ class SegmentResult:
     error: str = ""
 
 
+class SourceError(ValueError):
+    """A ``src`` folder whose layout the converter cannot take (e.g. a split holding both formats)."""
+
+
 def find_records(src: str | Path) -> list[SegmentJob]:
-    """Every ``src/<split>/*.tfrecord``, splits in Waymo's order, files sorted by name."""
+    """Every ``src/<split>/*.tfrecord`` (v1) or v2 segment of ``src/<split>/<component>/``, splits in
+    Waymo's order, files (v1) or segment names (v2) sorted."""
     src = Path(src)
     if not src.is_dir():
         raise FileNotFoundError(f"src={src}: no such folder")
-    jobs = [SegmentJob(split, p, f"{split}/{p.name}")
-            for split in SPLITS if (src / split).is_dir()
-            for p in sorted((src / split).glob("*.tfrecord"))]
+    jobs = []
+    for split in SPLITS:
+        if not (src / split).is_dir():
+            continue
+        records = sorted((src / split).glob("*.tfrecord"))
+        v2 = waymo_v2.split_segments(src, split) if waymo_v2.is_v2_split(src / split) else []
+        if records and v2:
+            raise SourceError(f"src={src}: {split}/ holds both v1 records ({records[0].name}, ...) and v2 component "
+                              "folders; put them under separate roots and convert each")
+        jobs += [SegmentJob(split, p, f"{split}/{p.name}") for p in records]
+        jobs += [SegmentJob(split, s.path(waymo_v2.S.LIDAR), f"{split}/{waymo_v2.S.LIDAR}/{s.name}.parquet", "v2")
+                 for s in v2]
     if not jobs:
         raise FileNotFoundError(
-            f"src={src}: no records; expected {', '.join(f'{s}/*.tfrecord' for s in SPLITS)} under it")
+            f"src={src}: no records; expected {', '.join(f'{s}/*.tfrecord' for s in SPLITS)} (Waymo v1) or "
+            f"<split>/{{{','.join(waymo_v2.S.REQUIRED)},lidar_box}}/*.parquet (Waymo v2) under it")
     return jobs
 
 
@@ -99,16 +123,23 @@ def _clear_incomplete(seg_dir: Path) -> None:
 
 
 def convert_segment(job: SegmentJob, dst: str | Path, second_return: bool = True) -> SegmentResult:
-    """Convert one record file (or skip it when its segment is already complete)."""
+    """Convert one record file or v2 segment (or skip it when its segment is already complete)."""
     try:
-        segment = read_context_name(job.path)
+        if job.format == "v2":
+            segment = job.path.stem
+        else:
+            segment = read_context_name(job.path)
         seg_dir = Path(dst) / job.split / segment
         if is_complete(seg_dir, segment, job):
             return SegmentResult(job, "skipped", segment, read_segment(seg_dir).num_frames)
         seg_dir.mkdir(parents=True, exist_ok=True)
         _clear_incomplete(seg_dir)
         timestamps = []
-        for frame in iter_frames(job.path, second_return=second_return):
+        if job.format == "v2":
+            frames = waymo_v2.iter_frames(job.v2_segment(), second_return=second_return)
+        else:
+            frames = iter_frames(job.path, second_return=second_return)
+        for frame in frames:
             if frame.segment != segment:
                 raise FrameFormatError(f"{job.path}: record {frame.index} has context.name {frame.segment!r}, "
                                        f"the first record {segment!r}")
@@ -117,7 +148,7 @@ def convert_segment(job: SegmentJob, dst: str | Path, second_return: bool = True
         write_segment_meta(seg_dir, segment=segment, split=job.split, timestamps_micros=timestamps,
                            source=job.source)
         return SegmentResult(job, "converted", segment, len(timestamps))
-    except (RecordError, FrameFormatError, FrameStoreError, DecodeError, OSError) as e:
+    except (RecordError, FrameFormatError, FrameStoreError, DecodeError, OSError, pa.ArrowException) as e:
         return SegmentResult(job, "failed", error=f"{type(e).__name__}: {e}")
 
 
@@ -149,7 +180,7 @@ def main(cfg: DictConfig) -> None:
         parse_shard(cfg.shard)
         results = convert(cfg.src, cfg.dst, workers=int(cfg.workers), shard=cfg.shard,
                           second_return=bool(cfg.second_return), progress=bool(cfg.progress))
-    except (ShardError, FileNotFoundError) as e:
+    except (ShardError, SourceError, FileNotFoundError) as e:
         print(f"convert_waymo: {e}", file=sys.stderr)
         sys.exit(2)
     text = summary(results)
