@@ -1,6 +1,7 @@
 """Predict on raw records: ``python -m detector.predict experiment=NAME ckpt_path=PATH input=DIR``.
 
-Reads Waymo v1 segment records directly (no conversion, no TensorFlow), prepares each frame exactly
+Reads Waymo v1 segment records or v2 segments directly (no conversion, no TensorFlow; ``input=`` as
+``detector.data.segments.find_segments`` takes it), prepares each frame exactly
 as the data module does (non-finite points dropped, points cropped to the model's range), streams
 the detector with its state carried through each segment, and writes ``predictions.bin``
 (``metrics_pb2.Objects``, the leaderboard format) atomically.
@@ -23,6 +24,7 @@ from detector import CONFIG_DIR
 from detector.data.batch import FrameBatch
 from detector.data.clips import drop_nonfinite_points, frame_resets, prepare_frame
 from detector.data.collate import collate_frames
+from detector.data.segments import RawSegment, SegmentInputError, find_segments
 from detector.errors import UserError, user_errors
 from detector.evaluate import load_detector, pick_device
 from detector.inference import stream_segments
@@ -30,26 +32,21 @@ from detector.inference import stream_segments
 log = logging.getLogger(__name__)
 
 
-def find_records(path: str | Path) -> list[Path]:
-    p = Path(path)
-    if p.is_file():
-        return [p]
-    if not p.is_dir():
-        raise UserError(f"input not found: {p}")
-    records = sorted(q for q in p.rglob("*") if q.suffix in (".tfrecord", ".tfrecords") and q.is_file())
-    if not records:
-        raise UserError(f"{p}: no .tfrecord files in this folder (searched recursively)")
-    return records
+def find_records(path: str | Path) -> list[RawSegment]:
+    """The segments of ``input=`` (v1 record files or v2 segments)."""
+    try:
+        return find_segments(path)
+    except SegmentInputError as e:
+        raise UserError(str(e)) from e
 
 
-def record_frames(records: list[Path], point_range, max_gap_s: float | None,
+def record_frames(records: list[RawSegment], point_range, max_gap_s: float | None,
                   second_return: bool = True) -> Iterator[FrameBatch]:
-    """Every frame of every record, prepared as for evaluation, with ``reset`` at segment starts and gaps."""
-    from detector.data.waymo_reader import iter_frames
-
-    for path in records:
+    """Every frame of every segment, prepared as for evaluation, with ``reset`` at segment starts and gaps."""
+    for segment in records:
+        path = segment.path
         frames = []
-        for frame in iter_frames(path, second_return=second_return):
+        for frame in segment.frames(second_return=second_return):
             frame, dropped = drop_nonfinite_points(frame)
             if dropped:
                 log.warning("%s frame %d: dropped %d points with NaN/inf values", path, frame.index, dropped)
@@ -77,7 +74,7 @@ def predict(cfg: DictConfig) -> dict:
         for r in tqdm(stream_segments(model, frames, device), desc="predict", unit="frame", file=sys.stderr):
             writer.add_detections(r.segment, r.timestamp_micros, r.boxes, r.scores, r.types)
             n += 1
-    print(f"{n} frames of {len(records)} records; wrote {writer.num_objects} detections to {out}")
+    print(f"{n} frames of {len(records)} segments; wrote {writer.num_objects} detections to {out}")
     return {"predictions": str(out), "frames": n, "objects": writer.num_objects}
 
 

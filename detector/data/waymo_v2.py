@@ -67,8 +67,8 @@ class V2Segment:
     def missing(self) -> list[Path]:
         return [self.path(c) for c in self.components() if not self.path(c).is_file()]
 
-    def frames(self, second_return: bool = True) -> Iterator[Frame]:
-        return iter_frames(self, second_return=second_return)
+    def frames(self, second_return: bool = True, start: int = 0, stop: int | None = None) -> Iterator[Frame]:
+        return iter_frames(self, second_return=second_return, start=start, stop=stop)
 
     def __str__(self) -> str:
         return f"{self.root / self.split}/<component>/{self.name}.parquet"
@@ -418,8 +418,10 @@ class _RowGroupCache:
                 self.tables.pop(g, None)
 
 
-def iter_frames(segment: V2Segment, second_return: bool = True, cache_row_groups: int = 2) -> Iterator[Frame]:
-    """Frames of one v2 segment in timestamp order (``Frame.index`` counts them from 0).
+def iter_frames(segment: V2Segment, second_return: bool = True, start: int = 0, stop: int | None = None,
+                cache_row_groups: int = 2) -> Iterator[Frame]:
+    """Frames ``start <= index < stop`` of one v2 segment in timestamp order (``Frame.index`` counts
+    all its frames from 0).
 
     Every component file is opened and the small ones read (and checked against each other) before
     the first frame is yielded; range images are then read row group by row group as frames need them.
@@ -445,18 +447,21 @@ def iter_frames(segment: V2Segment, second_return: bool = True, cache_row_groups
         names = [c.name for c in calibrations]
         lidar_at = [{n: lidar_rows.locate(lidar, t, n) for n in names} for t in timestamps.tolist()]
         pose_at = [pose_rows.locate(pose_file, t, TOP) if TOP in names else None for t in timestamps.tolist()]
+        shown = range(len(timestamps))[start:stop]
+        lidar_at, pose_at = [lidar_at[i] for i in shown], [pose_at[i] for i in shown]
 
         returns = S.LIDAR_RETURN if second_return else S.LIDAR_RETURN[:1]
         lidar_cache = _RowGroupCache(lidar, [p + s for p in returns for s in (S.VALUES, S.SHAPE)],
                                      [{g for g, _ in at.values()} for at in lidar_at], cache_row_groups)
         pose_cache = _RowGroupCache(pose_file, [S.POSE_RETURN1 + S.VALUES, S.POSE_RETURN1 + S.SHAPE],
                                     [set() if p is None else {p[0]} for p in pose_at], cache_row_groups)
-        for i, ts in enumerate(timestamps.tolist()):
+        for step, i in enumerate(shown):
+            ts = int(timestamps[i])
             where = f"{name} frame timestamp {ts}"
             lasers = {}
             for n in names:
-                g, row = lidar_at[i][n]
-                table = lidar_cache.get(g, i)
+                g, row = lidar_at[step][n]
+                table = lidar_cache.get(g, step)
                 images = []
                 for k, prefix in enumerate(returns, start=1):
                     img = _range_image(table, prefix, row, f"{where}, laser {laser_label(n)} return {k}", lidar)
@@ -465,15 +470,15 @@ def iter_frames(segment: V2Segment, second_return: bool = True, cache_row_groups
                     images.append(img)
                 pixel_pose = None
                 if n == TOP:
-                    pg, prow = pose_at[i]
-                    pixel_pose = _range_image(pose_cache.get(pg, i), S.POSE_RETURN1, prow,
+                    pg, prow = pose_at[step]
+                    pixel_pose = _range_image(pose_cache.get(pg, step), S.POSE_RETURN1, prow,
                                               f"{where}, laser TOP pose", pose_file)
                 lasers[n] = LaserImages(n, images, pixel_pose)
             points, nlz = frame_points(calibrations, lasers, poses[i], f"{lidar.path}: {where}", second_return,
                                        pose_what="lidar_pose row")
             del lasers
-            lidar_cache.finish(i)
-            pose_cache.finish(i)
+            lidar_cache.finish(step)
+            pose_cache.finish(step)
             rows = labels.rows(ts)
             yield Frame(
                 points=points, pose=poses[i], timestamp_micros=ts, segment=name, index=i,
