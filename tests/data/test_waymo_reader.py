@@ -231,7 +231,7 @@ def test_iter_frames_reports_corrupt_record(tmp_path, moving_segment):
 
 # --- optional cross-check with the official TensorFlow utilities -----------------------------------
 
-OFFICIAL_PY = Path(__file__).resolve().parent.parent / ".venv-official" / "bin" / "python"
+OFFICIAL_PY = Path(__file__).resolve().parents[2] / ".venv-official" / "bin" / "python"
 
 _OFFICIAL_SCRIPT = r"""
 import sys, zlib, numpy as np

@@ -20,7 +20,7 @@ from detector.data.frame import NPZ_ARRAYS, Frame
 from detector.data.frame_store import FORMAT_VERSION, list_segments
 from detector.data.waymo_reader import iter_frames, read_context_name
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository (tests/tools/ is two below it)
 
 
 def _digests(folder: Path) -> dict[str, str]:
