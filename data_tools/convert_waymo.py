@@ -4,8 +4,8 @@
 ``src/<split>/<component>/<segment>.parquet`` (v2 components, ``detector.data.waymo_v2``) becomes
 ``dst/<split>/<segment>/<index:04d>.npz`` plus ``segment.json``, the segment being the records'
 ``context.name`` (v1) or the components' ``key.segment_context_name`` (v2, which is also their file
-name); v2 frames are numbered in timestamp order. A split holds one format or the other. Frame files are written atomically and ``segment.json`` last, so a segment whose
-metadata is present and names the same source is complete and is skipped on a re-run; anything else
+name); v2 frames are numbered in timestamp order. A split holds one format or the other. Frame files
+are written atomically and ``segment.json`` last, so a segment whose metadata is present and names the same source is complete and is skipped on a re-run; anything else
 is converted again from scratch (giving byte-identical files). A corrupt or truncated record fails its
 segment with the file and byte offset in the message (v2: a missing, truncated or malformed
 component file fails its segment with the file named); the other segments are still converted, and the

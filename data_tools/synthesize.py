@@ -4,8 +4,8 @@ Writes synthetic segments as Waymo v1 TFRecords: ``out_dir/training/segment-<nam
 and likewise under ``out_dir/validation`` (``format=v1``, the default); or the same frames as Waymo v2
 components, ``out_dir/training/<component>/<name>.parquet`` (``format=v2``, data_tools.waymo_v2_writer);
 or both, v1 under ``out_dir/v1`` and v2 under ``out_dir/v2`` (``format=both``). Each file is written to a
-temporary name and renamed when complete. Segment ``i`` of a split is drawn from ``SeedSequence([seed, split, i])`` alone, so the
-output does not depend on ``workers``.
+temporary name and renamed when complete. Segment ``i`` of a split is drawn from
+``SeedSequence([seed, split, i])`` alone, so the output does not depend on ``workers``.
 """
 
 from __future__ import annotations

@@ -237,7 +237,8 @@ def _range_image(table: pa.Table, prefix: str, row: int, what: str, f: _File) ->
     if values is None:
         return None
     if shape is None or len(shape) != 3 or (np.asarray(shape) < 0).any():
-        raise FrameFormatError(f"{f.path}: {what}: shape {None if shape is None else shape.tolist()}, expected [H, W, C]")
+        got = None if shape is None else shape.tolist()
+        raise FrameFormatError(f"{f.path}: {what}: shape {got}, expected [H, W, C]")
     shape = tuple(int(d) for d in shape)
     if int(np.prod(shape)) != values.size or shape[2] < 1:
         raise FrameFormatError(f"{f.path}: {what}: {values.size} values do not fill shape {list(shape)}")

@@ -99,8 +99,8 @@ def open_source(path: str | os.PathLike | None) -> FrameSource:
         from detector.data.waymo_reader import read_context_name
 
         return FrameSource(path, "tfrecord", read_context_name(path), None)
-    raise VisualizeInputError(f"input={path}: expected a frame-store segment folder, a .tfrecord file or a "
-                              "Waymo v2 segment (<root>/<split>/<component>/<segment>.parquet or <root>/<split>/<segment>)")
+    raise VisualizeInputError(f"input={path}: expected a frame-store segment folder, a .tfrecord file or a Waymo "
+                              "v2 segment (<root>/<split>/<component>/<segment>.parquet or <root>/<split>/<segment>)")
 
 
 class PredictionIndex:

@@ -46,7 +46,8 @@ def test_same_frames_for_predict_and_visualize(inputs):
     for a, b in zip(v1.frames(), v2.frames(), strict=True):
         assert a.equals(b)
     assert [f.index for f in v2.frames(start=1)] == [1, 2]
-    batches = [list(record_frames(find_records(p), [-40, -40, -3, 40, 40, 4], None)) for p in (record, seg.path(S.LIDAR))]
+    crop = [-40, -40, -3, 40, 40, 4]
+    batches = [list(record_frames(find_records(p), crop, None)) for p in (record, seg.path(S.LIDAR))]
     assert len(batches[0]) == len(batches[1]) == 3
     for a, b in zip(*batches):
         assert torch.equal(a.points, b.points) and a.reset.tolist() == b.reset.tolist()

@@ -156,8 +156,7 @@ def test_null_rules(copy):
     write_v2_segment(protos, seg.root, seg.split)
     t = pq.read_table(seg.path(S.LIDAR_BOX))
     ts0 = protos[0].timestamp_micros
-    rows = [i for i, (ts, oid) in enumerate(zip(t.column(S.KEY_TIMESTAMP).to_pylist(), t.column(S.KEY_OBJECT).to_pylist()))
-            if ts == ts0]
+    rows = [i for i, ts in enumerate(t.column(S.KEY_TIMESTAMP).to_pylist()) if ts == ts0]
     speed = t.column(S.BOX_SPEED[0]).to_pylist()
     assert speed[rows[0]] == 1.5 and speed.count(None) == t.num_rows - 1
     diff = t.column(S.BOX_DIFFICULTY_DETECTION).to_pylist()

@@ -107,8 +107,8 @@ def test_missing_and_damaged_components_fail_their_segment(both, tmp_path):
 
 def test_cli_v2_and_mixed_roots(both, tmp_path):
     src, stores = both
-    run = subprocess.run([sys.executable, "-m", "data_tools.convert_waymo", f"src={src / 'v2'}", f"dst={tmp_path / 's'}",
-                          "workers=2", "progress=true", f"hydra.run.dir={tmp_path / 'logs'}"],
+    run = subprocess.run([sys.executable, "-m", "data_tools.convert_waymo", f"src={src / 'v2'}",
+                          f"dst={tmp_path / 's'}", "workers=2", "progress=true", f"hydra.run.dir={tmp_path / 'logs'}"],
                          cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "3 converted" in run.stdout and "segment" in run.stderr  # the tqdm bar over segments
