@@ -9,9 +9,9 @@ same conversion as the v1 reader (``range_image.frame_points``): both returns, r
 compensation of TOP from its pixel pose (which return 2 shares), NLZ flags from channel 3.
 
 Memory: only the needed columns are read. The small components are read whole; ``lidar`` and
-``lidar_pose`` (~1 GB of floats for a 200-frame segment) are read one row group at a time and kept
-while a coming frame needs them (at most ``cache_row_groups``, or the row groups one frame spans),
-so frames stream whatever the row order. Null rules of the released files: null speed and
+``lidar_pose`` (~1 GB of floats for a 200-frame segment) are streamed out of their row groups a few
+rows at a time and kept while a coming frame needs them (``_BatchCache``), so memory holds a few
+frames' range images whatever the segment length, row-group size or row order. Null rules of the released files: null speed and
 acceleration (a label without metadata) read as NaN, null difficulty as 0 (UNKNOWN), a null point
 count as 0, a null beam-inclination list as uniform beams, a null return 2 as no second return.
 Integer keys of any width, float or double transforms, and both list child names (``item``,
@@ -231,7 +231,7 @@ def _row_list(col: pa.ChunkedArray, row: int) -> np.ndarray | None:
     return scalar.values.to_numpy(zero_copy_only=False)
 
 
-def _range_image(table: pa.Table, prefix: str, row: int, what: str, f: _File) -> np.ndarray | None:
+def _range_image(table: pa.Table | pa.RecordBatch, prefix: str, row: int, what: str, f: _File) -> np.ndarray | None:
     values = _row_list(table.column(prefix + S.VALUES), row)
     shape = _row_list(table.column(prefix + S.SHAPE), row)
     if values is None:
@@ -384,48 +384,89 @@ class _RowIndex:
                 from None
 
 
-class _RowGroupCache:
-    """Row groups of one file, read when a frame first needs them and dropped when no later frame does;
-    beyond ``capacity`` the group needed farthest ahead is dropped (read again when needed)."""
+class _BatchCache:
+    """Rows of one file in batches of ``batch_rows`` rows, streamed out of their row groups
+    (``ParquetFile.iter_batches``: memory holds a batch, not a row group). A batch is kept from when it
+    is read until the last frame that needs it; a row group's stream reads forward, keeping the
+    batches it passes that a later frame needs, and starts again from the group's first batch when a
+    frame needs one it has passed and dropped. Beyond ``capacity`` batches the one needed farthest
+    ahead is dropped (read again when needed). Units are ``(row group, batch index)``."""
 
-    def __init__(self, f: _File, columns: list[str], uses: list[set[int]], capacity: int):
-        self.f, self.columns, self.uses, self.capacity = f, columns, uses, capacity
-        self.pending: dict[int, deque[int]] = defaultdict(deque)
-        for step, groups in enumerate(uses):
-            for g in sorted(groups):
-                self.pending[g].append(step)
-        self.tables: dict[int, pa.Table] = {}
-        self.reads = 0
+    def __init__(self, f: _File, columns: list[str], uses: list[set[tuple[int, int]]], capacity: int,
+                 batch_rows: int):
+        self.f, self.columns, self.uses, self.capacity, self.batch_rows = f, columns, uses, capacity, batch_rows
+        self.pending: dict[tuple[int, int], deque[int]] = defaultdict(deque)
+        for step, units in enumerate(uses):
+            for u in sorted(units):
+                self.pending[u].append(step)
+        self.batches: dict[tuple[int, int], pa.RecordBatch] = {}
+        self.streams: dict[int, tuple[Iterator[pa.RecordBatch], int]] = {}  # group -> (iterator, next batch)
+        self.reads = 0  # batches decoded
 
-    def get(self, group: int, step: int) -> pa.Table:
-        table = self.tables.get(group)
-        if table is None:
-            need = self.uses[step]
-            while len(self.tables) >= max(self.capacity, len(need)):
-                victims = [g for g in self.tables if g not in need]
-                if not victims:
-                    break
-                del self.tables[max(victims, key=lambda g: self.pending[g][0] if self.pending[g] else 1 << 62)]
-            table = self.tables[group] = self.f.read(self.columns, row_group=group)
+    def _next_use(self, unit: tuple[int, int]) -> int:
+        q = self.pending.get(unit)
+        return q[0] if q else 1 << 62
+
+    def _keep(self, unit: tuple[int, int], batch: pa.RecordBatch, need: set) -> None:
+        while len(self.batches) >= max(self.capacity, len(need)):
+            victims = [u for u in self.batches if u not in need]
+            if not victims:
+                break
+            del self.batches[max(victims, key=self._next_use)]
+        self.batches[unit] = batch
+
+    def _stream(self, group: int) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from self.f.file.iter_batches(batch_size=self.batch_rows, row_groups=[group], columns=self.columns,
+                                                use_threads=False)
+        except (pa.ArrowException, OSError) as e:
+            raise FrameFormatError(f"{self.f.path} row group {group}: unreadable ({e})") from e
+
+    def get(self, unit: tuple[int, int], step: int) -> pa.RecordBatch:
+        batch = self.batches.get(unit)
+        if batch is not None:
+            return batch
+        group, index = unit
+        it, pos = self.streams.get(group, (None, 1 << 62))
+        if it is None or pos > index:
+            self.f.require(self.columns)
+            it, pos = self._stream(group), 0
+        need = self.uses[step]
+        while pos <= index:
+            batch = next(it, None)
+            expected = min(self.batch_rows, int(self.f.row_group_rows[group]) - pos * self.batch_rows)
+            if batch is None or batch.num_rows != expected:
+                got = 0 if batch is None else batch.num_rows  # a damaged page can end a stream early, silently
+                raise FrameFormatError(f"{self.f.path} row group {group}: unreadable (batch {pos} of "
+                                       f"{self.batch_rows} rows has {got}, expected {expected})")
             self.reads += 1
-        return table
+            if pos == index or self.pending.get((group, pos)):
+                self._keep((group, pos), batch, need)
+            pos += 1
+        self.streams[group] = (it, pos)
+        return self.batches[unit]
 
     def finish(self, step: int) -> None:
-        for g in self.uses[step]:
-            q = self.pending[g]
+        for u in self.uses[step]:
+            q = self.pending[u]
             while q and q[0] <= step:
                 q.popleft()
             if not q:
-                self.tables.pop(g, None)
+                self.batches.pop(u, None)
+        # a stream no later frame reads from is closed (it holds its row group's buffered bytes)
+        for group in [g for g in self.streams if not any(self.pending.get((g, k)) for k in
+                                                         range(-(-int(self.f.row_group_rows[g]) // self.batch_rows)))]:
+            del self.streams[group]
 
 
 def iter_frames(segment: V2Segment, second_return: bool = True, start: int = 0, stop: int | None = None,
-                cache_row_groups: int = 2) -> Iterator[Frame]:
+                batch_rows: int = 5, cache_batches: int = 4) -> Iterator[Frame]:
     """Frames ``start <= index < stop`` of one v2 segment in timestamp order (``Frame.index`` counts
     all its frames from 0).
 
     Every component file is opened and the small ones read (and checked against each other) before
-    the first frame is yielded; range images are then read row group by row group as frames need them.
+    the first frame is yielded; range images are then streamed out of their row groups in batches of
+    ``batch_rows`` rows, at most ``cache_batches`` batches (or those one frame spans) held at a time.
     """
     name = segment.name
     with ExitStack() as stack:
@@ -452,17 +493,21 @@ def iter_frames(segment: V2Segment, second_return: bool = True, start: int = 0, 
         lidar_at, pose_at = [lidar_at[i] for i in shown], [pose_at[i] for i in shown]
 
         returns = S.LIDAR_RETURN if second_return else S.LIDAR_RETURN[:1]
-        lidar_cache = _RowGroupCache(lidar, [p + s for p in returns for s in (S.VALUES, S.SHAPE)],
-                                     [{g for g, _ in at.values()} for at in lidar_at], cache_row_groups)
-        pose_cache = _RowGroupCache(pose_file, [S.POSE_RETURN1 + S.VALUES, S.POSE_RETURN1 + S.SHAPE],
-                                    [set() if p is None else {p[0]} for p in pose_at], cache_row_groups)
+        def unit(g_row):
+            return g_row[0], g_row[1] // batch_rows
+
+        lidar_cache = _BatchCache(lidar, [p + s for p in returns for s in (S.VALUES, S.SHAPE)],
+                                  [{unit(x) for x in at.values()} for at in lidar_at], cache_batches, batch_rows)
+        pose_cache = _BatchCache(pose_file, [S.POSE_RETURN1 + S.VALUES, S.POSE_RETURN1 + S.SHAPE],
+                                 [set() if p is None else {unit(p)} for p in pose_at], cache_batches, batch_rows)
         for step, i in enumerate(shown):
             ts = int(timestamps[i])
             where = f"{name} frame timestamp {ts}"
             lasers = {}
             for n in names:
                 g, row = lidar_at[step][n]
-                table = lidar_cache.get(g, step)
+                table = lidar_cache.get((g, row // batch_rows), step)
+                row %= batch_rows
                 images = []
                 for k, prefix in enumerate(returns, start=1):
                     img = _range_image(table, prefix, row, f"{where}, laser {laser_label(n)} return {k}", lidar)
@@ -472,7 +517,8 @@ def iter_frames(segment: V2Segment, second_return: bool = True, start: int = 0, 
                 pixel_pose = None
                 if n == TOP:
                     pg, prow = pose_at[step]
-                    pixel_pose = _range_image(pose_cache.get(pg, step), S.POSE_RETURN1, prow,
+                    pixel_pose = _range_image(pose_cache.get((pg, prow // batch_rows), step), S.POSE_RETURN1,
+                                              prow % batch_rows,
                                               f"{where}, laser TOP pose", pose_file)
                 lasers[n] = LaserImages(n, images, pixel_pose)
             points, nlz = frame_points(calibrations, lasers, poses[i], f"{lidar.path}: {where}", second_return,

@@ -102,16 +102,19 @@ def test_shuffled_rows_and_other_row_groups(copy):
     _assert_same(_v1_frames(protos), frames, ordered_labels=False)
 
 
-def test_row_groups_larger_than_the_cache(copy):
-    """Rows of every frame spread over all row groups: still right with a cache of one row group."""
+def test_rows_spread_beyond_the_cache(copy):
+    """Rows of every frame spread over all row groups: still right when the cache holds one batch of
+    one row (streams restart and batches are read again), and with the defaults."""
     protos, seg = copy
     path = seg.path(S.LIDAR)
     table = pq.read_table(path)
     lasers = table.column(S.KEY_LASER).to_numpy()
     order = np.argsort(lasers, kind="stable")  # TOP rows of all frames first, then FRONT rows
     pq.write_table(table.take(pa.array(order)), path, row_group_size=2)
-    frames = list(waymo_v2.iter_frames(seg, cache_row_groups=1))
-    _assert_same(_v1_frames(protos), frames)
+    v1 = _v1_frames(protos)
+    _assert_same(v1, list(waymo_v2.iter_frames(seg, batch_rows=1, cache_batches=1)))
+    _assert_same(v1, list(waymo_v2.iter_frames(seg, batch_rows=3)))
+    _assert_same(v1, list(seg.frames()))
 
 
 def test_writer_variants_and_column_types(copy):
