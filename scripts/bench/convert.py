@@ -13,11 +13,11 @@ lidars, both returns), then, in this one process and on one thread, times:
   a child process on one thread; the ratio is printed against ``reader``;
 - ``v2``: the same frames written as Waymo v2 parquet components (``data_tools.waymo_v2_writer``, row
   groups of ``--row-group-frames`` frames) and read by ``detector.data.waymo_v2.iter_frames``, timed in
-  this process against ``reader``; then peak RSS: each reader run in a child process over a longer
+  this process against ``reader`` (runs interleaved, best of ``--repeats`` each); then peak RSS: each reader run in a child process over a longer
   segment (the frames repeated ``--long`` times, new timestamps) in both formats, and for contrast a
   child that loads the whole v2 ``lidar`` table at once (what a non-streaming reader would hold).
 
-    .venv/bin/python scripts/bench/convert.py [--frames 6] [--repeats 3] [--records DIR] [--long 10]
+    .venv/bin/python scripts/bench/convert.py [--frames 6] [--repeats 3] [--records DIR] [--long 10] [--no-official]
 """
 
 from __future__ import annotations
@@ -188,6 +188,7 @@ def main() -> None:
     ap.add_argument("--records", type=Path, default=None, help="keep the synthetic records here")
     ap.add_argument("--row-group-frames", type=int, default=5, help="v2: frames per parquet row group")
     ap.add_argument("--long", type=int, default=10, help="peak RSS: the frames repeated this many times")
+    ap.add_argument("--no-official", action="store_true", help="skip the official TensorFlow conversion")
     args = ap.parse_args()
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
@@ -222,7 +223,7 @@ def main() -> None:
     print(f"\nCRC-32C numpy: {mb / t_crc:.0f} MB/s; byte-serial python: {mb / t_serial:.1f} MB/s "
           f"(x{t_serial / t_crc:.0f})")
 
-    if OFFICIAL_PY.exists():
+    if OFFICIAL_PY.exists() and not args.no_official:
         script = work / "official_convert.py"
         script.write_text(OFFICIAL_SCRIPT)
         out = subprocess.run([str(OFFICIAL_PY), str(script), str(path), str(args.repeats)], check=True,
@@ -233,7 +234,7 @@ def main() -> None:
         print(f"{'official TF frame_utils':<34}{n / off['seconds']:>14.2f}{1e3 * off['seconds'] / n:>10.1f}"
               f"{t_reader / off['seconds']:>10.2f}")
         print(f"reader is {off['seconds'] / t_reader:.2f}x the speed of the official conversion (same records, 1 core)")
-    else:
+    elif not args.no_official:
         print(f"\n(no {OFFICIAL_PY.relative_to(ROOT)}: official TF comparison skipped)")
 
     # --- Waymo v2: the same frames as parquet components ---
@@ -242,13 +243,17 @@ def main() -> None:
     seg = waymo_v2.V2Segment(v2_short.parent.parent.parent, "training", v2_short.stem)
     v2_frames = list(waymo_v2.iter_frames(seg))
     assert len(v2_frames) == n and all(a.equals(b) for a, b in zip(frames, v2_frames)), "v2 frames differ from v1"
-    t_v2 = _best(lambda: sum(len(f.points) for f in waymo_v2.iter_frames(seg)), args.repeats)
+    # v1 and v2 interleaved, best of each: both see the same machine load
+    t_v1 = t_v2 = float("inf")
+    for _ in range(args.repeats):
+        t_v1 = min(t_v1, _best(lambda: sum(len(f.points) for f in iter_frames(path)), 1))
+        t_v2 = min(t_v2, _best(lambda: sum(len(f.points) for f in waymo_v2.iter_frames(seg)), 1))
     v2_mb = sum(p.stat().st_size for p in seg.root.rglob("*.parquet")) / 1e6
     print(f"\nv2 components: {v2_mb / n:.2f} MB/frame on disk (snappy, {args.row_group_frames} frames a row group); "
           f"frames identical to v1")
     print(f"{'variant':<34}{'frames/s/core':>14}{'ms/frame':>10}{'vs reader':>10}")
-    for name, t in (("reader v1 (iter_frames)", t_reader), ("reader v2 (waymo_v2.iter_frames)", t_v2)):
-        print(f"{name:<34}{n / t:>14.2f}{1e3 * t / n:>10.1f}{t_reader / t:>10.2f}")
+    for name, t in (("reader v1 (iter_frames)", t_v1), ("reader v2 (waymo_v2.iter_frames)", t_v2)):
+        print(f"{name:<34}{n / t:>14.2f}{1e3 * t / n:>10.1f}{t_v1 / t:>10.2f}")
 
     record, lidar = _write_both(protos, work, f"long_{args.frames}x{args.long}", args.long, args.row_group_frames)
     print(f"\npeak RSS, one child process each (base: resident after imports); {n} and {n * args.long} frames:")
