@@ -429,7 +429,6 @@ class _BatchCache:
         group, index = unit
         it, pos = self.streams.get(group, (None, 1 << 62))
         if it is None or pos > index:
-            self.f.require(self.columns)
             it, pos = self._stream(group), 0
         need = self.uses[step]
         while pos <= index:
@@ -493,12 +492,17 @@ def iter_frames(segment: V2Segment, second_return: bool = True, start: int = 0, 
         lidar_at, pose_at = [lidar_at[i] for i in shown], [pose_at[i] for i in shown]
 
         returns = S.LIDAR_RETURN if second_return else S.LIDAR_RETURN[:1]
+
         def unit(g_row):
             return g_row[0], g_row[1] // batch_rows
 
-        lidar_cache = _BatchCache(lidar, [p + s for p in returns for s in (S.VALUES, S.SHAPE)],
+        lidar_columns = [p + s for p in returns for s in (S.VALUES, S.SHAPE)]
+        pose_columns = [S.POSE_RETURN1 + S.VALUES, S.POSE_RETURN1 + S.SHAPE]
+        lidar.require(lidar_columns)
+        pose_file.require(pose_columns)
+        lidar_cache = _BatchCache(lidar, lidar_columns,
                                   [{unit(x) for x in at.values()} for at in lidar_at], cache_batches, batch_rows)
-        pose_cache = _BatchCache(pose_file, [S.POSE_RETURN1 + S.VALUES, S.POSE_RETURN1 + S.SHAPE],
+        pose_cache = _BatchCache(pose_file, pose_columns,
                                  [set() if p is None else {unit(p)} for p in pose_at], cache_batches, batch_rows)
         for step, i in enumerate(shown):
             ts = int(timestamps[i])

@@ -13,7 +13,7 @@ from tests.helpers.datasets import make_tiny_dataset
 from data_tools.stats import format_stats, store_stats
 from detector.data.frame_store import FrameStoreError, list_segments
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository (tests/tools/ is two below it)
 
 
 @pytest.fixture(scope="module")

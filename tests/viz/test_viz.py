@@ -28,7 +28,7 @@ from detector.viz.scene import (BOX_EDGES, GT_COLORS, PRED_COLORS, STATE_COLOR, 
                                 state_geometry)
 from detector.visualize import visualize
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # the repository (tests/viz/ is two below it)
 SEGMENT = "segA"
 # Large, asymmetric boxes: a mirrored or rotated image cannot pass the colour checks.
 GT_BOXES = np.array([[9.0, 6.0, 0.0, 4.8, 2.2, 1.6, 0.4],     # vehicle
