@@ -1,14 +1,18 @@
-"""``python -m data_tools.convert_waymo src=DIR dst=DIR workers=K [shard=i/n]``: records -> frame store.
+"""``python -m data_tools.convert_waymo src=DIR dst=DIR workers=K [shard=i/n]``: Waymo data -> frame store.
 
-``src/<split>/*.tfrecord`` (split in training, validation, testing) becomes
+``src/<split>/*.tfrecord`` (v1 records; split in training, validation, testing) or
+``src/<split>/<component>/<segment>.parquet`` (v2 components, ``detector.data.waymo_v2``) becomes
 ``dst/<split>/<segment>/<index:04d>.npz`` plus ``segment.json``, the segment being the records'
-``context.name``. Frame files are written atomically and ``segment.json`` last, so a segment whose
-metadata is present, names the same source and whose frame files pass their zip CRCs is complete and
-is skipped on a re-run; anything else is converted again from scratch (giving byte-identical files).
-A corrupt or truncated record fails its segment with the file and byte offset in the message (and
-the segment's folder is emptied); the other segments are still converted, and the command then
-exits with status 1 and a summary. Points with NaN/inf values are dropped and counted per record and
-lidar; a file whose frames cover less time than its context name says is reported as cut short.
+``context.name`` (v1) or the components' ``key.segment_context_name`` (v2, which is also their file
+name); v2 frames are numbered in timestamp order. A split holds one format or the other. Frame files
+are written atomically and ``segment.json`` last, so a segment whose metadata is present, names the
+same source and whose frame files pass their zip CRCs is complete and is skipped on a re-run; anything
+else is converted again from scratch (giving byte-identical files). A corrupt or truncated record fails
+its segment with the file and byte offset in the message (v2: a missing, truncated or malformed
+component file fails its segment with the file named), and the segment's folder is emptied; the other
+segments are still converted, and the command then exits with status 2 and a summary. Points with
+NaN/inf values are dropped and counted per record and lidar; a file whose frames cover less time than
+its context name says is reported as cut short.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
+import pyarrow as pa
 from google.protobuf.message import DecodeError
 from omegaconf import DictConfig
 
@@ -28,6 +33,7 @@ from detector import CONFIG_DIR
 from detector.atomic import ensure_dir
 from detector.data.frame import FrameFormatError
 from detector.data.frame_store import SEGMENT_META, SPLITS, FrameStoreError, read_segment, write_segment_meta
+from detector.data import waymo_v2
 from detector.data.waymo_reader import iter_frames, read_context_name
 from detector.errors import InputError, user_errors
 
@@ -37,8 +43,12 @@ _FRAME_FILE = re.compile(r"^\d{4,}\.npz$")
 @dataclass(frozen=True)
 class SegmentJob:
     split: str
-    path: Path  # the record file
+    path: Path  # the record file (v1), or the segment's lidar component file (v2)
     source: str  # its path relative to src, stored in segment.json
+    format: str = "v1"  # "v1" or "v2"
+
+    def v2_segment(self) -> waymo_v2.V2Segment:
+        return waymo_v2.V2Segment(self.path.parent.parent.parent, self.split, self.path.stem)
 
 
 @dataclass(frozen=True)
@@ -51,17 +61,32 @@ class SegmentResult:
     warnings: tuple[str, ...] = ()
 
 
+class SourceError(InputError):
+    """A ``src`` folder whose layout the converter cannot take (e.g. a split holding both formats)."""
+
+
 def find_records(src: str | Path) -> list[SegmentJob]:
-    """Every ``src/<split>/*.tfrecord``, splits in Waymo's order, files sorted by name."""
+    """Every ``src/<split>/*.tfrecord`` (v1) or v2 segment of ``src/<split>/<component>/``, splits in
+    Waymo's order, files (v1) or segment names (v2) sorted."""
     src = Path(src)
     if not src.is_dir():
         raise InputError(f"src={src}: no such folder")
-    jobs = [SegmentJob(split, p, f"{split}/{p.name}")
-            for split in SPLITS if (src / split).is_dir()
-            for p in sorted((src / split).glob("*.tfrecord"))]
+    jobs = []
+    for split in SPLITS:
+        if not (src / split).is_dir():
+            continue
+        records = sorted((src / split).glob("*.tfrecord"))
+        v2 = waymo_v2.split_segments(src, split) if waymo_v2.is_v2_split(src / split) else []
+        if records and v2:
+            raise SourceError(f"src={src}: {split}/ holds both v1 records ({records[0].name}, ...) and v2 component "
+                              "folders; put them under separate roots and convert each")
+        jobs += [SegmentJob(split, p, f"{split}/{p.name}") for p in records]
+        jobs += [SegmentJob(split, s.path(waymo_v2.S.LIDAR), f"{split}/{waymo_v2.S.LIDAR}/{s.name}.parquet", "v2")
+                 for s in v2]
     if not jobs:
         raise InputError(
-            f"src={src}: no records; expected {', '.join(f'{s}/*.tfrecord' for s in SPLITS)} under it")
+            f"src={src}: no records; expected {', '.join(f'{s}/*.tfrecord' for s in SPLITS)} (Waymo v1) or "
+            f"<split>/{{{','.join(waymo_v2.S.REQUIRED)},lidar_box}}/*.parquet (Waymo v2) under it")
     return jobs
 
 
@@ -112,10 +137,13 @@ def _clear_incomplete(seg_dir: Path) -> None:
 
 
 def convert_segment(job: SegmentJob, dst: str | Path, second_return: bool = True) -> SegmentResult:
-    """Convert one record file (or skip it when its segment is already complete)."""
+    """Convert one record file or v2 segment (or skip it when its segment is already complete)."""
     seg_dir = None
     try:
-        segment = read_context_name(job.path)
+        if job.format == "v2":
+            segment = job.path.stem
+        else:
+            segment = read_context_name(job.path)
         seg_dir = Path(dst) / job.split / segment
         state = completeness(seg_dir, segment, job)
         if state == "":
@@ -124,7 +152,11 @@ def convert_segment(job: SegmentJob, dst: str | Path, second_return: bool = True
         seg_dir.mkdir(parents=True, exist_ok=True)
         _clear_incomplete(seg_dir)
         timestamps, nonfinite = [], {}
-        for frame in iter_frames(job.path, second_return=second_return, nonfinite=nonfinite):
+        if job.format == "v2":
+            frames = waymo_v2.iter_frames(job.v2_segment(), second_return=second_return, nonfinite=nonfinite)
+        else:
+            frames = iter_frames(job.path, second_return=second_return, nonfinite=nonfinite)
+        for frame in frames:
             if frame.segment != segment:
                 raise FrameFormatError(f"{job.path}: record {frame.index} has context.name {frame.segment!r}, "
                                        f"the first record {segment!r}")
@@ -135,7 +167,7 @@ def convert_segment(job: SegmentJob, dst: str | Path, second_return: bool = True
         warnings += [w for w in (shortfall_warning(segment, str(job.path), timestamps),
                                  nonfinite and f"{job.path}: {format_nonfinite(nonfinite)}") if w]
         return SegmentResult(job, "converted", segment, len(timestamps), warnings=tuple(warnings))
-    except (InputError, DecodeError, OSError) as e:
+    except (InputError, DecodeError, OSError, pa.ArrowException) as e:
         if seg_dir is not None and seg_dir.is_dir():
             _remove_failed(seg_dir)
         return SegmentResult(job, "failed", error=f"{type(e).__name__}: {e}")

@@ -1,9 +1,11 @@
-"""``python -m data_tools.synthesize out_dir=DIR segments=N val_segments=M frames=F seed=S workers=K``
+"""``python -m data_tools.synthesize out_dir=DIR segments=N val_segments=M frames=F seed=S workers=K [format=v1|v2|both]``
 
 Writes synthetic segments as Waymo v1 TFRecords: ``out_dir/training/segment-<name>_with_camera_labels.tfrecord``
-and likewise under ``out_dir/validation``. Each file is written to a temporary name and renamed when
-complete. Segment ``i`` of a split is drawn from ``SeedSequence([seed, split, i])`` alone, so the
-output does not depend on ``workers``.
+and likewise under ``out_dir/validation`` (``format=v1``, the default); or the same frames as Waymo v2
+components, ``out_dir/training/<component>/<name>.parquet`` (``format=v2``, data_tools.waymo_v2_writer);
+or both, v1 under ``out_dir/v1`` and v2 under ``out_dir/v2`` (``format=both``). Each file is written to a
+temporary name and renamed when complete. Segment ``i`` of a split is drawn from
+``SeedSequence([seed, split, i])`` alone, so the output does not depend on ``workers``.
 """
 
 from __future__ import annotations
@@ -19,10 +21,14 @@ from omegaconf import DictConfig
 from data_tools.parallel import map_segments
 from data_tools.synth_lidar import NoiseConfig
 from data_tools.synth_segment import SegmentConfig, segment_name, synthesize_segment
+from data_tools.waymo_v2_writer import V2SegmentWriter
 from detector import CONFIG_DIR
+from detector.data import waymo_v2_schema
 from detector.data.tfrecord import TFRecordWriter
+from detector.data.waymo_reader import parse_frame
 
 SPLIT_CODES = {"training": 0, "validation": 1, "testing": 2}
+FORMATS = ("v1", "v2", "both")
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,8 @@ class SegmentTask:
     index: int
     seed: int
     config: SegmentConfig
+    format: str = "v1"
+    v2_row_group_frames: int = 5
 
     def seed_sequence(self) -> np.random.SeedSequence:
         return np.random.SeedSequence([self.seed, SPLIT_CODES[self.split], self.index])
@@ -41,14 +49,43 @@ def segment_file_name(name: str) -> str:
     return f"segment-{name}_with_camera_labels.tfrecord"
 
 
+def format_roots(out_dir: str | Path, format: str) -> tuple[Path | None, Path | None]:
+    """``(v1 root, v2 root)`` of ``format`` (None where that format is not written)."""
+    if format not in FORMATS:
+        raise ValueError(f"format={format}: expected one of {', '.join(FORMATS)}")
+    out_dir = Path(out_dir)
+    if format == "both":
+        return out_dir / "v1", out_dir / "v2"
+    return (out_dir, None) if format == "v1" else (None, out_dir)
+
+
 def write_segment(task: SegmentTask) -> tuple[str, int]:
-    """Synthesize one segment into its split folder; returns ``(path, frames)``."""
-    name = segment_name(np.random.default_rng(task.seed_sequence()), task.config.frames)  # drawn first there too
-    path = Path(task.out_dir) / task.split / segment_file_name(name)
-    with TFRecordWriter(path) as writer:
+    """Synthesize one segment into its split folder(s); returns ``(path, frames)``, the path of the v1
+    record file (``v1``, ``both``) or of the v2 ``lidar`` component file (``v2``)."""
+    # the generator draws the name first too
+    name = segment_name(np.random.default_rng(task.seed_sequence()), task.config.frames)
+    v1_root, v2_root = format_roots(task.out_dir, task.format)
+    v1 = TFRecordWriter(v1_root / task.split / segment_file_name(name)) if v1_root else None
+    v2 = V2SegmentWriter(v2_root, task.split, name, task.v2_row_group_frames) if v2_root else None
+    frames = 0
+    try:
         for record, _ in synthesize_segment(task.config, task.seed_sequence()):
-            writer.write(record)
-    return str(path), writer.count
+            if v1 is not None:
+                v1.write(record)
+            if v2 is not None:
+                v2.add(parse_frame(record))
+            frames += 1
+    except BaseException:
+        for w in (v1, v2):
+            if w is not None:
+                w.abort()
+        raise
+    if v1 is not None:
+        v1.close()
+    if v2 is not None:
+        v2.close()
+    path = v1.path if v1 is not None else v2.path(waymo_v2_schema.LIDAR)
+    return str(path), frames
 
 
 def segment_config(cfg: DictConfig) -> SegmentConfig:
@@ -62,15 +99,19 @@ def segment_config(cfg: DictConfig) -> SegmentConfig:
 
 
 def synthesize(out_dir: str | Path, segments: int, val_segments: int, seed: int, config: SegmentConfig,
-               workers: int = 1, progress: bool = False) -> list[str]:
-    """Write all segments; returns the record paths (training first, then validation, by index)."""
+               workers: int = 1, progress: bool = False, format: str = "v1",
+               v2_row_group_frames: int = 5) -> list[str]:
+    """Write all segments; returns their paths (see ``write_segment``; training first, then validation,
+    by index). ``format`` is ``v1``, ``v2`` or ``both`` (the same frames in both formats)."""
     if segments < 0 or val_segments < 0 or config.frames < 1:
         raise ValueError(f"segments={segments}, val_segments={val_segments}, frames={config.frames}: "
                          "need segments >= 0, val_segments >= 0, frames >= 1")
-    tasks = [SegmentTask(str(out_dir), split, i, seed, config)
+    roots = [r for r in format_roots(out_dir, format) if r is not None]
+    tasks = [SegmentTask(str(out_dir), split, i, seed, config, format, v2_row_group_frames)
              for split, n in (("training", segments), ("validation", val_segments)) for i in range(n)]
-    for split in ("training", "validation"):
-        (Path(out_dir) / split).mkdir(parents=True, exist_ok=True)
+    for root in roots:
+        for split in ("training", "validation"):
+            (root / split).mkdir(parents=True, exist_ok=True)
     # the parent never casts rays, so forked workers inherit no Embree threads
     results = map_segments(write_segment, tasks, workers, "synthesize", progress)
     return [p for p, _ in results]
@@ -79,7 +120,8 @@ def synthesize(out_dir: str | Path, segments: int, val_segments: int, seed: int,
 @hydra.main(config_path=CONFIG_DIR, config_name="synthesize", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     paths = synthesize(cfg.out_dir, int(cfg.segments), int(cfg.val_segments), int(cfg.seed), segment_config(cfg),
-                       workers=int(cfg.workers), progress=bool(cfg.progress))
+                       workers=int(cfg.workers), progress=bool(cfg.progress), format=str(cfg.format),
+                       v2_row_group_frames=int(cfg.v2_row_group_frames))
     print(f"wrote {len(paths)} segments x {cfg.frames} frames under {Path(cfg.out_dir).resolve()}", file=sys.stderr)
 
 

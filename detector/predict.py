@@ -1,6 +1,7 @@
 """Predict on raw records: ``python -m detector.predict experiment=NAME ckpt_path=PATH input=DIR``.
 
-Reads Waymo v1 segment records directly (no conversion, no TensorFlow), prepares each frame exactly
+Reads Waymo v1 segment records or v2 segments directly (no conversion, no TensorFlow; ``input=`` as
+``detector.data.segments.find_segments`` takes it), prepares each frame exactly
 as the data module does (non-finite points dropped, points cropped to the model's range), streams
 the detector with its state carried through each segment, and writes ``predictions.bin``
 (``metrics_pb2.Objects``, the leaderboard format) atomically.
@@ -20,48 +21,18 @@ from tqdm import tqdm
 
 from detector.config import (CONFIG_DIR, check_checkpoint_fits_data, check_model_fits_data, register_resolvers,
                              torch_threads)
-from detector.data.batch import FrameBatch
-from detector.data.clips import drop_nonfinite_points, frame_resets, prepare_frame
-from detector.data.collate import collate_frames
 from detector.atomic import ensure_dir
 from detector.checkpoints import load_detector
-from detector.devices import pick_device
 from detector.config_checks import PREDICT_CHECKS, check_config
-from detector.errors import InputError, user_errors
+from detector.data.segments import find_segments, segment_frame_batches
+from detector.devices import pick_device
+from detector.errors import user_errors
 from detector.eval import ObjectsWriter
 from detector.streaming import stream_segments
 
 log = logging.getLogger(__name__)
 
 
-def find_records(path: str | Path) -> list[Path]:
-    p = Path(path)
-    if p.is_file():
-        return [p]
-    if not p.is_dir():
-        raise InputError(f"input not found: {p}")
-    records = sorted(q for q in p.rglob("*") if q.suffix in (".tfrecord", ".tfrecords") and q.is_file())
-    if not records:
-        raise InputError(f"{p}: no .tfrecord files in this folder (searched recursively)")
-    return records
-
-
-def record_frames(records: list[Path], point_range, max_gap_s: float | None,
-                  second_return: bool = True) -> Iterator[FrameBatch]:
-    """Every frame of every record, prepared as for evaluation, with ``reset`` at segment starts and gaps."""
-    from detector.data.waymo_reader import iter_frames
-
-    for path in records:
-        frames = []
-        for frame in iter_frames(path, second_return=second_return):
-            frame, dropped = drop_nonfinite_points(frame)
-            if dropped:
-                log.warning("%s frame %d: dropped %d points with NaN/inf values", path, frame.index, dropped)
-            frames.append(prepare_frame(frame, point_range, classes=None, keep_boxes_outside_range=True))
-            # a segment is ~200 frames: holding one segment's prepared frames keeps the gap logic simple
-        resets = frame_resets([f.timestamp_micros for f in frames], max_gap_s)
-        for f, r in zip(frames, resets):
-            yield collate_frames([f], [bool(r)])
 
 
 def predict(cfg: DictConfig) -> dict:
@@ -77,17 +48,17 @@ def _predict(cfg: DictConfig) -> dict:
     run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.output_dir)
     out = Path(cfg.out) if cfg.get("out") else run_dir / "predictions.bin"
     ensure_dir(out.parent)
-    records = find_records(cfg.input)
+    records = find_segments(cfg.input)
     device = pick_device(cfg.device)
     check_checkpoint_fits_data(cfg.ckpt_path, cfg.data)
     model = load_detector(cfg.model, cfg.ckpt_path, device)
-    frames = record_frames(records, cfg.data.get("point_range"), cfg.data.get("max_gap_s"), cfg.second_return)
+    frames = segment_frame_batches(records, cfg.data.get("point_range"), cfg.data.get("max_gap_s"), cfg.second_return)
     n = 0
     with ObjectsWriter(out) as writer:
         for r in tqdm(stream_segments(model, frames, device), desc="predict", unit="frame", file=sys.stderr):
             writer.add_detections(r.segment, r.timestamp_micros, r.boxes, r.scores, r.types)
             n += 1
-    print(f"{n} frames of {len(records)} records; wrote {writer.num_objects} detections to {out}")
+    print(f"{n} frames of {len(records)} segments; wrote {writer.num_objects} detections to {out}")
     return {"predictions": str(out), "frames": n, "objects": writer.num_objects}
 
 

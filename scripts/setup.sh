@@ -71,6 +71,6 @@ if ! "$VPY" -c "from waymo_open_dataset import dataset_pb2" 2>/dev/null; then
   "${PIP[@]}" --no-deps "$WAYMO_PKG"
 fi
 
-"$VPY" -c "import detector, torch, spconv, open3d, lightning, hydra; from waymo_open_dataset import dataset_pb2, label_pb2; from waymo_open_dataset.protos import metrics_pb2" 
+"$VPY" -c "import detector, torch, spconv, open3d, lightning, hydra, pyarrow; from waymo_open_dataset import dataset_pb2, label_pb2; from waymo_open_dataset.protos import metrics_pb2" 
 echo "$want" > "$STAMP"
 log "done ($FLAVOR): activate with 'source $VENV/bin/activate'"

@@ -19,7 +19,15 @@ Conventions (Waymo Open Dataset v1):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+from detector.data.frame import FrameFormatError
+
+#: ``dataset_pb2.LaserName`` values (the v2 ``key.laser_name`` uses the same numbers).
+LASER_NAMES = {0: "UNKNOWN", 1: "TOP", 2: "FRONT", 3: "SIDE_LEFT", 4: "SIDE_RIGHT", 5: "REAR"}
+TOP = 1
 
 
 def uniform_inclinations(inclination_min: float, inclination_max: float, height: int) -> np.ndarray:
@@ -137,7 +145,100 @@ def range_image_to_points(range_image: np.ndarray, extrinsic: np.ndarray, inclin
     return _apply(world_to_frame, world).astype(np.float32), mask
 
 
+@dataclass(frozen=True)
+class LaserCalibration:
+    """One lidar's calibration: ``extrinsic`` (4, 4) sensor-to-vehicle; ``beam_inclinations`` increasing
+    (None or empty: uniform between ``inclination_min`` and ``inclination_max``)."""
+
+    name: int
+    extrinsic: np.ndarray
+    beam_inclinations: np.ndarray | None
+    inclination_min: float
+    inclination_max: float
+
+
+@dataclass
+class LaserImages:
+    """Decoded range images of one lidar in one frame: ``returns`` has one (H, W, C) array per return
+    present (channels range, intensity, elongation, is_in_nlz); ``pixel_pose`` (H, W, 6) is the TOP
+    lidar's per-pixel vehicle pose (both returns use it)."""
+
+    name: int
+    returns: list[np.ndarray]
+    pixel_pose: np.ndarray | None = None
+
+
+def laser_label(name: int) -> str:
+    return LASER_NAMES.get(int(name), str(int(name)))
+
+
+def frame_points(calibrations: list[LaserCalibration], lasers: dict[int, LaserImages], frame_pose: np.ndarray,
+                 where: str = "frame", second_return: bool = True, pose_what: str = "range_image_pose",
+                 nonfinite: dict[str, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Points of one frame, whatever the input format: ``(points (N, 5) float32 [x, y, z, intensity,
+    elongation] in the vehicle frame of ``frame_pose``, nlz (N,) bool)``.
+
+    Order: return 1 of every calibrated lidar by laser name (TOP, FRONT, SIDE_LEFT, SIDE_RIGHT, REAR),
+    then return 2 of each; within a range image, row-major over the valid pixels. The TOP lidar's
+    points are rolling-shutter compensated with its pixel pose. ``where`` names the frame in errors,
+    ``pose_what`` the pixel pose's field in the input format. Points with a NaN or infinite coordinate,
+    intensity or elongation are dropped; ``nonfinite``, when given, counts them per lidar name.
+    """
+    calibrations = sorted(calibrations, key=lambda c: c.name)
+    pts_parts, nlz_parts = [], []
+    for ri_index in (0, 1) if second_return else (0,):
+        for calib in calibrations:
+            lname = laser_label(calib.name)
+            images = lasers.get(calib.name)
+            if images is None:
+                raise FrameFormatError(f"{where}: laser {lname} is calibrated but has no range image")
+            if ri_index >= len(images.returns):
+                continue
+            img = images.returns[ri_index]
+            extrinsic = np.asarray(calib.extrinsic, np.float64)
+            if extrinsic.size != 16:
+                raise FrameFormatError(f"{where}: laser {lname} extrinsic has {extrinsic.size} values")
+            try:
+                incl = row_inclinations(calib.beam_inclinations, calib.inclination_min, calib.inclination_max,
+                                        img.shape[0])
+            except ValueError as e:
+                raise FrameFormatError(f"{where}: laser {lname}: {e}") from e
+            pixel_pose = None
+            if calib.name == TOP:
+                if images.pixel_pose is None:
+                    raise FrameFormatError(f"{where}: laser TOP has no {pose_what}")
+                pixel_pose = images.pixel_pose
+                if pixel_pose.shape != img.shape[:2] + (6,):
+                    raise FrameFormatError(
+                        f"{where}: TOP {pose_what} of shape {pixel_pose.shape}, range image {img.shape}")
+            with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf values are counted and dropped below
+                xyz, mask = range_image_to_points(img, extrinsic.reshape(4, 4), incl, pixel_pose,
+                                                  frame_pose if pixel_pose is not None else None)
+            part = np.zeros((len(xyz), 5), np.float32)
+            part[:, :3] = xyz
+            c = img.shape[2]
+            if c >= 2:
+                part[:, 3:3 + min(c - 1, 2)] = img[..., 1:3][mask]
+            part_nlz = img[..., 3][mask] > 0 if c >= 4 else np.zeros(len(xyz), bool)
+            part, part_nlz = _drop_nonfinite(part, part_nlz, lname, nonfinite)
+            pts_parts.append(part)
+            nlz_parts.append(part_nlz)
+    if not pts_parts:
+        return np.zeros((0, 5), np.float32), np.zeros(0, bool)
+    return np.concatenate(pts_parts), np.concatenate(nlz_parts)
+
+
+def _drop_nonfinite(points: np.ndarray, nlz: np.ndarray, lidar: str, counts: dict[str, int] | None):
+    finite = np.isfinite(points).all(axis=1)
+    if finite.all():
+        return points, nlz
+    if counts is not None:
+        counts[lidar] = counts.get(lidar, 0) + int(len(finite) - np.count_nonzero(finite))
+    return points[finite], nlz[finite]
+
+
 __all__ = [
+    "LASER_NAMES", "TOP", "LaserCalibration", "LaserImages", "laser_label", "frame_points",
     "uniform_inclinations", "row_inclinations", "extrinsic_yaw", "column_azimuths", "sensor_directions",
     "rotation_from_rpy", "rpy_from_rotation", "range_image_to_points",
 ]

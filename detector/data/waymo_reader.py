@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -19,10 +18,8 @@ from google.protobuf.message import DecodeError
 from waymo_open_dataset import dataset_pb2
 
 from detector.data.frame import Frame, FrameFormatError
-from detector.data.range_image import range_image_to_points, row_inclinations
+from detector.data.range_image import TOP, LaserCalibration, LaserImages, frame_points
 from detector.data.tfrecord import iter_records_with_offsets
-
-TOP = dataset_pb2.LaserName.TOP
 
 
 def decode_matrix_float(compressed: bytes, what: str) -> np.ndarray:
@@ -74,15 +71,6 @@ def encode_matrix_float(array: np.ndarray, level: int = 6) -> bytes:
     return zlib.compress(serialize_matrix_float(array), level)
 
 
-@dataclass
-class LaserImages:
-    """Decoded range images of one lidar: ``returns`` has one (H, W, 4) array per return present."""
-
-    name: int
-    returns: list[np.ndarray]
-    pixel_pose: np.ndarray | None = None
-
-
 def _range_image(ri: dataset_pb2.RangeImage, what: str) -> np.ndarray | None:
     if ri.range_image_compressed:
         arr = decode_matrix_float(ri.range_image_compressed, what)
@@ -124,54 +112,12 @@ def frame_from_proto(frame: dataset_pb2.Frame, index: int = 0, where: str = "fra
         raise FrameFormatError(f"{where}: pose.transform has {frame_pose.size} values, expected 16")
     frame_pose = frame_pose.reshape(4, 4)
     lasers = decode_lasers(frame, where)
-    calibrations = sorted(frame.context.laser_calibrations, key=lambda c: c.name)
-    if not calibrations and lasers:
+    if not frame.context.laser_calibrations and lasers:
         raise FrameFormatError(f"{where}: lasers present but context.laser_calibrations is empty")
-
-    pts_parts, nlz_parts = [], []
-    for ri_index in (0, 1) if second_return else (0,):
-        for calib in calibrations:
-            lname = dataset_pb2.LaserName.Name.Name(calib.name)
-            images = lasers.get(calib.name)
-            if images is None:
-                raise FrameFormatError(f"{where}: laser {lname} is calibrated but has no range image")
-            if ri_index >= len(images.returns):
-                continue
-            img = images.returns[ri_index]
-            extrinsic = np.asarray(calib.extrinsic.transform, np.float64)
-            if extrinsic.size != 16:
-                raise FrameFormatError(f"{where}: laser {lname} extrinsic has {extrinsic.size} values")
-            try:
-                incl = row_inclinations(np.asarray(calib.beam_inclinations), calib.beam_inclination_min,
-                                        calib.beam_inclination_max, img.shape[0])
-            except ValueError as e:
-                raise FrameFormatError(f"{where}: laser {lname}: {e}") from e
-            pixel_pose = None
-            if calib.name == TOP:
-                if images.pixel_pose is None:
-                    raise FrameFormatError(f"{where}: laser TOP has no range_image_pose_compressed")
-                pixel_pose = images.pixel_pose
-                if pixel_pose.shape != img.shape[:2] + (6,):
-                    raise FrameFormatError(
-                        f"{where}: TOP range_image_pose of shape {pixel_pose.shape}, range image {img.shape}")
-            with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf values are counted and dropped below
-                xyz, mask = range_image_to_points(img, extrinsic.reshape(4, 4), incl, pixel_pose,
-                                                  frame_pose if pixel_pose is not None else None)
-            part = np.zeros((len(xyz), 5), np.float32)
-            part[:, :3] = xyz
-            c = img.shape[2]
-            if c >= 2:
-                part[:, 3:3 + min(c - 1, 2)] = img[..., 1:3][mask]
-            part_nlz = img[..., 3][mask] > 0 if c >= 4 else np.zeros(len(xyz), bool)
-            part, part_nlz = _drop_nonfinite(part, part_nlz, lname, nonfinite)
-            pts_parts.append(part)
-            nlz_parts.append(part_nlz)
-
-    if pts_parts:
-        points = np.concatenate(pts_parts)
-        nlz = np.concatenate(nlz_parts)
-    else:
-        points, nlz = np.zeros((0, 5), np.float32), np.zeros(0, bool)
+    calibrations = [LaserCalibration(c.name, np.asarray(c.extrinsic.transform, np.float64),
+                                     np.asarray(c.beam_inclinations, np.float64), c.beam_inclination_min,
+                                     c.beam_inclination_max) for c in frame.context.laser_calibrations]
+    points, nlz = frame_points(calibrations, lasers, frame_pose, where, second_return, nonfinite=nonfinite)
 
     labels = frame.laser_labels
     boxes = np.array([[l.box.center_x, l.box.center_y, l.box.center_z, l.box.length, l.box.width,
@@ -189,15 +135,6 @@ def frame_from_proto(frame: dataset_pb2.Frame, index: int = 0, where: str = "fra
         difficulty=np.array([l.detection_difficulty_level for l in labels], np.int64),
         nlz=nlz,
     )
-
-
-def _drop_nonfinite(points: np.ndarray, nlz: np.ndarray, lidar: str, counts: dict[str, int] | None):
-    finite = np.isfinite(points).all(axis=1)
-    if finite.all():
-        return points, nlz
-    if counts is not None:
-        counts[lidar] = counts.get(lidar, 0) + int(len(finite) - np.count_nonzero(finite))
-    return points[finite], nlz[finite]
 
 
 def parse_frame(data: bytes, where: str = "record") -> dataset_pb2.Frame:

@@ -1,6 +1,7 @@
 """Where the viewer's frames and boxes come from.
 
-Frames: a frame-store segment folder (with ``segment.json``) or a raw Waymo TFRecord, read in order
+Frames: a frame-store segment folder (with ``segment.json``), a raw Waymo TFRecord, or a Waymo v2
+segment (one of its component files, or ``<split folder>/<segment name>``), read in order
 (``FrameSource.frames``) or one at a time (``FrameSource.load``: a TFRecord's record offsets are indexed
 when it is opened, from the 12-byte record headers only). Predictions: a Waymo ``metrics_pb2.Objects``
 file (``predictions.bin``), matched to frames by (context name = segment name, frame timestamp); or a
@@ -15,7 +16,6 @@ import struct
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,8 @@ class CheckpointUnavailableError(UnavailableError):
 
 @dataclass(frozen=True)
 class FrameSource:
-    """A segment to show: ``kind`` is ``"segment"`` (frame store) or ``"tfrecord"``."""
+    """A segment to show: ``kind`` is ``"segment"`` (frame store), ``"tfrecord"`` or ``"v2"`` (``path`` is
+    then the segment's ``lidar`` component file)."""
 
     path: Path
     kind: str
@@ -61,6 +62,12 @@ class FrameSource:
                                       f"{self.num_frames} frames)")
         if self.kind == "segment":
             return Frame.load_npz(self.path / f"{index:04d}.npz", segment=self.name, index=index)
+        if self.kind == "v2":
+            from detector.data.segments import RawSegment
+
+            for frame in RawSegment(self.path, "v2").frames(start=index, stop=index + 1):
+                return frame
+            raise VisualizeInputError(f"{self.path}: no frame {index}")
         from detector.data.waymo_reader import frame_from_proto, parse_frame
 
         if self.offsets is None:
@@ -89,22 +96,32 @@ class FrameSource:
             for i in range(start, end):
                 yield info.load_frame(i)
             return
-        from detector.data.waymo_reader import frame_from_proto, iter_frame_protos
+        from detector.data.segments import RawSegment
 
         count = 0
-        for i, (offset, proto) in enumerate(islice(iter_frame_protos(self.path), start, stop), start):
+        for frame in RawSegment(self.path, "v2" if self.kind == "v2" else "v1").frames(start=start, stop=stop):
             count += 1
-            yield frame_from_proto(proto, index=i, where=f"{self.path}: record {i} at byte offset {offset}")
+            yield frame
         if count == 0:
-            raise VisualizeInputError(f"{self.path}: no record at index {start} or after")
+            raise VisualizeInputError(f"{self.path}: no {'frame' if self.kind == 'v2' else 'record'} at index "
+                                      f"{start} or after")
 
 
 def open_source(path: str | os.PathLike | None) -> FrameSource:
-    """A frame-store segment folder or a ``.tfrecord`` file; a clear error for anything else."""
+    """A frame-store segment folder, a ``.tfrecord`` file or a v2 segment; a clear error for anything else."""
     if path is None or str(path) == "":
         raise VisualizeInputError("no input: set input=PATH to a frame-store segment folder (holding "
-                                  f"{SEGMENT_META}) or to a Waymo .tfrecord file")
+                                  f"{SEGMENT_META}), to a Waymo .tfrecord file or to a Waymo v2 segment")
     path = Path(path)
+    from detector.data import waymo_v2
+
+    v2 = waymo_v2.segment_from_path(path)
+    if v2 is not None:
+        return FrameSource(v2.path("lidar"), "v2", v2.name, v2.num_frames())
+    if path.is_dir() and waymo_v2.is_v2_split(path):
+        names = [s.name for s in waymo_v2.split_segments(path.parent, path.name)]
+        raise VisualizeInputError(f"input={path}: a Waymo v2 split with {len(names)} segments; name one as "
+                                  f"input={path}/SEGMENT (e.g. {names[0] if names else '...'})")
     if not path.exists():
         raise VisualizeInputError(f"input={path}: no such file or folder")
     if path.is_dir():
@@ -121,7 +138,8 @@ def open_source(path: str | os.PathLike | None) -> FrameSource:
         name = read_context_name(path)
         offsets = record_offsets(path)
         return FrameSource(path, "tfrecord", name, len(offsets), offsets=offsets)
-    raise VisualizeInputError(f"input={path}: expected a frame-store segment folder or a .tfrecord file")
+    raise VisualizeInputError(f"input={path}: expected a frame-store segment folder, a .tfrecord file or a Waymo "
+                              "v2 segment (<root>/<split>/<component>/<segment>.parquet or <root>/<split>/<segment>)")
 
 
 def record_offsets(path: Path) -> tuple[int, ...]:

@@ -10,9 +10,14 @@ lidars, both returns), then, in this one process and on one thread, times:
 - ``crc``: our numpy CRC-32C against the byte-serial definition, on the same records;
 - ``official`` (only when ``.venv-official`` exists): the official TensorFlow ``frame_utils``
   conversion of the same records (range images -> cartesian points of both returns, masked), run in
-  a child process on one thread; the ratio is printed against ``reader``.
+  a child process on one thread; the ratio is printed against ``reader``;
+- ``v2``: the same frames written as Waymo v2 parquet components (``data_tools.waymo_v2_writer``, row
+  groups of ``--row-group-frames`` frames) and read by ``detector.data.waymo_v2.iter_frames``, timed in
+  this process against ``reader`` (runs interleaved, best of ``--repeats`` each); then peak RSS: each reader run in a child process over a longer
+  segment (the frames repeated ``--long`` times, new timestamps) in both formats, and for contrast a
+  child that loads the whole v2 ``lidar`` table at once (what a non-streaming reader would hold).
 
-    .venv/bin/python scripts/bench/convert.py [--frames 6] [--repeats 3] [--records DIR]
+    .venv/bin/python scripts/bench/convert.py [--frames 6] [--repeats 3] [--records DIR] [--long 10] [--no-official]
 """
 
 from __future__ import annotations
@@ -35,7 +40,11 @@ from pathlib import Path  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+import pyarrow as pa  # noqa: E402
+
 from data_tools.synth_segment import SegmentConfig, synthesize_segment  # noqa: E402
+from data_tools.waymo_v2_writer import V2SegmentWriter  # noqa: E402
+from detector.data import waymo_v2  # noqa: E402
 from detector.data.tfrecord import _crc_register_serial, crc32c, iter_records, write_tfrecord  # noqa: E402
 from detector.data.waymo_reader import iter_frames, parse_frame  # noqa: E402
 from waymo_open_dataset import dataset_pb2  # noqa: E402
@@ -108,12 +117,81 @@ def _decode_only(path: Path) -> int:
     return n
 
 
+#: A reader run in a child process that imports only what reading needs, so that its memory is the
+#: reader's: prints JSON with the resident set after imports and its peak (Linux /proc/self/status).
+CHILD_SCRIPT = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[3])
+from pathlib import Path
+import pyarrow as pa
+import pyarrow.parquet as pq
+pa.set_cpu_count(1)
+pa.set_io_thread_count(1)
+from detector.data import waymo_v2
+from detector.data.waymo_reader import iter_frames
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024.0
+kind, path = sys.argv[1], Path(sys.argv[2])
+base = status("VmRSS")
+t = time.perf_counter()
+frames = points = 0
+if kind == "v1":
+    for f in iter_frames(path):
+        frames, points = frames + 1, points + len(f.points)
+elif kind == "v2":
+    seg = waymo_v2.V2Segment(path.parent.parent.parent, path.parent.parent.name, path.stem)
+    for f in waymo_v2.iter_frames(seg):
+        frames, points = frames + 1, points + len(f.points)
+else:  # the whole lidar table at once, as a reader that does not stream would hold it
+    table = pq.read_table(path, use_threads=False)
+    frames = len(set(table.column(waymo_v2.S.KEY_TIMESTAMP).to_pylist()))
+print(json.dumps({"seconds": time.perf_counter() - t, "frames": frames, "points": points,
+                  "base_rss_mib": base, "peak_rss_mib": status("VmHWM")}))
+"""
+
+
+def _run_child(kind: str, path: Path) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD_SCRIPT, kind, str(path), str(ROOT)], check=True,
+                         capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _write_both(protos, work: Path, name: str, times: int, row_group_frames: int) -> tuple[Path, Path]:
+    """The frames ``times`` over (timestamps continued at 10 Hz) as one v1 record file and one v2 segment."""
+    record = work / f"{name}.tfrecord"
+    root = work / f"{name}_v2"
+    step = 100_000
+    copies = []
+    for k in range(times):
+        for i, p in enumerate(protos):
+            q = dataset_pb2.Frame()
+            q.CopyFrom(p)
+            q.timestamp_micros = protos[0].timestamp_micros + (k * len(protos) + i) * step
+            copies.append(q)
+    if not record.exists():
+        write_tfrecord(record, (q.SerializeToString() for q in copies))
+    seg = waymo_v2.V2Segment(root, "training", protos[0].context.name)
+    if not seg.path(waymo_v2.S.LIDAR).exists():
+        with V2SegmentWriter(root, "training", seg.name, row_group_frames) as w:
+            for q in copies:
+                w.add(q)
+    return record, seg.path(waymo_v2.S.LIDAR)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=6)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--records", type=Path, default=None, help="keep the synthetic records here")
+    ap.add_argument("--row-group-frames", type=int, default=5, help="v2: frames per parquet row group")
+    ap.add_argument("--long", type=int, default=10, help="peak RSS: the frames repeated this many times")
+    ap.add_argument("--no-official", action="store_true", help="skip the official TensorFlow conversion")
     args = ap.parse_args()
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
 
     work = args.records or Path(tempfile.mkdtemp(prefix="bench_convert_"))
     path = work / f"waymo_size_{args.frames}.tfrecord"
@@ -145,7 +223,7 @@ def main() -> None:
     print(f"\nCRC-32C numpy: {mb / t_crc:.0f} MB/s; byte-serial python: {mb / t_serial:.1f} MB/s "
           f"(x{t_serial / t_crc:.0f})")
 
-    if OFFICIAL_PY.exists():
+    if OFFICIAL_PY.exists() and not args.no_official:
         script = work / "official_convert.py"
         script.write_text(OFFICIAL_SCRIPT)
         out = subprocess.run([str(OFFICIAL_PY), str(script), str(path), str(args.repeats)], check=True,
@@ -156,8 +234,36 @@ def main() -> None:
         print(f"{'official TF frame_utils':<34}{n / off['seconds']:>14.2f}{1e3 * off['seconds'] / n:>10.1f}"
               f"{t_reader / off['seconds']:>10.2f}")
         print(f"reader is {off['seconds'] / t_reader:.2f}x the speed of the official conversion (same records, 1 core)")
-    else:
+    elif not args.no_official:
         print(f"\n(no {OFFICIAL_PY.relative_to(ROOT)}: official TF comparison skipped)")
+
+    # --- Waymo v2: the same frames as parquet components ---
+    protos = [parse_frame(d) for d in data]
+    _, v2_short = _write_both(protos, work, f"v2_{args.frames}", 1, args.row_group_frames)
+    seg = waymo_v2.V2Segment(v2_short.parent.parent.parent, "training", v2_short.stem)
+    v2_frames = list(waymo_v2.iter_frames(seg))
+    assert len(v2_frames) == n and all(a.equals(b) for a, b in zip(frames, v2_frames)), "v2 frames differ from v1"
+    # v1 and v2 interleaved, best of each: both see the same machine load
+    t_v1 = t_v2 = float("inf")
+    for _ in range(args.repeats):
+        t_v1 = min(t_v1, _best(lambda: sum(len(f.points) for f in iter_frames(path)), 1))
+        t_v2 = min(t_v2, _best(lambda: sum(len(f.points) for f in waymo_v2.iter_frames(seg)), 1))
+    v2_mb = sum(p.stat().st_size for p in seg.root.rglob("*.parquet")) / 1e6
+    print(f"\nv2 components: {v2_mb / n:.2f} MB/frame on disk (snappy, {args.row_group_frames} frames a row group); "
+          f"frames identical to v1")
+    print(f"{'variant':<34}{'frames/s/core':>14}{'ms/frame':>10}{'vs reader':>10}")
+    for name, t in (("reader v1 (iter_frames)", t_v1), ("reader v2 (waymo_v2.iter_frames)", t_v2)):
+        print(f"{name:<34}{n / t:>14.2f}{1e3 * t / n:>10.1f}{t_v1 / t:>10.2f}")
+
+    record, lidar = _write_both(protos, work, f"long_{args.frames}x{args.long}", args.long, args.row_group_frames)
+    print(f"\npeak RSS, one child process each (base: resident after imports); {n} and {n * args.long} frames:")
+    print(f"{'variant':<34}{'frames':>8}{'base MiB':>10}{'peak MiB':>10}{'peak-base':>10}{'frames/s':>10}")
+    for kind, short_path, long_path in (("v1", path, record), ("v2", v2_short, lidar), ("v2-table", v2_short, lidar)):
+        for p in (short_path, long_path):
+            r = _run_child(kind, p)
+            label = {"v1": "reader v1", "v2": "reader v2 (streamed)", "v2-table": "whole v2 lidar table (read)"}
+            print(f"{label[kind]:<34}{r['frames']:>8}{r['base_rss_mib']:>10.0f}{r['peak_rss_mib']:>10.0f}"
+                  f"{r['peak_rss_mib'] - r['base_rss_mib']:>10.0f}{r['frames'] / r['seconds']:>10.2f}")
 
 
 if __name__ == "__main__":

@@ -163,3 +163,24 @@ def test_objects_never_overlap(demo_segment):
         iou = iou3d(boxes, boxes)
         np.fill_diagonal(iou, 0.0)
         assert iou.max() < 1e-6
+
+
+def test_cli_formats_v2_and_both(tmp_path):
+    from detector.data import waymo_v2
+
+    for fmt in ("v2", "both"):
+        out = tmp_path / fmt
+        subprocess.run([sys.executable, "-m", "data_tools.synthesize", f"out_dir={out}", "segments=1", "val_segments=0",
+                        "frames=3", "top_width=128", "workers=1", "progress=false", f"format={fmt}",
+                        "v2_row_group_frames=2", f"hydra.run.dir={tmp_path / 'logs'}"], check=True, cwd=REPO_ROOT,
+                       capture_output=True)
+    (seg,) = waymo_v2.find_segments(tmp_path / "v2")
+    assert sorted(p.name for p in (tmp_path / "v2" / "training").iterdir()) == sorted(
+        ["lidar", "lidar_box", "lidar_calibration", "lidar_pose", "stats", "vehicle_pose"])
+    # the same frames whatever the format: v2 alone, and v2 and v1 written together
+    assert _digests(tmp_path / "v2") == _digests(tmp_path / "both" / "v2")
+    (record,) = (tmp_path / "both" / "v1" / "training").iterdir()
+    assert record.name == f"segment-{seg.name}_with_camera_labels.tfrecord"
+    v1 = [frame_from_proto(parse_frame(r), index=i) for i, r in enumerate(iter_records(record))]
+    v2 = list(seg.frames())
+    assert len(v1) == len(v2) == 3 and all(a.equals(b) for a, b in zip(v1, v2))
