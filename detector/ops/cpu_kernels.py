@@ -19,6 +19,7 @@ import importlib.machinery
 import importlib.util
 import logging
 import os
+import shutil
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -79,11 +80,15 @@ def build(verbose: bool = False) -> Path:
     name = module_name()
     out = BUILD_DIR / name
     out.mkdir(parents=True, exist_ok=True)
-    cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=list(CFLAGS), extra_ldflags=list(LDFLAGS),  # copies: load() appends
+    # copies of the flag lists: load() appends to them
+    cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=list(CFLAGS), extra_ldflags=list(LDFLAGS),
                        build_directory=str(out), verbose=verbose, is_python_module=True)
     path = _built_path()
     if path is None:
         raise RuntimeError(f"build of {name} finished but no library is in {out}")
+    for old in BUILD_DIR.glob("detector_sparse_cpu_*"):  # builds of older sources can never load again
+        if old.is_dir() and old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
     return path
 
 
@@ -99,7 +104,8 @@ def load() -> ModuleType | None:
     ok, why = cpu_supported()
     path = _built_path() if ok else None
     if path is None:
-        reason = why or f"no build of {module_name()} in {BUILD_DIR} (run scripts/setup.sh or python -m detector.ops.cpu_kernels)"
+        reason = why or (f"no build of {module_name()} in {BUILD_DIR} "
+                         "(run scripts/setup.sh or python -m detector.ops.cpu_kernels)")
         if mode == "cpp":
             raise RuntimeError(f"{ENV}=cpp but the compiled kernels are unavailable: {reason}")
         log.warning("sparse convolution on CPU: torch path (compiled kernels unavailable: %s)", reason)

@@ -161,7 +161,7 @@ class _NeighbourMaps:
     """
 
     def __init__(self, indice_pairs: torch.Tensor, indice_pair_num: torch.Tensor, n_in: int, n_out: int, subm: bool,
-                 by_out: torch.Tensor | None = None):
+                 by_out: torch.Tensor | None = None, by_in: torch.Tensor | None = None):
         kv = indice_pairs.shape[1]
         centre = kv // 2
         counts = indice_pair_num.to(torch.int64).clone()
@@ -170,10 +170,10 @@ class _NeighbourMaps:
             counts[centre] = -1
         pairs = indice_pairs.to(torch.int32).contiguous()
         self.pair_in, self.pair_out, self.counts = pairs[0], pairs[1], counts
-        if by_out is not None:  # built by the compiled submanifold rule book already
-            if not subm:
-                raise ValueError("a precomputed neighbour map is only taken for a submanifold rule book")
-            self.by_out, self.by_in = by_out, None
+        if by_out is not None:  # built by a compiled rule book already
+            if (by_in is None) != subm:
+                raise ValueError("precomputed neighbour maps: by_in is needed exactly when the rule book is not subm")
+            self.by_out, self.by_in = by_out, by_in
             return
         ks = [k for k in range(kv) if counts[k] > 0]
         n = counts[ks]
@@ -317,6 +317,26 @@ class _CpuSafeConv:
             )
             key_datas._detector_neighbour_maps = (
                 pairs, _NeighbourMaps(pairs, pair_num, indices.shape[0], indices.shape[0], True, by_out=nbr)
+            )
+            if self.indice_key is not None:
+                indice_dict[self.indice_key] = key_datas
+        elif not self.subm and not self.transposed and cpu_backend() == "cpp":
+            # the compiled rule book of a regular (strided) convolution, with both neighbour maps
+            out_spatial_shape = spconv_ops.get_conv_output_size(
+                spatial_shape, self.kernel_size, self.stride, self.padding, self.dilation
+            )
+            outids, by_out, by_in, pairs, pair_num = cpu_kernels.load().strided_rulebook(
+                indices, list(spatial_shape), list(out_spatial_shape), list(self.kernel_size), list(self.stride),
+                list(self.padding), list(self.dilation),
+            )
+            key_datas = IndiceData(
+                outids, indices, pairs, pair_num, spatial_shape, out_spatial_shape,
+                is_subm=False, algo=ConvAlgo.Native, ksize=self.kernel_size, stride=self.stride,
+                padding=self.padding, dilation=self.dilation,
+            )
+            key_datas._detector_neighbour_maps = (
+                pairs,
+                _NeighbourMaps(pairs, pair_num, indices.shape[0], outids.shape[0], False, by_out=by_out, by_in=by_in),
             )
             if self.indice_key is not None:
                 indice_dict[self.indice_key] = key_datas

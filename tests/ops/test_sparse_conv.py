@@ -233,6 +233,43 @@ def test_compiled_submanifold_rule_book_equals_spconvs(dilation):
 
 
 @pytest.mark.skipif(RAW, reason="detector.ops only")
+@pytest.mark.parametrize("stride,padding", [(2, 1), (2, 0), (1, 1)])
+def test_compiled_strided_rule_book_equals_spconvs(stride, padding):
+    """Same output sites and, per offset, the same (input site, output site) pairs as spconv's rule book."""
+    kern = cpu_kernels.load()
+    if kern is None:
+        pytest.skip("compiled CPU kernels not built or not supported here")
+    from spconv.core import ConvAlgo
+    from spconv.pytorch import ops as spconv_ops
+
+    gen = torch.Generator().manual_seed(23 + stride + padding)
+    _, indices, _ = _random_grid(gen, density=0.25)
+    indices = indices[torch.randperm(len(indices), generator=gen)].contiguous()
+    k, s, p, d = [3] * 3, [stride] * 3, [padding] * 3, [1] * 3
+    out_shape = spconv_ops.get_conv_output_size(list(SHAPE), k, s, p, d)
+    outids, by_out, by_in, pairs, counts = kern.strided_rulebook(indices, list(SHAPE), list(out_shape), k, s, p, d)
+    ref_out, ref_pairs, ref_counts = spconv_ops.get_indice_pairs(
+        indices, B, list(SHAPE), ConvAlgo.Native, k, s, p, d, [0, 0, 0], False, False
+    )
+
+    def sites(t):
+        return [tuple(r) for r in t.tolist()]
+
+    assert sorted(sites(outids)) == sorted(sites(ref_out))
+    assert sites(outids) == sorted(sites(outids)), "output sites in (batch, z, y, x) order"
+    ins, ours_out, theirs_out = sites(indices), sites(outids), sites(ref_out)
+    for kk in range(27):
+        n_ours, n_ref = int(counts[kk]), int(ref_counts[kk])
+        ours = sorted((ins[i], ours_out[o]) for i, o in zip(pairs[0, kk, :n_ours].tolist(), pairs[1, kk, :n_ours].tolist()))
+        ref = sorted((ins[i], theirs_out[o]) for i, o in zip(ref_pairs[0, kk, :n_ref].tolist(),
+                                                               ref_pairs[1, kk, :n_ref].tolist()))
+        assert ours == ref, f"offset {kk}"
+        rows = torch.nonzero(by_out[:, kk] >= 0).flatten()
+        assert torch.equal(by_in[by_out[rows, kk].long(), kk], rows.int()), "by_in is the transpose of by_out"
+        assert int((by_in[:, kk] >= 0).sum()) == n_ours
+
+
+@pytest.mark.skipif(RAW, reason="detector.ops only")
 def test_layers_sharing_a_key_share_neighbour_maps():
     if cpu_kernels.load() is None:
         pytest.skip("compiled CPU kernels not built or not supported here")

@@ -201,6 +201,119 @@ torch::Tensor rulebook_weight_grad(const torch::Tensor& feat, const torch::Tenso
   return dw;
 }
 
+// spconv's rule-book layout (pairs (2, KV, P): row 0 input rows, row 1 output rows, -1 padded; counts
+// (KV,)) of a neighbour map ``nbr`` (n_out, KV) whose entries are input rows. One pass over the map rows
+// in order, so the pairs of each offset are in output-row order.
+std::pair<torch::Tensor, torch::Tensor> pairs_from_map(const torch::Tensor& nbr, int64_t p_max) {
+  const int64_t n_out = nbr.size(0), kv = nbr.size(1);
+  auto pairs = torch::full({2, kv, p_max}, -1, nbr.options());
+  auto counts = torch::zeros({kv}, nbr.options());
+  const int32_t* pn = nbr.data_ptr<int32_t>();
+  int32_t* pin = pairs.data_ptr<int32_t>();
+  int32_t* pout = pin + kv * p_max;
+  int32_t* pc = counts.data_ptr<int32_t>();
+  for (int64_t o = 0; o < n_out; ++o) {
+    const int32_t* row = pn + o * kv;
+    for (int64_t k = 0; k < kv; ++k) {
+      const int32_t i = row[k];
+      if (i < 0) continue;
+      const int64_t m = pc[k]++;
+      pin[k * p_max + m] = i;
+      pout[k * p_max + m] = static_cast<int32_t>(o);
+    }
+  }
+  return {pairs, counts};
+}
+
+// Rule book of a regular (strided) convolution: output site o receives input site x through offset k
+// where o * stride - padding + k * dilation = x in every dimension. Output sites are the distinct
+// reachable ones inside ``out_shape``, in (batch, z, y, x) order. Returns (out_indices (M, 4),
+// by_out (M, KV), by_in (N, KV), pairs (2, KV, N), counts (KV,)); by_out[o, k] = input row, by_in[i, k] =
+// output row. Deterministic (sorting and per-row writes only).
+std::vector<torch::Tensor> strided_rulebook(const torch::Tensor& indices, std::vector<int64_t> shape,
+                                            std::vector<int64_t> out_shape, std::vector<int64_t> ksize,
+                                            std::vector<int64_t> stride, std::vector<int64_t> padding,
+                                            std::vector<int64_t> dilation) {
+  TORCH_CHECK(indices.device().is_cpu() && indices.scalar_type() == torch::kInt32 && indices.is_contiguous() &&
+                  indices.dim() == 2 && indices.size(1) == 4,
+              "indices must be a contiguous (N, 4) int32 CPU tensor (batch, z, y, x)");
+  TORCH_CHECK(shape.size() == 3 && out_shape.size() == 3 && ksize.size() == 3 && stride.size() == 3 &&
+                  padding.size() == 3 && dilation.size() == 3,
+              "3D shapes, kernel, stride, padding and dilation expected");
+  const int64_t n = indices.size(0);
+  const int64_t kd = ksize[0], kh = ksize[1], kw = ksize[2], kv = kd * kh * kw;
+  const int64_t OD = out_shape[0], OH = out_shape[1], OW = out_shape[2];
+  const int32_t* idx = indices.data_ptr<int32_t>();
+  // candidate (output key, input row, offset) triples
+  std::vector<int64_t> cand_key;
+  std::vector<int32_t> cand_row, cand_k;
+  cand_key.reserve(n * 4);
+  cand_row.reserve(n * 4);
+  cand_k.reserve(n * 4);
+  int64_t o_of[3][8];
+  int64_t k_of[3][8];
+  int cnt[3];
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t* c = idx + 4 * i;
+    TORCH_CHECK(c[0] >= 0 && c[1] >= 0 && c[1] < shape[0] && c[2] >= 0 && c[2] < shape[1] && c[3] >= 0 &&
+                    c[3] < shape[2],
+                "index row ", i, " lies outside the spatial shape");
+    const int64_t out_dims[3] = {OD, OH, OW};
+    bool any = true;
+    for (int d = 0; d < 3; ++d) {
+      cnt[d] = 0;
+      for (int64_t kk = 0; kk < ksize[d]; ++kk) {
+        const int64_t num = c[d + 1] + padding[d] - kk * dilation[d];
+        if (num < 0 || num % stride[d] != 0) continue;
+        const int64_t o = num / stride[d];
+        if (o >= out_dims[d]) continue;
+        TORCH_CHECK(cnt[d] < 8, "kernel larger than 8 taps per stride is not supported");
+        o_of[d][cnt[d]] = o;
+        k_of[d][cnt[d]] = kk;
+        ++cnt[d];
+      }
+      any = any && cnt[d] > 0;
+    }
+    if (!any) continue;
+    for (int a = 0; a < cnt[0]; ++a)
+      for (int b = 0; b < cnt[1]; ++b)
+        for (int e = 0; e < cnt[2]; ++e) {
+          cand_key.push_back(((static_cast<int64_t>(c[0]) * OD + o_of[0][a]) * OH + o_of[1][b]) * OW + o_of[2][e]);
+          cand_row.push_back(static_cast<int32_t>(i));
+          cand_k.push_back(static_cast<int32_t>((k_of[0][a] * kh + k_of[1][b]) * kw + k_of[2][e]));
+        }
+  }
+  std::vector<int64_t> ukeys(cand_key);
+  std::sort(ukeys.begin(), ukeys.end());
+  ukeys.erase(std::unique(ukeys.begin(), ukeys.end()), ukeys.end());
+  const int64_t m = static_cast<int64_t>(ukeys.size());
+  auto out_idx = torch::empty({m, 4}, indices.options());
+  int32_t* po = out_idx.data_ptr<int32_t>();
+  for (int64_t j = 0; j < m; ++j) {
+    int64_t key = ukeys[j];
+    po[4 * j + 3] = static_cast<int32_t>(key % OW);
+    key /= OW;
+    po[4 * j + 2] = static_cast<int32_t>(key % OH);
+    key /= OH;
+    po[4 * j + 1] = static_cast<int32_t>(key % OD);
+    po[4 * j + 0] = static_cast<int32_t>(key / OD);
+  }
+  auto by_out = torch::full({m, kv}, -1, indices.options());
+  auto by_in = torch::full({n, kv}, -1, indices.options());
+  int32_t* pbo = by_out.data_ptr<int32_t>();
+  int32_t* pbi = by_in.data_ptr<int32_t>();
+  const int64_t nc = static_cast<int64_t>(cand_key.size());
+  at::parallel_for(0, nc, 4096, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {  // each (o, k) and each (i, k) occurs once: disjoint writes
+      const int64_t o = std::lower_bound(ukeys.begin(), ukeys.end(), cand_key[c]) - ukeys.begin();
+      pbo[o * kv + cand_k[c]] = cand_row[c];
+      pbi[static_cast<int64_t>(cand_row[c]) * kv + cand_k[c]] = static_cast<int32_t>(o);
+    }
+  });
+  auto [pairs, counts] = pairs_from_map(by_out, std::max<int64_t>(n, 1));
+  return {out_idx, by_out, by_in, pairs, counts};
+}
+
 // Submanifold rule book (stride 1, odd kernel, output sites = input sites) as a neighbour map:
 // nbr[o, k] = row of the site at indices[o] + (offset k - centre) * dilation, or -1. Offsets are numbered
 // like spconv's weight (k = (kz * KH + ky) * KW + kx). The sites are sorted by linear key once; then for
@@ -260,28 +373,13 @@ std::vector<torch::Tensor> submanifold_rulebook(const torch::Tensor& indices, st
       }
     }
   });
-  auto pairs = torch::full({2, kv, n}, -1, indices.options());
-  auto counts = torch::zeros({kv}, indices.options());
-  int32_t* pp = pairs.data_ptr<int32_t>();
-  int32_t* pc = counts.data_ptr<int32_t>();
-  at::parallel_for(0, kv, 1, [&](int64_t k0, int64_t k1) {
-    for (int64_t k = k0; k < k1; ++k) {
-      int32_t m = 0;
-      for (int64_t o = 0; o < n; ++o) {
-        const int32_t i = pn[o * kv + k];
-        if (i < 0) continue;
-        pp[k * n + m] = i;
-        pp[(kv + k) * n + m] = static_cast<int32_t>(o);
-        ++m;
-      }
-      pc[k] = m;
-    }
-  });
+  auto [pairs, counts] = pairs_from_map(nbr, n);
   return {nbr, pairs, counts};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("neighbour_conv", &neighbour_conv, "dst[r] = sum_k src[nbr[r, k]] @ w[k] (fused gather-GEMM-scatter)");
   m.def("submanifold_rulebook", &submanifold_rulebook, "(neighbour map, spconv pairs, counts) of a subm conv");
+  m.def("strided_rulebook", &strided_rulebook, "(out indices, by_out, by_in, spconv pairs, counts) of a conv");
   m.def("rulebook_weight_grad", &rulebook_weight_grad, "dW[k] = sum over offset k's pairs of feat[i]^T grad[o]");
 }
