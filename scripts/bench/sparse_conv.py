@@ -189,6 +189,7 @@ def main() -> None:
             else:
                 times[n]["forward"].append(tf)
                 times[n]["fwd_bwd"].append(tb)
+            print(f"round {rep}: {n} forward {tf:.3f} s, fwd+bwd {tb:.3f} s", file=sys.stderr, flush=True)
     mem = {}
     if not args.no_memory:
         for n in names:

@@ -154,7 +154,7 @@ def test_matches_dense(kind, threads, backend):
 
 
 @pytest.mark.parametrize("kind", ["subm", "strided", "inverse"])
-@pytest.mark.parametrize("cin,cout", [(13, 70), (33, 17)])
+@pytest.mark.parametrize("cin,cout", [(13, 70), (33, 17), (40, 24)])
 def test_wide_channels_match_dense(kind, cin, cout, threads, backend):
     """Channel counts that are not multiples of the kernels' register blocks (8 / 32 / 64 columns)."""
     gen = torch.Generator().manual_seed(2000 + threads + cin)
@@ -165,8 +165,10 @@ def test_wide_channels_match_dense(kind, cin, cout, threads, backend):
 
 @pytest.mark.skipif(RAW, reason="detector.ops only")
 @pytest.mark.parametrize("kind", ["subm", "strided", "inverse"])
-def test_compiled_path_is_independent_of_thread_count(kind):
-    """Each output row and each weight-gradient offset has one owner: bitwise equal under 1, 2, 4 threads."""
+@pytest.mark.parametrize("cin,cout", [(12, 20), (40, 40)], ids=["row_major", "offset_major"])
+def test_compiled_path_is_independent_of_thread_count(kind, cin, cout):
+    """Each output row and each weight-gradient offset has one owner: bitwise equal under 1, 2, 4 threads
+    (for small layers, whose kernel sums all offsets in registers, and wide ones, taken offset by offset)."""
     if cpu_kernels.load() is None:
         pytest.skip("compiled CPU kernels not built or not supported here")
     results = []
@@ -176,19 +178,19 @@ def test_compiled_path_is_independent_of_thread_count(kind):
             torch.set_num_threads(t)
             torch.manual_seed(0)
             gen = torch.Generator().manual_seed(99)
-            _, indices, feats = _random_grid(gen, density=0.3, cin=12)
+            _, indices, feats = _random_grid(gen, density=0.3, cin=cin)
             f = feats.clone().requires_grad_(True)
             x = spconv.SparseConvTensor(f, indices, list(SHAPE), B)
             with use_cpu_backend("cpp"):
                 if kind == "subm":
-                    layer = ops.SubMConv3d(12, 20, 3, bias=False)
+                    layer = ops.SubMConv3d(cin, cout, 3, bias=False)
                     y = layer(x)
                 elif kind == "strided":
-                    layer = ops.SparseConv3d(12, 20, 3, stride=2, padding=1, bias=False, indice_key="d")
+                    layer = ops.SparseConv3d(cin, cout, 3, stride=2, padding=1, bias=False, indice_key="d")
                     y = layer(x)
                 else:
-                    down = ops.SparseConv3d(12, 12, 3, stride=2, padding=1, bias=False, indice_key="d")
-                    layer = ops.SparseInverseConv3d(12, 20, 3, bias=False, indice_key="d")
+                    down = ops.SparseConv3d(cin, cin, 3, stride=2, padding=1, bias=False, indice_key="d")
+                    layer = ops.SparseInverseConv3d(cin, cout, 3, bias=False, indice_key="d")
                     y = layer(down(x))
                 g = torch.randn(y.features.shape, generator=gen)
                 grads = torch.autograd.grad((y.features * g).sum(), [f, layer.weight])

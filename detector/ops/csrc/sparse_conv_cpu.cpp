@@ -108,6 +108,85 @@ void dw_block(const float* __restrict a, const float* __restrict b, float* __res
 using DwFn = void (*)(const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t);
 constexpr DwFn kDwBlocks[5] = {nullptr, dw_block<1>, dw_block<2>, dw_block<3>, dw_block<4>};
 
+// Offset-major variant for wide layers, where the KV matrices do not fit in the core's cache: rows are
+// taken in blocks of kRowBlock; within a block, offset by offset, the block's pairs of that offset are
+// multiplied four rows at a time with W[k] (read from L1) into a padded block buffer. Each row still
+// sums its offsets in ascending order, so the result does not depend on the blocking or the threads.
+constexpr int64_t kRowBlock = 128;
+
+template <int NB>
+void conv_rows_offset_major(const float* __restrict src, const int32_t* __restrict nbr, const float* __restrict w,
+                            float* __restrict dst, int64_t r0, int64_t r1, int64_t kv, int64_t c_src, int64_t ld_w,
+                            int64_t c_dst) {
+  std::vector<float> buf((kRowBlock + 1) * ld_w);  // + a scratch row for padded groups
+  std::vector<float> zeros(c_src, 0.0f);
+  int32_t lrow[kRowBlock + 4];
+  const float* xrow[kRowBlock + 4];
+  const int64_t w_stride = c_src * ld_w;
+  for (int64_t b0 = r0; b0 < r1; b0 += kRowBlock) {
+    const int64_t nrows = std::min(kRowBlock, r1 - b0);
+    std::fill(buf.begin(), buf.end(), 0.0f);
+    for (int64_t k = 0; k < kv; ++k) {
+      int64_t m = 0;
+      for (int64_t r = 0; r < nrows; ++r) {
+        const int32_t i = nbr[(b0 + r) * kv + k];
+        if (i < 0) continue;
+        lrow[m] = static_cast<int32_t>(r);
+        xrow[m] = src + static_cast<int64_t>(i) * c_src;
+        ++m;
+      }
+      if (m == 0) continue;
+      for (int64_t q = m; q % 4; ++q) {  // pad the last group with zero rows into the scratch row
+        lrow[q] = static_cast<int32_t>(kRowBlock);
+        xrow[q] = zeros.data();
+      }
+      const float* wk = w + k * w_stride;
+      for (int64_t col0 = 0; col0 < ld_w; col0 += NB * kLanes) {
+        const int nb = static_cast<int>(std::min<int64_t>(NB, (ld_w - col0) / kLanes));
+        for (int64_t g = 0; g < m; g += 4) {
+          __m256 acc[4][NB];
+          for (int q = 0; q < 4; ++q)
+            for (int j = 0; j < NB; ++j) acc[q][j] = _mm256_setzero_ps();
+          const float* x0 = xrow[g];
+          const float* x1 = xrow[g + 1];
+          const float* x2 = xrow[g + 2];
+          const float* x3 = xrow[g + 3];
+          if (nb == NB) {
+            for (int64_t c = 0; c < c_src; ++c) {
+              const float* wr = wk + c * ld_w + col0;
+              __m256 wv[NB];
+              for (int j = 0; j < NB; ++j) wv[j] = _mm256_loadu_ps(wr + j * kLanes);
+              const __m256 b0v = _mm256_broadcast_ss(x0 + c), b1v = _mm256_broadcast_ss(x1 + c);
+              const __m256 b2v = _mm256_broadcast_ss(x2 + c), b3v = _mm256_broadcast_ss(x3 + c);
+              for (int j = 0; j < NB; ++j) {
+                acc[0][j] = _mm256_fmadd_ps(b0v, wv[j], acc[0][j]);
+                acc[1][j] = _mm256_fmadd_ps(b1v, wv[j], acc[1][j]);
+                acc[2][j] = _mm256_fmadd_ps(b2v, wv[j], acc[2][j]);
+                acc[3][j] = _mm256_fmadd_ps(b3v, wv[j], acc[3][j]);
+              }
+            }
+          } else {  // a last, narrower column block (one register)
+            for (int64_t c = 0; c < c_src; ++c) {
+              const __m256 wv = _mm256_loadu_ps(wk + c * ld_w + col0);
+              acc[0][0] = _mm256_fmadd_ps(_mm256_broadcast_ss(x0 + c), wv, acc[0][0]);
+              acc[1][0] = _mm256_fmadd_ps(_mm256_broadcast_ss(x1 + c), wv, acc[1][0]);
+              acc[2][0] = _mm256_fmadd_ps(_mm256_broadcast_ss(x2 + c), wv, acc[2][0]);
+              acc[3][0] = _mm256_fmadd_ps(_mm256_broadcast_ss(x3 + c), wv, acc[3][0]);
+            }
+          }
+          for (int q = 0; q < 4; ++q) {
+            float* o = buf.data() + lrow[g + q] * ld_w + col0;
+            for (int j = 0; j < nb; ++j)
+              _mm256_storeu_ps(o + j * kLanes, _mm256_add_ps(_mm256_loadu_ps(o + j * kLanes), acc[q][j]));
+          }
+        }
+      }
+    }
+    for (int64_t r = 0; r < nrows; ++r)
+      std::memcpy(dst + (b0 + r) * c_dst, buf.data() + r * ld_w, sizeof(float) * c_dst);
+  }
+}
+
 using BlockFn = void (*)(const float*, const int32_t*, const float*, float*, int64_t, int64_t, int64_t, int64_t,
                          int64_t, int64_t, int64_t);
 constexpr BlockFn kBlocks[9] = {nullptr,
@@ -140,6 +219,15 @@ torch::Tensor neighbour_conv(const torch::Tensor& src, const torch::Tensor& nbr,
   float* pd = dst.data_ptr<float>();
   // rows per task: enough work to amortise the scheduling, small enough to balance two threads
   const int64_t grain = std::max<int64_t>(64, 32768 / std::max<int64_t>(1, kv * c_src * ld_w / 64));
+  // all KV matrices in L1/L2 (small layers): row-major with every offset summed in registers;
+  // otherwise offset-major over row blocks, each W[k] read once per block
+  const bool wide = kv * c_src * ld_w * static_cast<int64_t>(sizeof(float)) > (96 << 10);
+  if (wide) {
+    at::parallel_for(0, rows, kRowBlock, [&](int64_t r0, int64_t r1) {
+      conv_rows_offset_major<2>(ps, pn, pw, pd, r0, r1, kv, c_src, ld_w, c_dst);
+    });
+    return dst;
+  }
   at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
     for (int64_t col0 = 0; col0 < c_dst; col0 += 8 * kLanes) {
       const int64_t nb = std::min<int64_t>(8, (ld_w - col0) / kLanes);
