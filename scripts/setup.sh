@@ -47,10 +47,25 @@ fi
 VPY="$VENV/bin/python"
 PIP=("$VPY" -m pip install -q --disable-pip-version-check)
 
+# The compiled CPU sparse-convolution kernels (detector/ops/csrc, AVX2 + OpenMP, system C++ compiler),
+# built once into detector/ops/_build/ under a name hashing the source: a current build is kept, a
+# changed source is rebuilt. Without a compiler (or AVX2) the layers run their torch path and say so.
+build_cpu_kernels() {
+  [ "$FLAVOR" = cpu ] || return 0  # on CUDA the layers are spconv's own
+  if ! command -v "${CXX:-c++}" >/dev/null 2>&1; then
+    log "WARNING: no C++ compiler: CPU sparse convolution will use its slower torch path"
+    log "         (install g++, then re-run scripts/setup.sh)"
+    return 0
+  fi
+  "$VPY" -c 'import sys; from detector.ops import cpu_kernels; sys.exit(cpu_kernels.main())' \
+    || log "WARNING: CPU kernels not built; CPU sparse convolution will use its slower torch path"
+}
+
 # Stamp: hash of what decides the install; equal stamp -> nothing to do.
 STAMP="$VENV/.setup-stamp"
 want="$(cat "$ROOT/setup.cfg" "$ROOT/scripts/setup.sh" | sha256sum | cut -c1-16)-$FLAVOR"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && "$VPY" -c "import detector, torch, spconv, open3d, lightning, hydra" 2>/dev/null; then
+  build_cpu_kernels
   log "environment up to date ($FLAVOR): $VENV"
   exit 0
 fi
@@ -72,5 +87,6 @@ if ! "$VPY" -c "from waymo_open_dataset import dataset_pb2" 2>/dev/null; then
 fi
 
 "$VPY" -c "import detector, torch, spconv, open3d, lightning, hydra, pyarrow; from waymo_open_dataset import dataset_pb2, label_pb2; from waymo_open_dataset.protos import metrics_pb2" 
+build_cpu_kernels
 echo "$want" > "$STAMP"
 log "done ($FLAVOR): activate with 'source $VENV/bin/activate'"

@@ -5,13 +5,28 @@ its gather-GEMM-scatter loop gives wrong values with more than one torch thread,
 asks for a CUDA stream even on CPU-only torch. The rule book it computes is right under any thread
 count. So on CPU these layers keep spconv's rule book (same ``indice_key`` caching, same
 ``IndiceData``, so inverse convolutions and submanifold reuse work as in spconv) and redo only the
-feature computation with torch ops (``index_select``, matrix product, ``index_add_``); autograd gives
-the backward. On CUDA ``forward`` is spconv's own, untouched.
+feature computation, on one of two paths:
+
+- ``cpp`` (default where built, see ``cpu_kernels``): the rule book is turned once into neighbour
+  maps (``(rows, KV)``: the source row of every destination row and offset), cached on the
+  ``IndiceData`` so that every layer sharing an ``indice_key`` reuses them; a fused C++ kernel computes
+  each output row from all its offsets in registers (forward), the same kernel over the transposed
+  map gives the input gradient, and a per-offset kernel the weight gradient. Each output row and
+  each weight-gradient offset is owned by one thread: no atomics, results independent of the
+  thread count.
+- ``torch`` (the fallback, and the reference kept callable as ``gather_gemm_scatter``): per offset
+  ``index_select``, matrix product, ``index_add_``.
+
+On CUDA ``forward`` is spconv's own, untouched.
 
 The classes subclass spconv's, so weights, state dicts and ``SparseConvTensor`` are spconv's.
 """
 
 from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Iterator
 
 import torch
 from spconv.core import ConvAlgo
@@ -20,7 +35,35 @@ from spconv.pytorch import conv as spconv_conv
 from spconv.pytorch import ops as spconv_ops
 from spconv.pytorch.core import IndiceData
 
-__all__ = ["SubMConv3d", "SparseConv3d", "SparseInverseConv3d", "gather_gemm_scatter"]
+from detector.ops import cpu_kernels
+
+__all__ = ["SubMConv3d", "SparseConv3d", "SparseInverseConv3d", "gather_gemm_scatter", "neighbour_conv",
+           "cpu_backend", "use_cpu_backend"]
+
+log = logging.getLogger(__name__)
+_FORCED_BACKEND: str | None = None
+
+
+def cpu_backend() -> str:
+    """``"cpp"`` (compiled fused kernels) or ``"torch"``: the path the CPU layers take now."""
+    if _FORCED_BACKEND is not None:
+        return _FORCED_BACKEND
+    return "cpp" if cpu_kernels.load() is not None else "torch"
+
+
+@contextlib.contextmanager
+def use_cpu_backend(name: str) -> Iterator[None]:
+    """Run the CPU layers on ``"torch"`` or ``"cpp"`` inside the block (benchmarks, tests)."""
+    global _FORCED_BACKEND
+    if name not in ("torch", "cpp"):
+        raise ValueError(f"unknown CPU sparse-conv backend {name!r} (torch or cpp)")
+    if name == "cpp" and cpu_kernels.load() is None:
+        raise RuntimeError("the compiled CPU kernels are not available (python -m detector.ops.cpu_kernels)")
+    before, _FORCED_BACKEND = _FORCED_BACKEND, name
+    try:
+        yield
+    finally:
+        _FORCED_BACKEND = before
 
 
 def _pairs(indice_pairs: torch.Tensor, indice_pair_num: torch.Tensor, subm: bool, inverse: bool):
@@ -106,6 +149,124 @@ def gather_gemm_scatter(
     return _GatherGemmScatter.apply(features, weight, indice_pairs, indice_pair_num, num_out, subm, inverse)
 
 
+# --- compiled path -----------------------------------------------------------------------------------
+
+class _NeighbourMaps:
+    """A rule book as neighbour maps, in the terms of the convolution that built it (input -> output).
+
+    ``by_out[o, k]``: input row reaching output ``o`` through offset ``k`` (-1: none); ``by_in[i, k]``:
+    output row that input ``i`` reaches through ``k`` (``None`` for a submanifold rule book, whose
+    transpose is ``by_out`` with the offsets mirrored). ``pair_in``/``pair_out``/``counts`` are the
+    per-offset pair lists for the weight gradient (``counts[k] == -1``: the identity, a submanifold centre).
+    """
+
+    def __init__(self, indice_pairs: torch.Tensor, indice_pair_num: torch.Tensor, n_in: int, n_out: int, subm: bool,
+                 by_out: torch.Tensor | None = None, by_in: torch.Tensor | None = None):
+        kv = indice_pairs.shape[1]
+        centre = kv // 2
+        counts = indice_pair_num.to(torch.int64).clone()
+        if subm:  # spconv fills submanifold counts only up to the centre; an offset past it has its mirror's
+            counts[centre + 1:] = counts[:centre].flip(0)
+            counts[centre] = -1
+        pairs = indice_pairs.to(torch.int32).contiguous()
+        self.pair_in, self.pair_out, self.counts = pairs[0], pairs[1], counts
+        if by_out is not None:  # built by a compiled rule book already
+            if (by_in is None) != subm:
+                raise ValueError("precomputed neighbour maps: by_in is needed exactly when the rule book is not subm")
+            self.by_out, self.by_in = by_out, by_in
+            return
+        ks = [k for k in range(kv) if counts[k] > 0]
+        n = counts[ks]
+        rows_in = torch.cat([pairs[0, k, : int(c)] for k, c in zip(ks, n)]).long() if ks else torch.zeros(0, dtype=torch.long)
+        rows_out = torch.cat([pairs[1, k, : int(c)] for k, c in zip(ks, n)]).long() if ks else torch.zeros(0, dtype=torch.long)
+        offs = torch.repeat_interleave(torch.tensor(ks, dtype=torch.long), n)
+        self.by_out = torch.full((n_out, kv), -1, dtype=torch.int32)
+        self.by_out.view(-1)[rows_out * kv + offs] = rows_in.to(torch.int32)
+        if subm:
+            self.by_out[:, centre] = torch.arange(n_out, dtype=torch.int32)
+            self.by_in = None
+        else:
+            self.by_in = torch.full((n_in, kv), -1, dtype=torch.int32)
+            self.by_in.view(-1)[rows_in * kv + offs] = rows_out.to(torch.int32)
+
+    @classmethod
+    def of(cls, datas: IndiceData | None, indice_pairs, indice_pair_num, n_in: int, n_out: int, subm: bool):
+        """The maps of a rule book, built once per ``IndiceData`` (shared by every layer of its key)."""
+        if datas is not None:
+            cached = getattr(datas, "_detector_neighbour_maps", None)
+            if cached is not None and cached[0] is indice_pairs:
+                return cached[1]
+        maps = cls(indice_pairs, indice_pair_num, n_in, n_out, subm)
+        if datas is not None:
+            datas._detector_neighbour_maps = (indice_pairs, maps)
+        return maps
+
+
+def _padded(w: torch.Tensor) -> torch.Tensor:
+    """(KV, C_src, C_dst) -> contiguous, last dim zero-padded to a multiple of 8 (the kernel's register width)."""
+    pad = (-w.shape[-1]) % 8
+    return torch.nn.functional.pad(w, (0, pad)).contiguous() if pad else w.contiguous()
+
+
+class _NeighbourConv(torch.autograd.Function):
+    """Sparse convolution over neighbour maps with the compiled kernels (see ``_NeighbourMaps``)."""
+
+    @staticmethod
+    def forward(ctx, features, weight, maps: _NeighbourMaps, subm: bool, inverse: bool):
+        kern = cpu_kernels.load()
+        out_channels, in_channels = weight.shape[0], weight.shape[-1]
+        w = weight.reshape(out_channels, -1, in_channels)  # (O, KV, I)
+        fwd_map = maps.by_in if inverse else maps.by_out
+        features = features.contiguous()
+        out = kern.neighbour_conv(features, fwd_map, _padded(w.permute(1, 2, 0)), out_channels)
+        ctx.save_for_backward(features, weight)
+        ctx.maps, ctx.subm, ctx.inverse = maps, subm, inverse
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        kern = cpu_kernels.load()
+        features, weight = ctx.saved_tensors
+        maps, subm, inverse = ctx.maps, ctx.subm, ctx.inverse
+        out_channels, in_channels = weight.shape[0], weight.shape[-1]
+        w = weight.reshape(out_channels, -1, in_channels)
+        grad_out = grad_out.contiguous()
+        grad_f = grad_w = None
+        if ctx.needs_input_grad[0]:
+            wt = w.permute(1, 0, 2)  # (KV, O, I): the transposed offsets' matrices
+            if subm:  # the transpose of a submanifold map is the map with mirrored offsets
+                grad_f = kern.neighbour_conv(grad_out, maps.by_out, _padded(wt.flip(0)), in_channels)
+            else:
+                bwd_map = maps.by_out if inverse else maps.by_in
+                grad_f = kern.neighbour_conv(grad_out, bwd_map, _padded(wt), in_channels)
+        if ctx.needs_input_grad[1]:
+            pair_in, pair_out = (maps.pair_out, maps.pair_in) if inverse else (maps.pair_in, maps.pair_out)
+            dw = kern.rulebook_weight_grad(features, grad_out, pair_in, pair_out, maps.counts)  # (KV, I, O)
+            grad_w = dw.permute(2, 0, 1).reshape(weight.shape)
+        return grad_f, grad_w, None, None, None
+
+
+def neighbour_conv(
+    features: torch.Tensor,
+    weight: torch.Tensor,
+    indice_pairs: torch.Tensor,
+    indice_pair_num: torch.Tensor,
+    num_in: int,
+    num_out: int,
+    subm: bool,
+    inverse: bool,
+    datas: IndiceData | None = None,
+) -> torch.Tensor:
+    """``gather_gemm_scatter`` on the compiled kernels (same arguments and result; ``num_in``: rows of the
+    rule book's input side, i.e. of ``features`` unless ``inverse``). ``datas``, the ``IndiceData`` the
+    rule book came from, caches its neighbour maps for the other layers of the same key."""
+    if inverse:  # maps are in the terms of the strided convolution that built the rule book
+        maps = _NeighbourMaps.of(datas, indice_pairs, indice_pair_num, num_out, num_in, subm)
+    else:
+        maps = _NeighbourMaps.of(datas, indice_pairs, indice_pair_num, num_in, num_out, subm)
+    return _NeighbourConv.apply(features, weight, maps, subm, inverse)
+
+
 class _CpuSafeConv:
     """Mixin over ``spconv.pytorch.conv.SparseConvolution`` replacing only the CPU feature math."""
 
@@ -126,6 +287,7 @@ class _CpuSafeConv:
         spatial_shape = input.spatial_shape
         indice_dict = input.indice_dict.copy()
         datas = input.find_indice_pair(self.indice_key)
+        key_datas = datas
 
         if self.inverse:
             if datas is None:
@@ -141,6 +303,43 @@ class _CpuSafeConv:
             self._check_subm_reuse_valid(input, spatial_shape, datas)
             outids, pairs, pair_num = datas.out_indices, datas.indice_pairs, datas.indice_pair_num
             out_spatial_shape = spatial_shape
+        elif self.subm and cpu_backend() == "cpp" and all(k % 2 == 1 for k in self.kernel_size):
+            # the compiled submanifold rule book: neighbour map and spconv's pair layout in one pass
+            out_spatial_shape = spatial_shape
+            nbr, pairs, pair_num = cpu_kernels.load().submanifold_rulebook(
+                indices, list(spatial_shape), list(self.kernel_size), list(self.dilation)
+            )
+            outids = indices
+            key_datas = IndiceData(
+                outids, indices, pairs, pair_num, spatial_shape, out_spatial_shape,
+                is_subm=True, algo=ConvAlgo.Native, ksize=self.kernel_size, stride=self.stride,
+                padding=self.padding, dilation=self.dilation,
+            )
+            key_datas._detector_neighbour_maps = (
+                pairs, _NeighbourMaps(pairs, pair_num, indices.shape[0], indices.shape[0], True, by_out=nbr)
+            )
+            if self.indice_key is not None:
+                indice_dict[self.indice_key] = key_datas
+        elif not self.subm and not self.transposed and cpu_backend() == "cpp":
+            # the compiled rule book of a regular (strided) convolution, with both neighbour maps
+            out_spatial_shape = spconv_ops.get_conv_output_size(
+                spatial_shape, self.kernel_size, self.stride, self.padding, self.dilation
+            )
+            outids, by_out, by_in, pairs, pair_num = cpu_kernels.load().strided_rulebook(
+                indices, list(spatial_shape), list(out_spatial_shape), list(self.kernel_size), list(self.stride),
+                list(self.padding), list(self.dilation),
+            )
+            key_datas = IndiceData(
+                outids, indices, pairs, pair_num, spatial_shape, out_spatial_shape,
+                is_subm=False, algo=ConvAlgo.Native, ksize=self.kernel_size, stride=self.stride,
+                padding=self.padding, dilation=self.dilation,
+            )
+            key_datas._detector_neighbour_maps = (
+                pairs,
+                _NeighbourMaps(pairs, pair_num, indices.shape[0], outids.shape[0], False, by_out=by_out, by_in=by_in),
+            )
+            if self.indice_key is not None:
+                indice_dict[self.indice_key] = key_datas
         else:
             if self.subm:
                 out_spatial_shape = spatial_shape
@@ -159,7 +358,7 @@ class _CpuSafeConv:
                 self.padding, self.dilation, self.output_padding, self.subm, self.transposed,
             )
             if self.indice_key is not None:
-                indice_dict[self.indice_key] = IndiceData(
+                key_datas = indice_dict[self.indice_key] = IndiceData(
                     outids, indices, pairs, pair_num, spatial_shape, out_spatial_shape,
                     is_subm=self.subm, algo=ConvAlgo.Native, ksize=self.kernel_size, stride=self.stride,
                     padding=self.padding, dilation=self.dilation,
@@ -167,6 +366,11 @@ class _CpuSafeConv:
 
         if self.conv1x1 and self.subm:
             out_features = features @ self.weight.reshape(self.out_channels, self.in_channels).T
+        elif cpu_backend() == "cpp":
+            out_features = neighbour_conv(
+                features, self.weight, pairs, pair_num, features.shape[0], outids.shape[0], self.subm, self.inverse,
+                key_datas,
+            )
         else:
             out_features = gather_gemm_scatter(
                 features, self.weight, pairs, pair_num, outids.shape[0], self.subm, self.inverse

@@ -1,25 +1,40 @@
 """Cost of the project's CPU sparse convolution against single-threaded spconv (the correct baseline).
 
-A 3-level sparse U-Net over ~100k active voxels of a Waymo-like 0.2 m grid; forward and
-forward+backward. Each variant runs in a fresh child process (so peak memory is its own); the parent
-prints a table with ratios against the baseline, all from this one command:
+A 4-level sparse U-Net (16/32/64/96 channels: submanifold, strided and inverse convolutions,
+BatchNorm, ReLU) over ~200k active voxels of a LiDAR-like 0.2 m grid; forward and forward+backward,
+rule books included (each pass starts from a fresh tensor, as every frame does).
 
-    .venv/bin/python scripts/bench/sparse_conv.py [--voxels 100000] [--repeats 5]
+Timing: every variant in this one process, interleaved repeat by repeat (so that a load change on a
+shared machine hits them alike); the median of ``--repeats`` is reported with its ratio to the
+baseline. Memory: each variant once more in a fresh child process (peak RSS of one forward+backward).
+Agreement: outputs and both gradients of every variant against the baseline (max error relative to
+the reference's magnitude, as the tests measure it).
 
-Variants: ``spconv-1t`` (spconv's own CPU kernels, 1 thread, backward made to run with
-``enable_spconv_cpu_backward``), ``ours-1t`` and ``ours-2t`` (detector.ops, 1 and 2 threads).
+    PYTHONPATH=. .venv/bin/python scripts/bench/sparse_conv.py [--voxels 200000] [--repeats 5]
+
+Variants: ``spconv-1t`` (spconv's own CPU kernels and rule books, 1 thread, backward made to run with
+``enable_spconv_cpu_backward``), ``torch-1t``/``torch-2t`` (detector.ops on the torch path: the previous
+implementation, per-offset ``index_select``/``mm``/``index_add_`` over spconv's rule book) and
+``cpp-1t``/``cpp-2t`` (detector.ops on the compiled kernels and rule books).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-VARIANTS = {"spconv-1t": ("spconv", 1), "ours-1t": ("ours", 1), "ours-2t": ("ours", 2)}
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+VARIANTS = {"spconv-1t": ("spconv", 1), "torch-1t": ("torch", 1), "torch-2t": ("torch", 2),
+            "cpp-1t": ("cpp", 1), "cpp-2t": ("cpp", 2)}
+CHANNELS = (16, 32, 64, 96)
 
 
 def _make_input(n_voxels: int, seed: int = 0):
@@ -45,14 +60,14 @@ def _make_input(n_voxels: int, seed: int = 0):
     return spconv.SparseConvTensor, feats, torch.from_numpy(idx).contiguous(), list(shape)
 
 
-def _unet(kind: str):
+def _unet(kind: str, ch=CHANNELS):
     import spconv.pytorch as spconv
     import torch
     from torch import nn
 
     from detector import ops
 
-    mod = ops if kind == "ours" else spconv
+    mod = spconv if kind == "spconv" else ops
 
     class Block(nn.Module):
         def __init__(self, cin, cout, key):
@@ -65,7 +80,7 @@ def _unet(kind: str):
             return x.replace_feature(torch.relu(self.norm(x.features)))
 
     class UNet(nn.Module):
-        def __init__(self, ch=(16, 32, 64)):
+        def __init__(self):
             super().__init__()
             self.stem = Block(4, ch[0], "s0")
             self.enc = nn.ModuleList()
@@ -90,15 +105,33 @@ def _unet(kind: str):
                 x = dec(x.replace_feature(torch.cat([x.features, skip.features], 1)))
             return x
 
+    torch.manual_seed(0)  # the same weights for every variant
     return UNet()
 
 
-def _child(variant: str, n_voxels: int, repeats: int) -> dict:
+def _backend(kind: str):
+    from detector.ops.sparse_conv import use_cpu_backend
+
+    return contextlib.nullcontext() if kind == "spconv" else use_cpu_backend(kind)
+
+
+def _pass(net, tensor_cls, feats, idx, shape, kind: str, backward: bool):
+    f = feats.clone().requires_grad_(backward)
+    with _backend(kind):
+        t0 = time.perf_counter()
+        out = net(tensor_cls(f, idx, shape, 1))
+        if backward:
+            out.features.square().mean().backward()
+        dt = time.perf_counter() - t0
+    return dt, out.features.detach(), (f.grad, [p.grad.clone() for p in net.parameters()]) if backward else None
+
+
+def _child(variant: str, n_voxels: int) -> dict:
+    """Peak RSS of one forward+backward of one variant, in a fresh process."""
     import torch
 
     kind, threads = VARIANTS[variant]
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
     if kind == "spconv":
         from detector.ops import enable_spconv_cpu_backward
 
@@ -106,45 +139,76 @@ def _child(variant: str, n_voxels: int, repeats: int) -> dict:
     tensor_cls, feats, idx, shape = _make_input(n_voxels)
     net = _unet(kind)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-    def run(backward: bool) -> float:
-        f = feats.clone().requires_grad_(backward)
-        t0 = time.perf_counter()
-        out = net(tensor_cls(f, idx, shape, 1))
-        if backward:
-            out.features.square().mean().backward()
-        return time.perf_counter() - t0
-
-    run(True)  # warm-up
-    fwd = min(run(False) for _ in range(repeats))
-    fb = min(run(True) for _ in range(repeats))
+    _pass(net, tensor_cls, feats, idx, shape, kind, True)
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"variant": variant, "voxels": int(len(idx)), "forward_s": fwd, "fwd_bwd_s": fb,
-            "peak_rss_mb": rss1 / 1024, "peak_rss_over_input_mb": (rss1 - rss0) / 1024}
+    return {"variant": variant, "peak_rss_mb": rss1 / 1024, "peak_over_input_mb": (rss1 - rss0) / 1024}
+
+
+def _err(a, b) -> float:
+    return ((a - b).abs().max() / b.abs().max().clamp(min=1.0)).item()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--voxels", type=int, default=100_000)
+    ap.add_argument("--voxels", type=int, default=200_000)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset (first: baseline)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the per-variant peak-RSS children")
     ap.add_argument("--child", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(_child(args.child, args.voxels, args.repeats)))
+        print(json.dumps(_child(args.child, args.voxels)))
         return
-    rows = []
-    for v in VARIANTS:
-        out = subprocess.run([sys.executable, __file__, "--child", v, "--voxels", str(args.voxels),
-                              "--repeats", str(args.repeats)], capture_output=True, text=True, check=True)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    base = rows[0]
-    print(f"sparse U-Net (3 levels, 16/32/64 ch), {base['voxels']} active voxels, best of {args.repeats}")
-    print("| variant | forward s | ratio | fwd+bwd s | ratio | peak RSS MB | ratio |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(f"| {r['variant']} | {r['forward_s']:.3f} | {r['forward_s'] / base['forward_s']:.2f} | "
-              f"{r['fwd_bwd_s']:.3f} | {r['fwd_bwd_s'] / base['fwd_bwd_s']:.2f} | "
-              f"{r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] / base['peak_rss_mb']:.2f} |")
+    import torch
+
+    from detector.ops import enable_spconv_cpu_backward
+    from detector.ops.sparse_conv import cpu_backend
+
+    names = args.variants.split(",")
+    enable_spconv_cpu_backward()
+    tensor_cls, feats, idx, shape = _make_input(args.voxels)
+    nets = {n: _unet(VARIANTS[n][0]) for n in names}
+    times = {n: {"forward": [], "fwd_bwd": []} for n in names}
+    ref = None
+    errors = {}
+    for rep in range(args.repeats + 1):  # the first round warms up (and checks agreement)
+        for n in names:
+            kind, threads = VARIANTS[n]
+            torch.set_num_threads(threads)
+            net = nets[n]
+            net.zero_grad(set_to_none=True)
+            tf, _, _ = _pass(net, tensor_cls, feats, idx, shape, kind, False)
+            tb, out, grads = _pass(net, tensor_cls, feats, idx, shape, kind, True)
+            if rep == 0:
+                if ref is None:
+                    ref = (out, grads)
+                # strided rule books may order the output sites differently; the U-Net's output sites
+                # are its input sites, in input order, for every variant
+                errors[n] = (_err(out, ref[0]), _err(grads[0], ref[1][0]),
+                             max(_err(a, b) for a, b in zip(grads[1], ref[1][1])))
+            else:
+                times[n]["forward"].append(tf)
+                times[n]["fwd_bwd"].append(tb)
+            print(f"round {rep}: {n} forward {tf:.3f} s, fwd+bwd {tb:.3f} s", file=sys.stderr, flush=True)
+    mem = {}
+    if not args.no_memory:
+        for n in names:
+            out = subprocess.run([sys.executable, __file__, "--child", n, "--voxels", str(args.voxels)],
+                                 capture_output=True, text=True, check=True)
+            mem[n] = json.loads(out.stdout.strip().splitlines()[-1])
+    base = names[0]
+    med = {n: {k: statistics.median(v) for k, v in times[n].items()} for n in names}
+    print(f"sparse U-Net ({len(CHANNELS)} levels, {'/'.join(map(str, CHANNELS))} ch), {len(idx)} active voxels, "
+          f"median of {args.repeats} interleaved repeats; compiled kernels: {cpu_backend() == 'cpp'}")
+    print("| variant | forward s | ratio | fwd+bwd s | ratio | peak RSS MB | ratio | max err out / d_in / d_w |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for n in names:
+        m = mem.get(n, {}).get("peak_rss_mb", float("nan"))
+        mb = mem.get(base, {}).get("peak_rss_mb", float("nan"))
+        e = errors[n]
+        print(f"| {n} | {med[n]['forward']:.3f} | {med[n]['forward'] / med[base]['forward']:.2f} | "
+              f"{med[n]['fwd_bwd']:.3f} | {med[n]['fwd_bwd'] / med[base]['fwd_bwd']:.2f} | {m:.0f} | {m / mb:.2f} | "
+              f"{e[0]:.1e} / {e[1]:.1e} / {e[2]:.1e} |")
 
 
 if __name__ == "__main__":

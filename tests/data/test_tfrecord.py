@@ -6,27 +6,43 @@ import struct
 import numpy as np
 import pytest
 
-from detector.data.tfrecord import (RecordError, TFRecordWriter, _crc_register_serial, crc32c, encode_record,
-                                    iter_records, iter_records_with_offsets, masked_crc32c, write_tfrecord)
+from detector.data import tfrecord
+from detector.data.tfrecord import (RecordError, TFRecordWriter, _crc_register_serial, crc32c, crc32c_numpy,
+                                    encode_record, iter_records, iter_records_with_offsets, masked_crc32c,
+                                    write_tfrecord)
 
 
 def _serial_crc(data: bytes) -> int:
     return _crc_register_serial(data, 0xFFFFFFFF) ^ 0xFFFFFFFF
 
 
-def test_crc32c_known_values():
+@pytest.mark.parametrize("fn", [crc32c, crc32c_numpy], ids=["default", "numpy"])
+def test_crc32c_known_values(fn):
     # Standard check value of CRC-32C, and RFC 3720 (iSCSI) test vectors.
-    assert crc32c(b"123456789") == 0xE3069283
-    assert crc32c(bytes(32)) == 0x8A9136AA
-    assert crc32c(b"\xff" * 32) == 0x62A8AB43
-    assert crc32c(bytes(range(32))) == 0x46DD794E
-    assert crc32c(b"") == 0
+    assert fn(b"123456789") == 0xE3069283
+    assert fn(bytes(32)) == 0x8A9136AA
+    assert fn(b"\xff" * 32) == 0x62A8AB43
+    assert fn(bytes(range(32))) == 0x46DD794E
+    assert fn(b"") == 0
 
 
 @pytest.mark.parametrize("n", [1, 4, 1023, 1024, 1029, 4096, 65535, 65536, 65541, 300_007])
 def test_vectorised_crc_equals_serial_definition(n):
     data = np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8).tobytes()
+    assert crc32c_numpy(data) == _serial_crc(data)
     assert crc32c(data) == _serial_crc(data)
+    # every buffer type the reader and writer pass
+    assert crc32c(bytearray(data)) == crc32c(memoryview(data)) == crc32c(data)
+    assert crc32c(memoryview(data)[: n // 2 + 1]) == crc32c_numpy(data[: n // 2 + 1])
+
+
+def test_hardware_crc_is_used_where_installed():
+    """google-crc32c is a declared dependency: with its C extension present, ``crc32c`` is that one."""
+    google_crc32c = pytest.importorskip("google_crc32c")
+    if google_crc32c.implementation != "c":
+        pytest.skip("google-crc32c without its C extension: the numpy version is used")
+    assert tfrecord.CRC32C_BACKEND == "google-crc32c (c)"
+    assert crc32c is not crc32c_numpy
 
 
 def test_record_framing_layout():

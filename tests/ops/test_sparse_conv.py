@@ -2,13 +2,17 @@
 
 Forward values, input gradients and weight gradients must match ``conv3d`` / ``conv_transpose3d`` on
 random sparse grids with batch size 2, 20 times per thread count, so that a race in the CPU path fails.
-Set ``DETECTOR_TEST_RAW_SPCONV=1`` to run the same checks on spconv's own classes (that is how the
-tests were shown to catch the fault: they fail there with 2 and 4 threads).
+Every check runs on both CPU paths of ``detector.ops``: the compiled fused kernels (``cpp``, with the
+compiled submanifold rule book) and the torch reference (``torch``). Set ``DETECTOR_TEST_RAW_SPCONV=1``
+to run the same checks on spconv's own classes (that is how the tests were shown to catch the fault:
+they fail there with 2 and 4 threads).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 
 import pytest
 import spconv.pytorch as spconv
@@ -16,6 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from detector import ops
+from detector.ops import cpu_kernels
+from detector.ops.sparse_conv import cpu_backend, use_cpu_backend
 
 RUNS = 20
 TOL = 1e-4
@@ -31,6 +37,21 @@ SHAPE = (9, 10, 11)
 B, CIN, COUT = 2, 4, 5
 
 
+BACKENDS = ["torch", "cpp"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """The CPU path under test (the compiled one must be built: ``python -m detector.ops.cpu_kernels``)."""
+    if RAW:
+        yield "spconv"
+        return
+    if request.param == "cpp" and cpu_kernels.load() is None:
+        pytest.skip("compiled CPU kernels not built or not supported here")
+    with use_cpu_backend(request.param):
+        yield request.param
+
+
 @pytest.fixture(params=[1, 2, 4], ids=lambda t: f"threads{t}")
 def threads(request):
     before = torch.get_num_threads()
@@ -39,10 +60,10 @@ def threads(request):
     torch.set_num_threads(before)
 
 
-def _random_grid(gen: torch.Generator, density: float = 0.2):
+def _random_grid(gen: torch.Generator, density: float = 0.2, cin: int = CIN):
     mask = torch.rand((B, *SHAPE), generator=gen) < density
     indices = mask.nonzero().int().contiguous()
-    features = torch.randn(len(indices), CIN, generator=gen)
+    features = torch.randn(len(indices), cin, generator=gen)
     return mask, indices, features
 
 
@@ -68,8 +89,9 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max().clamp(min=1.0)).item()
 
 
-def _check(kind: str, gen: torch.Generator) -> tuple[float, float, float]:
-    mask, indices, feats = _random_grid(gen)
+def _check(kind: str, gen: torch.Generator, cin: int = CIN, cout: int = COUT) -> tuple[float, float, float]:
+    CIN, COUT = cin, cout  # noqa: N806 - the module defaults, overridden for wide-channel checks
+    mask, indices, feats = _random_grid(gen, cin=CIN)
     f_sparse = feats.clone().requires_grad_(True)
     f_dense = feats.clone().requires_grad_(True)
     x = spconv.SparseConvTensor(f_sparse, indices, list(SHAPE), B)
@@ -120,7 +142,7 @@ def _check(kind: str, gen: torch.Generator) -> tuple[float, float, float]:
 
 
 @pytest.mark.parametrize("kind", ["subm", "strided", "inverse"])
-def test_matches_dense(kind, threads):
+def test_matches_dense(kind, threads, backend):
     gen = torch.Generator().manual_seed(1000 + threads)
     worst = [0.0, 0.0, 0.0]
     for _ in range(RUNS):
@@ -131,7 +153,150 @@ def test_matches_dense(kind, threads):
     assert worst[2] < TOL, f"{kind} weight gradient differs by {worst[2]:.3g} ({threads} threads)"
 
 
-def test_shared_rule_book_chain(threads):
+@pytest.mark.parametrize("kind", ["subm", "strided", "inverse"])
+@pytest.mark.parametrize("cin,cout", [(13, 70), (33, 17), (40, 24)])
+def test_wide_channels_match_dense(kind, cin, cout, threads, backend):
+    """Channel counts that are not multiples of the kernels' register blocks (8 / 32 / 64 columns)."""
+    gen = torch.Generator().manual_seed(2000 + threads + cin)
+    for _ in range(3):
+        fwd, din, dw = _check(kind, gen, cin, cout)
+        assert max(fwd, din, dw) < TOL, f"{kind} {cin}->{cout}: errors {fwd:.3g} {din:.3g} {dw:.3g} ({threads} threads)"
+
+
+@pytest.mark.skipif(RAW, reason="detector.ops only")
+@pytest.mark.parametrize("kind", ["subm", "strided", "inverse"])
+@pytest.mark.parametrize("cin,cout", [(12, 20), (40, 40)], ids=["row_major", "offset_major"])
+def test_compiled_path_is_independent_of_thread_count(kind, cin, cout):
+    """Each output row and each weight-gradient offset has one owner: bitwise equal under 1, 2, 4 threads
+    (for small layers, whose kernel sums all offsets in registers, and wide ones, taken offset by offset)."""
+    if cpu_kernels.load() is None:
+        pytest.skip("compiled CPU kernels not built or not supported here")
+    results = []
+    before = torch.get_num_threads()
+    try:
+        for t in (1, 2, 4):
+            torch.set_num_threads(t)
+            torch.manual_seed(0)
+            gen = torch.Generator().manual_seed(99)
+            _, indices, feats = _random_grid(gen, density=0.3, cin=cin)
+            f = feats.clone().requires_grad_(True)
+            x = spconv.SparseConvTensor(f, indices, list(SHAPE), B)
+            with use_cpu_backend("cpp"):
+                if kind == "subm":
+                    layer = ops.SubMConv3d(cin, cout, 3, bias=False)
+                    y = layer(x)
+                elif kind == "strided":
+                    layer = ops.SparseConv3d(cin, cout, 3, stride=2, padding=1, bias=False, indice_key="d")
+                    y = layer(x)
+                else:
+                    down = ops.SparseConv3d(cin, cin, 3, stride=2, padding=1, bias=False, indice_key="d")
+                    layer = ops.SparseInverseConv3d(cin, cout, 3, bias=False, indice_key="d")
+                    y = layer(down(x))
+                g = torch.randn(y.features.shape, generator=gen)
+                grads = torch.autograd.grad((y.features * g).sum(), [f, layer.weight])
+            results.append((y.features.detach(), *grads))
+    finally:
+        torch.set_num_threads(before)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.skipif(RAW, reason="detector.ops only")
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_compiled_submanifold_rule_book_equals_spconvs(dilation):
+    """The compiled submanifold rule book holds exactly spconv's pairs per offset, for unsorted sites."""
+    kern = cpu_kernels.load()
+    if kern is None:
+        pytest.skip("compiled CPU kernels not built or not supported here")
+    from spconv.core import ConvAlgo
+    from spconv.pytorch import ops as spconv_ops
+
+    gen = torch.Generator().manual_seed(17)
+    _, indices, _ = _random_grid(gen, density=0.25)
+    indices = indices[torch.randperm(len(indices), generator=gen)].contiguous()
+    nbr, pairs, counts = kern.submanifold_rulebook(indices, list(SHAPE), [3, 3, 3], [dilation] * 3)
+    _, ref_pairs, ref_counts = spconv_ops.get_indice_pairs(
+        indices, B, list(SHAPE), ConvAlgo.Native, [3, 3, 3], [1, 1, 1], [0, 0, 0], [dilation] * 3, [0, 0, 0], True,
+        False,
+    )
+    kv = 27
+    ref_counts = ref_counts.tolist()
+    for k in range(kv):
+        if k == kv // 2:
+            assert torch.equal(nbr[:, k].long(), torch.arange(len(indices)))
+            continue
+        n_ref = ref_counts[kv - k - 1] if k > kv // 2 else ref_counts[k]
+        ours = sorted(zip(pairs[0, k, : counts[k]].tolist(), pairs[1, k, : counts[k]].tolist()))
+        ref = sorted(zip(ref_pairs[0, k, :n_ref].tolist(), ref_pairs[1, k, :n_ref].tolist()))
+        assert ours == ref, f"offset {k}"
+        rows = torch.nonzero(nbr[:, k] >= 0).flatten()
+        assert sorted(zip(nbr[rows, k].tolist(), rows.tolist())) == ref
+
+
+@pytest.mark.skipif(RAW, reason="detector.ops only")
+@pytest.mark.parametrize("stride,padding", [(2, 1), (2, 0), (1, 1)])
+def test_compiled_strided_rule_book_equals_spconvs(stride, padding):
+    """Same output sites and, per offset, the same (input site, output site) pairs as spconv's rule book."""
+    kern = cpu_kernels.load()
+    if kern is None:
+        pytest.skip("compiled CPU kernels not built or not supported here")
+    from spconv.core import ConvAlgo
+    from spconv.pytorch import ops as spconv_ops
+
+    gen = torch.Generator().manual_seed(23 + stride + padding)
+    _, indices, _ = _random_grid(gen, density=0.25)
+    indices = indices[torch.randperm(len(indices), generator=gen)].contiguous()
+    k, s, p, d = [3] * 3, [stride] * 3, [padding] * 3, [1] * 3
+    out_shape = spconv_ops.get_conv_output_size(list(SHAPE), k, s, p, d)
+    outids, by_out, by_in, pairs, counts = kern.strided_rulebook(indices, list(SHAPE), list(out_shape), k, s, p, d)
+    ref_out, ref_pairs, ref_counts = spconv_ops.get_indice_pairs(
+        indices, B, list(SHAPE), ConvAlgo.Native, k, s, p, d, [0, 0, 0], False, False
+    )
+
+    def sites(t):
+        return [tuple(r) for r in t.tolist()]
+
+    assert sorted(sites(outids)) == sorted(sites(ref_out))
+    assert sites(outids) == sorted(sites(outids)), "output sites in (batch, z, y, x) order"
+    ins, ours_out, theirs_out = sites(indices), sites(outids), sites(ref_out)
+    for kk in range(27):
+        n_ours, n_ref = int(counts[kk]), int(ref_counts[kk])
+        ours = sorted((ins[i], ours_out[o]) for i, o in zip(pairs[0, kk, :n_ours].tolist(), pairs[1, kk, :n_ours].tolist()))
+        ref = sorted((ins[i], theirs_out[o]) for i, o in zip(ref_pairs[0, kk, :n_ref].tolist(),
+                                                               ref_pairs[1, kk, :n_ref].tolist()))
+        assert ours == ref, f"offset {kk}"
+        rows = torch.nonzero(by_out[:, kk] >= 0).flatten()
+        assert torch.equal(by_in[by_out[rows, kk].long(), kk], rows.int()), "by_in is the transpose of by_out"
+        assert int((by_in[:, kk] >= 0).sum()) == n_ours
+
+
+@pytest.mark.skipif(RAW, reason="detector.ops only")
+def test_layers_sharing_a_key_share_neighbour_maps():
+    if cpu_kernels.load() is None:
+        pytest.skip("compiled CPU kernels not built or not supported here")
+    gen = torch.Generator().manual_seed(4)
+    _, indices, feats = _random_grid(gen)
+    with use_cpu_backend("cpp"):
+        a = ops.SubMConv3d(CIN, CIN, 3, indice_key="k")
+        b = ops.SubMConv3d(CIN, CIN, 3, indice_key="k")
+        y = a(spconv.SparseConvTensor(feats, indices, list(SHAPE), B))
+        maps = y.indice_dict["k"]._detector_neighbour_maps
+        z = b(y)
+        assert z.indice_dict["k"]._detector_neighbour_maps is maps
+
+
+@pytest.mark.skipif(RAW, reason="detector.ops only")
+def test_compiled_kernels_are_used_where_they_can_be_built():
+    """With a C++ compiler and an AVX2 + FMA CPU, scripts/setup.sh builds the kernels and they run by default."""
+    supported, why = cpu_kernels.cpu_supported()
+    if not (supported and shutil.which("c++")) or os.environ.get(cpu_kernels.ENV, "auto") != "auto":
+        pytest.skip(why or "no C++ compiler here, or the path is forced")
+    assert cpu_kernels.load() is not None, "run scripts/setup.sh (or python -m detector.ops.cpu_kernels) to build them"
+    assert cpu_backend() == "cpp"
+
+
+def test_shared_rule_book_chain(threads, backend):
     """A small U-Net-shaped chain (subm, down, subm, up with shared keys) equals its dense twin."""
     gen = torch.Generator().manual_seed(7)
     mask, indices, feats = _random_grid(gen, density=0.3)

@@ -1,0 +1,473 @@
+// Fused gather-GEMM-scatter sparse convolution kernels for the CPU (AVX2 + FMA, OpenMP via ATen).
+//
+// A convolution is given by a neighbour map ``nbr`` (rows, KV) int32: ``nbr[r, k]`` is the source row
+// that reaches destination row ``r`` through kernel offset ``k`` (-1 where none). Then
+//
+//     dst[r] = sum_k src[nbr[r, k]] @ W[k]            W: (KV, C_src, C_dst_pad), zero-padded columns
+//
+// is the forward (destination = output sites) and, with the transposed map and W[k]^T, the input
+// gradient. Every destination row is computed by one thread, in a fixed offset order, with
+// accumulators held in registers: no atomics, and the result does not depend on the thread count.
+//
+// The weight gradient dW[k] = sum_pairs src[i]^T grad[o] runs one task per offset (each dW[k] is owned
+// by one thread, pairs taken in rule-book order), over chunks of gathered rows.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+constexpr int kLanes = 8;  // floats per AVX register
+
+// acc[NB] (NB registers of 8 columns) += x[0:c_src] @ w[:, col0 : col0 + 8 NB] for one source row.
+template <int NB>
+inline void row_times_block(const float* __restrict x, const float* __restrict w, int64_t c_src,
+                            int64_t ld_w, __m256 (&acc)[NB]) {
+  for (int64_t c = 0; c < c_src; ++c) {
+    const __m256 xb = _mm256_broadcast_ss(x + c);
+    const float* wr = w + c * ld_w;
+#pragma GCC unroll 8
+    for (int j = 0; j < NB; ++j) acc[j] = _mm256_fmadd_ps(xb, _mm256_loadu_ps(wr + j * kLanes), acc[j]);
+  }
+}
+
+// dst[r, col0 : col0 + width] for rows [r0, r1), one register block of NB*8 columns.
+template <int NB>
+void conv_rows_block(const float* __restrict src, const int32_t* __restrict nbr, const float* __restrict w,
+                     float* __restrict dst, int64_t r0, int64_t r1, int64_t kv, int64_t c_src, int64_t ld_w,
+                     int64_t c_dst, int64_t col0) {
+  const int64_t width = std::min<int64_t>(NB * kLanes, c_dst - col0);
+  const int64_t w_stride = c_src * ld_w;
+  alignas(32) float tail[NB * kLanes];
+  for (int64_t r = r0; r < r1; ++r) {
+    __m256 acc[NB];
+    for (int j = 0; j < NB; ++j) acc[j] = _mm256_setzero_ps();
+    const int32_t* nr = nbr + r * kv;
+    for (int64_t k = 0; k < kv; ++k) {
+      const int32_t i = nr[k];
+      if (i < 0) continue;
+      row_times_block<NB>(src + static_cast<int64_t>(i) * c_src, w + k * w_stride + col0, c_src, ld_w, acc);
+    }
+    float* out = dst + r * c_dst + col0;
+    if (width == NB * kLanes) {
+      for (int j = 0; j < NB; ++j) _mm256_storeu_ps(out + j * kLanes, acc[j]);
+    } else {
+      for (int j = 0; j < NB; ++j) _mm256_store_ps(tail + j * kLanes, acc[j]);
+      std::memcpy(out, tail, sizeof(float) * width);
+    }
+  }
+}
+
+// acc[c, col0 : col0 + 8 NB] += sum_p a[p, c] * b[p, col0 : ...] for all c (two rows of acc at a time).
+template <int NB>
+void dw_block(const float* __restrict a, const float* __restrict b, float* __restrict acc, int64_t m, int64_t c_in,
+              int64_t ld, int64_t col0) {
+  int64_t c = 0;
+  for (; c + 1 < c_in; c += 2) {
+    __m256 r0[NB], r1[NB];
+    float* d0 = acc + c * ld + col0;
+    float* d1 = d0 + ld;
+    for (int j = 0; j < NB; ++j) {
+      r0[j] = _mm256_loadu_ps(d0 + j * kLanes);
+      r1[j] = _mm256_loadu_ps(d1 + j * kLanes);
+    }
+    for (int64_t p = 0; p < m; ++p) {
+      const __m256 x0 = _mm256_broadcast_ss(a + p * c_in + c);
+      const __m256 x1 = _mm256_broadcast_ss(a + p * c_in + c + 1);
+      const float* br = b + p * ld + col0;
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j) {
+        const __m256 v = _mm256_loadu_ps(br + j * kLanes);
+        r0[j] = _mm256_fmadd_ps(x0, v, r0[j]);
+        r1[j] = _mm256_fmadd_ps(x1, v, r1[j]);
+      }
+    }
+    for (int j = 0; j < NB; ++j) {
+      _mm256_storeu_ps(d0 + j * kLanes, r0[j]);
+      _mm256_storeu_ps(d1 + j * kLanes, r1[j]);
+    }
+  }
+  for (; c < c_in; ++c) {
+    __m256 r0[NB];
+    float* d0 = acc + c * ld + col0;
+    for (int j = 0; j < NB; ++j) r0[j] = _mm256_loadu_ps(d0 + j * kLanes);
+    for (int64_t p = 0; p < m; ++p) {
+      const __m256 x0 = _mm256_broadcast_ss(a + p * c_in + c);
+      const float* br = b + p * ld + col0;
+      for (int j = 0; j < NB; ++j) r0[j] = _mm256_fmadd_ps(x0, _mm256_loadu_ps(br + j * kLanes), r0[j]);
+    }
+    for (int j = 0; j < NB; ++j) _mm256_storeu_ps(d0 + j * kLanes, r0[j]);
+  }
+}
+
+using DwFn = void (*)(const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t);
+constexpr DwFn kDwBlocks[5] = {nullptr, dw_block<1>, dw_block<2>, dw_block<3>, dw_block<4>};
+
+// Offset-major variant for wide layers, where the KV matrices do not fit in the core's cache: rows are
+// taken in blocks of kRowBlock; within a block, offset by offset, the block's pairs of that offset are
+// multiplied four rows at a time with W[k] (read from L1) into a padded block buffer. Each row still
+// sums its offsets in ascending order, so the result does not depend on the blocking or the threads.
+constexpr int64_t kRowBlock = 128;
+
+template <int NB>
+void conv_rows_offset_major(const float* __restrict src, const int32_t* __restrict nbr, const float* __restrict w,
+                            float* __restrict dst, int64_t r0, int64_t r1, int64_t kv, int64_t c_src, int64_t ld_w,
+                            int64_t c_dst) {
+  std::vector<float> buf((kRowBlock + 1) * ld_w);  // + a scratch row for padded groups
+  std::vector<float> zeros(c_src, 0.0f);
+  int32_t lrow[kRowBlock + 4];
+  const float* xrow[kRowBlock + 4];
+  const int64_t w_stride = c_src * ld_w;
+  for (int64_t b0 = r0; b0 < r1; b0 += kRowBlock) {
+    const int64_t nrows = std::min(kRowBlock, r1 - b0);
+    std::fill(buf.begin(), buf.end(), 0.0f);
+    for (int64_t k = 0; k < kv; ++k) {
+      int64_t m = 0;
+      for (int64_t r = 0; r < nrows; ++r) {
+        const int32_t i = nbr[(b0 + r) * kv + k];
+        if (i < 0) continue;
+        lrow[m] = static_cast<int32_t>(r);
+        xrow[m] = src + static_cast<int64_t>(i) * c_src;
+        ++m;
+      }
+      if (m == 0) continue;
+      for (int64_t q = m; q % 4; ++q) {  // pad the last group with zero rows into the scratch row
+        lrow[q] = static_cast<int32_t>(kRowBlock);
+        xrow[q] = zeros.data();
+      }
+      const float* wk = w + k * w_stride;
+      for (int64_t col0 = 0; col0 < ld_w; col0 += NB * kLanes) {
+        const int nb = static_cast<int>(std::min<int64_t>(NB, (ld_w - col0) / kLanes));
+        for (int64_t g = 0; g < m; g += 4) {
+          __m256 acc[4][NB];
+          for (int q = 0; q < 4; ++q)
+            for (int j = 0; j < NB; ++j) acc[q][j] = _mm256_setzero_ps();
+          const float* x0 = xrow[g];
+          const float* x1 = xrow[g + 1];
+          const float* x2 = xrow[g + 2];
+          const float* x3 = xrow[g + 3];
+          if (nb == NB) {
+            for (int64_t c = 0; c < c_src; ++c) {
+              const float* wr = wk + c * ld_w + col0;
+              __m256 wv[NB];
+              for (int j = 0; j < NB; ++j) wv[j] = _mm256_loadu_ps(wr + j * kLanes);
+              const __m256 b0v = _mm256_broadcast_ss(x0 + c), b1v = _mm256_broadcast_ss(x1 + c);
+              const __m256 b2v = _mm256_broadcast_ss(x2 + c), b3v = _mm256_broadcast_ss(x3 + c);
+              for (int j = 0; j < NB; ++j) {
+                acc[0][j] = _mm256_fmadd_ps(b0v, wv[j], acc[0][j]);
+                acc[1][j] = _mm256_fmadd_ps(b1v, wv[j], acc[1][j]);
+                acc[2][j] = _mm256_fmadd_ps(b2v, wv[j], acc[2][j]);
+                acc[3][j] = _mm256_fmadd_ps(b3v, wv[j], acc[3][j]);
+              }
+            }
+          } else {  // a last, narrower column block (one register)
+            for (int64_t c = 0; c < c_src; ++c) {
+              const __m256 wv = _mm256_loadu_ps(wk + c * ld_w + col0);
+              acc[0][0] = _mm256_fmadd_ps(_mm256_broadcast_ss(x0 + c), wv, acc[0][0]);
+              acc[1][0] = _mm256_fmadd_ps(_mm256_broadcast_ss(x1 + c), wv, acc[1][0]);
+              acc[2][0] = _mm256_fmadd_ps(_mm256_broadcast_ss(x2 + c), wv, acc[2][0]);
+              acc[3][0] = _mm256_fmadd_ps(_mm256_broadcast_ss(x3 + c), wv, acc[3][0]);
+            }
+          }
+          for (int q = 0; q < 4; ++q) {
+            float* o = buf.data() + lrow[g + q] * ld_w + col0;
+            for (int j = 0; j < nb; ++j)
+              _mm256_storeu_ps(o + j * kLanes, _mm256_add_ps(_mm256_loadu_ps(o + j * kLanes), acc[q][j]));
+          }
+        }
+      }
+    }
+    for (int64_t r = 0; r < nrows; ++r)
+      std::memcpy(dst + (b0 + r) * c_dst, buf.data() + r * ld_w, sizeof(float) * c_dst);
+  }
+}
+
+using BlockFn = void (*)(const float*, const int32_t*, const float*, float*, int64_t, int64_t, int64_t, int64_t,
+                         int64_t, int64_t, int64_t);
+constexpr BlockFn kBlocks[9] = {nullptr,
+                                conv_rows_block<1>, conv_rows_block<2>, conv_rows_block<3>, conv_rows_block<4>,
+                                conv_rows_block<5>, conv_rows_block<6>, conv_rows_block<7>, conv_rows_block<8>};
+
+void check_cpu_float(const torch::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous(), name,
+              " must be a contiguous float32 CPU tensor");
+}
+
+}  // namespace
+
+// dst (rows, c_dst) = sum_k src[nbr[:, k]] @ w[k][:, :c_dst];  w (KV, c_src, ld_w), ld_w = c_dst rounded up to 8.
+torch::Tensor neighbour_conv(const torch::Tensor& src, const torch::Tensor& nbr, const torch::Tensor& w,
+                             int64_t c_dst) {
+  check_cpu_float(src, "src");
+  check_cpu_float(w, "w");
+  TORCH_CHECK(nbr.device().is_cpu() && nbr.scalar_type() == torch::kInt32 && nbr.is_contiguous() && nbr.dim() == 2,
+              "nbr must be a contiguous (rows, KV) int32 CPU tensor");
+  TORCH_CHECK(src.dim() == 2 && w.dim() == 3, "src (N, C) and w (KV, C, C_out_pad) expected");
+  const int64_t rows = nbr.size(0), kv = nbr.size(1), c_src = src.size(1), ld_w = w.size(2);
+  TORCH_CHECK(w.size(0) == kv && w.size(1) == c_src, "w must be (KV, C_src, C_dst_pad) matching nbr and src");
+  TORCH_CHECK(ld_w % kLanes == 0 && ld_w >= c_dst && ld_w - c_dst < kLanes, "w's last dim must be c_dst padded to 8");
+  auto dst = torch::empty({rows, c_dst}, src.options());
+  if (rows == 0 || c_dst == 0) return dst;
+  const float* ps = src.data_ptr<float>();
+  const int32_t* pn = nbr.data_ptr<int32_t>();
+  const float* pw = w.data_ptr<float>();
+  float* pd = dst.data_ptr<float>();
+  // rows per task: enough work to amortise the scheduling, small enough to balance two threads
+  const int64_t grain = std::max<int64_t>(64, 32768 / std::max<int64_t>(1, kv * c_src * ld_w / 64));
+  // all KV matrices in L1/L2 (small layers): row-major with every offset summed in registers;
+  // otherwise offset-major over row blocks, each W[k] read once per block
+  const bool wide = kv * c_src * ld_w * static_cast<int64_t>(sizeof(float)) > (96 << 10);
+  if (wide) {
+    at::parallel_for(0, rows, kRowBlock, [&](int64_t r0, int64_t r1) {
+      conv_rows_offset_major<2>(ps, pn, pw, pd, r0, r1, kv, c_src, ld_w, c_dst);
+    });
+    return dst;
+  }
+  at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
+    for (int64_t col0 = 0; col0 < c_dst; col0 += 8 * kLanes) {
+      const int64_t nb = std::min<int64_t>(8, (ld_w - col0) / kLanes);
+      kBlocks[nb](ps, pn, pw, pd, r0, r1, kv, c_src, ld_w, c_dst, col0);
+    }
+  });
+  return dst;
+}
+
+// Weight gradient over a rule book: dw (KV, c_in, c_out) with dw[k] = sum_p feat[in[k, p]]^T grad[out[k, p]]
+// for p < counts[k]; an offset with counts[k] < 0 is the identity map over all rows (a submanifold centre).
+torch::Tensor rulebook_weight_grad(const torch::Tensor& feat, const torch::Tensor& grad, const torch::Tensor& pair_in,
+                                   const torch::Tensor& pair_out, const torch::Tensor& counts) {
+  check_cpu_float(feat, "feat");
+  check_cpu_float(grad, "grad");
+  TORCH_CHECK(pair_in.scalar_type() == torch::kInt32 && pair_out.scalar_type() == torch::kInt32 &&
+                  pair_in.is_contiguous() && pair_out.is_contiguous() && pair_in.dim() == 2,
+              "pair_in / pair_out must be contiguous (KV, P) int32");
+  TORCH_CHECK(counts.scalar_type() == torch::kInt64 && counts.is_contiguous(), "counts must be int64");
+  const int64_t kv = pair_in.size(0), ld_p = pair_in.size(1), c_in = feat.size(1), c_out = grad.size(1);
+  TORCH_CHECK(counts.numel() == kv && pair_out.size(0) == kv && pair_out.size(1) == ld_p, "rule book shapes differ");
+  auto dw = torch::zeros({kv, c_in, c_out}, feat.options());
+  const int64_t ld = (c_out + kLanes - 1) / kLanes * kLanes;
+  const float* pf = feat.data_ptr<float>();
+  const float* pg = grad.data_ptr<float>();
+  const int32_t* pi = pair_in.data_ptr<int32_t>();
+  const int32_t* po = pair_out.data_ptr<int32_t>();
+  const int64_t* pc = counts.data_ptr<int64_t>();
+  float* pdw = dw.data_ptr<float>();
+  const int64_t n_identity = std::min(feat.size(0), grad.size(0));
+  constexpr int64_t kChunk = 128;
+  // one task per offset, handed out dynamically (offsets differ widely in pair count); dw[k] has one owner
+#pragma omp parallel num_threads(at::get_num_threads())
+  {
+    std::vector<float> a(kChunk * c_in), b(kChunk * ld, 0.0f), acc(c_in * ld);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t k = 0; k < kv; ++k) {
+      const bool identity = pc[k] < 0;
+      const int64_t n = identity ? n_identity : pc[k];
+      if (n == 0) continue;
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t p0 = 0; p0 < n; p0 += kChunk) {
+        const int64_t m = std::min(kChunk, n - p0);
+        for (int64_t p = 0; p < m; ++p) {
+          const int64_t i = identity ? p0 + p : pi[k * ld_p + p0 + p];
+          const int64_t o = identity ? p0 + p : po[k * ld_p + p0 + p];
+          std::memcpy(&a[p * c_in], pf + i * c_in, sizeof(float) * c_in);
+          std::memcpy(&b[p * ld], pg + o * c_out, sizeof(float) * c_out);
+        }
+        // acc[c, :] += sum_p a[p, c] * b[p, :], up to 32 columns in registers
+        for (int64_t col0 = 0; col0 < ld; col0 += 4 * kLanes) {
+          const int64_t nb = std::min<int64_t>(4, (ld - col0) / kLanes);
+          kDwBlocks[nb](a.data(), b.data(), acc.data(), m, c_in, ld, col0);
+        }
+      }
+      for (int64_t c = 0; c < c_in; ++c) std::memcpy(pdw + (k * c_in + c) * c_out, &acc[c * ld], sizeof(float) * c_out);
+    }
+  }
+  return dw;
+}
+
+// spconv's rule-book layout (pairs (2, KV, P): row 0 input rows, row 1 output rows, -1 padded; counts
+// (KV,)) of a neighbour map ``nbr`` (n_out, KV) whose entries are input rows. One pass over the map rows
+// in order, so the pairs of each offset are in output-row order.
+std::pair<torch::Tensor, torch::Tensor> pairs_from_map(const torch::Tensor& nbr, int64_t p_max) {
+  const int64_t n_out = nbr.size(0), kv = nbr.size(1);
+  auto pairs = torch::full({2, kv, p_max}, -1, nbr.options());
+  auto counts = torch::zeros({kv}, nbr.options());
+  const int32_t* pn = nbr.data_ptr<int32_t>();
+  int32_t* pin = pairs.data_ptr<int32_t>();
+  int32_t* pout = pin + kv * p_max;
+  int32_t* pc = counts.data_ptr<int32_t>();
+  for (int64_t o = 0; o < n_out; ++o) {
+    const int32_t* row = pn + o * kv;
+    for (int64_t k = 0; k < kv; ++k) {
+      const int32_t i = row[k];
+      if (i < 0) continue;
+      const int64_t m = pc[k]++;
+      pin[k * p_max + m] = i;
+      pout[k * p_max + m] = static_cast<int32_t>(o);
+    }
+  }
+  return {pairs, counts};
+}
+
+// Rule book of a regular (strided) convolution: output site o receives input site x through offset k
+// where o * stride - padding + k * dilation = x in every dimension. Output sites are the distinct
+// reachable ones inside ``out_shape``, in (batch, z, y, x) order. Returns (out_indices (M, 4),
+// by_out (M, KV), by_in (N, KV), pairs (2, KV, N), counts (KV,)); by_out[o, k] = input row, by_in[i, k] =
+// output row. Deterministic (sorting and per-row writes only).
+std::vector<torch::Tensor> strided_rulebook(const torch::Tensor& indices, std::vector<int64_t> shape,
+                                            std::vector<int64_t> out_shape, std::vector<int64_t> ksize,
+                                            std::vector<int64_t> stride, std::vector<int64_t> padding,
+                                            std::vector<int64_t> dilation) {
+  TORCH_CHECK(indices.device().is_cpu() && indices.scalar_type() == torch::kInt32 && indices.is_contiguous() &&
+                  indices.dim() == 2 && indices.size(1) == 4,
+              "indices must be a contiguous (N, 4) int32 CPU tensor (batch, z, y, x)");
+  TORCH_CHECK(shape.size() == 3 && out_shape.size() == 3 && ksize.size() == 3 && stride.size() == 3 &&
+                  padding.size() == 3 && dilation.size() == 3,
+              "3D shapes, kernel, stride, padding and dilation expected");
+  const int64_t n = indices.size(0);
+  const int64_t kd = ksize[0], kh = ksize[1], kw = ksize[2], kv = kd * kh * kw;
+  const int64_t OD = out_shape[0], OH = out_shape[1], OW = out_shape[2];
+  const int32_t* idx = indices.data_ptr<int32_t>();
+  // candidate (output key, input row, offset) triples
+  std::vector<int64_t> cand_key;
+  std::vector<int32_t> cand_row, cand_k;
+  cand_key.reserve(n * 4);
+  cand_row.reserve(n * 4);
+  cand_k.reserve(n * 4);
+  int64_t o_of[3][8];
+  int64_t k_of[3][8];
+  int cnt[3];
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t* c = idx + 4 * i;
+    TORCH_CHECK(c[0] >= 0 && c[1] >= 0 && c[1] < shape[0] && c[2] >= 0 && c[2] < shape[1] && c[3] >= 0 &&
+                    c[3] < shape[2],
+                "index row ", i, " lies outside the spatial shape");
+    const int64_t out_dims[3] = {OD, OH, OW};
+    bool any = true;
+    for (int d = 0; d < 3; ++d) {
+      cnt[d] = 0;
+      for (int64_t kk = 0; kk < ksize[d]; ++kk) {
+        const int64_t num = c[d + 1] + padding[d] - kk * dilation[d];
+        if (num < 0 || num % stride[d] != 0) continue;
+        const int64_t o = num / stride[d];
+        if (o >= out_dims[d]) continue;
+        TORCH_CHECK(cnt[d] < 8, "kernel larger than 8 taps per stride is not supported");
+        o_of[d][cnt[d]] = o;
+        k_of[d][cnt[d]] = kk;
+        ++cnt[d];
+      }
+      any = any && cnt[d] > 0;
+    }
+    if (!any) continue;
+    for (int a = 0; a < cnt[0]; ++a)
+      for (int b = 0; b < cnt[1]; ++b)
+        for (int e = 0; e < cnt[2]; ++e) {
+          cand_key.push_back(((static_cast<int64_t>(c[0]) * OD + o_of[0][a]) * OH + o_of[1][b]) * OW + o_of[2][e]);
+          cand_row.push_back(static_cast<int32_t>(i));
+          cand_k.push_back(static_cast<int32_t>((k_of[0][a] * kh + k_of[1][b]) * kw + k_of[2][e]));
+        }
+  }
+  std::vector<int64_t> ukeys(cand_key);
+  std::sort(ukeys.begin(), ukeys.end());
+  ukeys.erase(std::unique(ukeys.begin(), ukeys.end()), ukeys.end());
+  const int64_t m = static_cast<int64_t>(ukeys.size());
+  auto out_idx = torch::empty({m, 4}, indices.options());
+  int32_t* po = out_idx.data_ptr<int32_t>();
+  for (int64_t j = 0; j < m; ++j) {
+    int64_t key = ukeys[j];
+    po[4 * j + 3] = static_cast<int32_t>(key % OW);
+    key /= OW;
+    po[4 * j + 2] = static_cast<int32_t>(key % OH);
+    key /= OH;
+    po[4 * j + 1] = static_cast<int32_t>(key % OD);
+    po[4 * j + 0] = static_cast<int32_t>(key / OD);
+  }
+  auto by_out = torch::full({m, kv}, -1, indices.options());
+  auto by_in = torch::full({n, kv}, -1, indices.options());
+  int32_t* pbo = by_out.data_ptr<int32_t>();
+  int32_t* pbi = by_in.data_ptr<int32_t>();
+  const int64_t nc = static_cast<int64_t>(cand_key.size());
+  at::parallel_for(0, nc, 4096, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {  // each (o, k) and each (i, k) occurs once: disjoint writes
+      const int64_t o = std::lower_bound(ukeys.begin(), ukeys.end(), cand_key[c]) - ukeys.begin();
+      pbo[o * kv + cand_k[c]] = cand_row[c];
+      pbi[static_cast<int64_t>(cand_row[c]) * kv + cand_k[c]] = static_cast<int32_t>(o);
+    }
+  });
+  auto [pairs, counts] = pairs_from_map(by_out, std::max<int64_t>(n, 1));
+  return {out_idx, by_out, by_in, pairs, counts};
+}
+
+// Submanifold rule book (stride 1, odd kernel, output sites = input sites) as a neighbour map:
+// nbr[o, k] = row of the site at indices[o] + (offset k - centre) * dilation, or -1. Offsets are numbered
+// like spconv's weight (k = (kz * KH + ky) * KW + kx). The sites are sorted by linear key once; then for
+// every offset one merge pass walks the sorted keys with a pointer that only moves forward, so the
+// whole map costs O(KV N) sequential reads. Rows are split over threads (each owns its rows).
+// Also returns spconv's layout of the same rule book: pairs (2, KV, N) (-1 padded) and counts (KV,).
+std::vector<torch::Tensor> submanifold_rulebook(const torch::Tensor& indices, std::vector<int64_t> shape,
+                                                std::vector<int64_t> ksize, std::vector<int64_t> dilation) {
+  TORCH_CHECK(indices.device().is_cpu() && indices.scalar_type() == torch::kInt32 && indices.is_contiguous() &&
+                  indices.dim() == 2 && indices.size(1) == 4,
+              "indices must be a contiguous (N, 4) int32 CPU tensor (batch, z, y, x)");
+  TORCH_CHECK(shape.size() == 3 && ksize.size() == 3 && dilation.size() == 3, "3D shape, kernel and dilation");
+  for (int d = 0; d < 3; ++d) TORCH_CHECK(ksize[d] % 2 == 1, "submanifold kernel sizes must be odd");
+  const int64_t n = indices.size(0);
+  const int64_t kd = ksize[0], kh = ksize[1], kw = ksize[2], kv = kd * kh * kw;
+  const int64_t D = shape[0], H = shape[1], W = shape[2];
+  const int32_t* idx = indices.data_ptr<int32_t>();
+  std::vector<int64_t> key(n), order(n);
+  bool sorted = true;
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t* c = idx + 4 * i;
+    TORCH_CHECK(c[0] >= 0 && c[1] >= 0 && c[1] < D && c[2] >= 0 && c[2] < H && c[3] >= 0 && c[3] < W,
+                "index row ", i, " lies outside the spatial shape");
+    key[i] = ((static_cast<int64_t>(c[0]) * D + c[1]) * H + c[2]) * W + c[3];
+    order[i] = i;
+    if (i > 0 && key[i] <= key[i - 1]) sorted = false;
+  }
+  if (!sorted) std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return key[a] < key[b]; });
+  std::vector<int64_t> skey(n);
+  for (int64_t j = 0; j < n; ++j) skey[j] = key[order[j]];
+  for (int64_t j = 1; j < n; ++j) TORCH_CHECK(skey[j] != skey[j - 1], "duplicate site in indices");
+  std::vector<int64_t> dz(kv), dy(kv), dx(kv), delta(kv);
+  for (int64_t k = 0; k < kv; ++k) {
+    dz[k] = (k / (kh * kw) - kd / 2) * dilation[0];
+    dy[k] = ((k / kw) % kh - kh / 2) * dilation[1];
+    dx[k] = (k % kw - kw / 2) * dilation[2];
+    delta[k] = (dz[k] * H + dy[k]) * W + dx[k];
+  }
+  auto nbr = torch::empty({n, kv}, indices.options());
+  int32_t* pn = nbr.data_ptr<int32_t>();
+  at::parallel_for(0, n, 2048, [&](int64_t j0, int64_t j1) {
+    std::vector<int64_t> ptr(kv);
+    for (int64_t k = 0; k < kv; ++k)
+      ptr[k] = std::lower_bound(skey.begin(), skey.end(), skey[j0] + delta[k]) - skey.begin();
+    for (int64_t j = j0; j < j1; ++j) {
+      const int64_t row = order[j];
+      const int32_t* c = idx + 4 * row;
+      int32_t* out = pn + row * kv;
+      for (int64_t k = 0; k < kv; ++k) {
+        const int64_t target = skey[j] + delta[k];
+        int64_t p = ptr[k];
+        while (p < n && skey[p] < target) ++p;
+        ptr[k] = p;
+        const int64_t z = c[1] + dz[k], y = c[2] + dy[k], x = c[3] + dx[k];
+        const bool inside = z >= 0 && z < D && y >= 0 && y < H && x >= 0 && x < W;
+        out[k] = (inside && p < n && skey[p] == target) ? static_cast<int32_t>(order[p]) : -1;
+      }
+    }
+  });
+  auto [pairs, counts] = pairs_from_map(nbr, n);
+  return {nbr, pairs, counts};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("neighbour_conv", &neighbour_conv, "dst[r] = sum_k src[nbr[r, k]] @ w[k] (fused gather-GEMM-scatter)");
+  m.def("submanifold_rulebook", &submanifold_rulebook, "(neighbour map, spconv pairs, counts) of a subm conv");
+  m.def("strided_rulebook", &strided_rulebook, "(out indices, by_out, by_in, spconv pairs, counts) of a conv");
+  m.def("rulebook_weight_grad", &rulebook_weight_grad, "dW[k] = sum over offset k's pairs of feat[i]^T grad[o]");
+}
