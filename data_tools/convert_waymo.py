@@ -31,9 +31,9 @@ from data_tools.parallel import map_segments
 from data_tools.segment_checks import damaged_frame, format_nonfinite, lidar_totals, shortfall_warning
 from detector import CONFIG_DIR
 from detector.atomic import ensure_dir
+from detector.data import waymo_v2
 from detector.data.frame import FrameFormatError
 from detector.data.frame_store import SEGMENT_META, SPLITS, FrameStoreError, read_segment, write_segment_meta
-from detector.data import waymo_v2
 from detector.data.waymo_reader import iter_frames, read_context_name
 from detector.errors import InputError, user_errors
 

@@ -8,7 +8,6 @@ file stops it with the file's path (``python -m data_tools.convert_waymo`` repai
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from detector import CONFIG_DIR
-from detector.data.frame import TYPE_NAMES, FrameFormatError
+from detector.data.frame import TYPE_NAMES
 from detector.data.frame_store import SPLITS, FrameStoreError, list_segments
 from detector.errors import user_errors
 

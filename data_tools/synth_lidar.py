@@ -108,7 +108,7 @@ class CastScene:
 
     @classmethod
     def build(cls, vertices: np.ndarray, triangles: np.ndarray, material: np.ndarray,
-              object_index: np.ndarray) -> "CastScene":
+              object_index: np.ndarray) -> CastScene:
         scene = o3d.t.geometry.RaycastingScene()
         scene.add_triangles(o3d.core.Tensor(vertices.astype(np.float32)),
                             o3d.core.Tensor(triangles.astype(np.uint32)))

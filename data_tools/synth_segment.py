@@ -7,8 +7,8 @@ to check the reader end to end.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 from waymo_open_dataset import dataset_pb2, label_pb2

@@ -248,7 +248,7 @@ class V2SegmentWriter:
                 tmp.unlink()
         self._tmp = {}
 
-    def __enter__(self) -> "V2SegmentWriter":
+    def __enter__(self) -> V2SegmentWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

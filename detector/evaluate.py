@@ -17,18 +17,22 @@ import sys
 from pathlib import Path
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from detector.atomic import ensure_dir, write_json_atomic
 from detector.checkpoints import load_detector
-from detector.config import (CONFIG_DIR, check_checkpoint_fits_data, check_model_fits_data, register_resolvers,
-                             torch_threads)
-from detector.devices import pick_device
+from detector.config import (
+    CONFIG_DIR,
+    check_checkpoint_fits_data,
+    check_model_fits_data,
+    register_resolvers,
+    torch_threads,
+)
 from detector.config_checks import EVALUATE_CHECKS, check_config
+from detector.devices import pick_device
 from detector.errors import InputError, user_errors
 from detector.eval import ObjectsWriter, WaymoMetrics
 from detector.eval.report import format_table

@@ -19,11 +19,12 @@ import os
 import sys
 
 from detector.atomic import check_writable, write_json_atomic
+from detector.errors import InputError, user_errors
 from detector.eval.object_checks import check_frames, frame_coverage
 from detector.eval.report import format_table, plot_pr_curves
-from detector.errors import InputError, user_errors
 from detector.eval.submission import objects_to_frames, read_objects
 from detector.eval.waymo_metrics import evaluate_frames_curves
+
 
 def read_checked(gt_path: str, pred_path: str, skip_invalid: bool, strict: bool):
     """Both files read, grouped by frame and checked (see the module docstring); warnings go to stderr."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import hydra
@@ -19,10 +18,15 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from detector.config import (CONFIG_DIR, check_checkpoint_fits_data, check_model_fits_data, register_resolvers,
-                             torch_threads)
 from detector.atomic import ensure_dir
 from detector.checkpoints import load_detector
+from detector.config import (
+    CONFIG_DIR,
+    check_checkpoint_fits_data,
+    check_model_fits_data,
+    register_resolvers,
+    torch_threads,
+)
 from detector.config_checks import PREDICT_CHECKS, check_config
 from detector.data.segments import find_segments, segment_frame_batches
 from detector.devices import pick_device

@@ -9,7 +9,6 @@ Bad inputs end with a one-line message on stderr and exit status 2 (no traceback
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from itertools import islice
@@ -22,13 +21,11 @@ from detector import CONFIG_DIR
 from detector.errors import user_errors
 from detector.viz import sources
 from detector.viz.camera import birds_eye_camera, chase_camera
-from detector.viz.headless import RenderError, check_output_path, render_scenes, write_images
-from detector.viz.interactive import (NO_DISPLAY_MESSAGE, NoDisplayError, ViewOptions, display_available,
-                                      run_interactive)
+from detector.viz.headless import check_output_path, render_scenes, write_images
+from detector.viz.interactive import NO_DISPLAY_MESSAGE, NoDisplayError, ViewOptions, display_available, run_interactive
 from detector.viz.loader import SceneLoader
 from detector.viz.scene import SceneOptions
-from detector.viz.sources import CheckpointUnavailableError, VisualizeInputError
-
+from detector.viz.sources import VisualizeInputError
 
 
 @dataclass

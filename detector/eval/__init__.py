@@ -2,7 +2,6 @@
 
 from detector.eval.config import MetricsSpec, default_config
 from detector.eval.iou import bev_iou, iou3d, paired_iou
-from detector.eval.waymo_metrics import PRCurve, WaymoMetrics, evaluate_objects, evaluate_objects_curves, mean_average_precision
 from detector.eval.submission import (
     FrameObjects,
     ObjectsWriter,
@@ -13,6 +12,13 @@ from detector.eval.submission import (
     objects_to_frames,
     read_objects,
     write_objects,
+)
+from detector.eval.waymo_metrics import (
+    PRCurve,
+    WaymoMetrics,
+    evaluate_objects,
+    evaluate_objects_curves,
+    mean_average_precision,
 )
 
 __all__ = [

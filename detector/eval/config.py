@@ -47,7 +47,7 @@ class MetricsSpec:
     breakdown_names: tuple[str, ...]  # official names, generator x shard x level order
 
     @classmethod
-    def from_config(cls, config: metrics_pb2.Config | None = None) -> "MetricsSpec":
+    def from_config(cls, config: metrics_pb2.Config | None = None) -> MetricsSpec:
         config = default_config() if config is None else config
         if not isinstance(config, metrics_pb2.Config):
             raise TypeError(f"config must be a metrics_pb2.Config, got {type(config).__name__}")

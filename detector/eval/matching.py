@@ -61,12 +61,12 @@ class ShardCounts:
     fn: np.ndarray  # (S, L, C) int64
 
     @classmethod
-    def zeros(cls, num_shards: int, num_levels: int, num_cutoffs: int) -> "ShardCounts":
+    def zeros(cls, num_shards: int, num_levels: int, num_cutoffs: int) -> ShardCounts:
         s, c = num_shards, num_cutoffs
         return cls(np.zeros((s, c), np.int64), np.zeros((s, c), np.int64), np.zeros((s, c)),
                    np.zeros((s, num_levels, c), np.int64))
 
-    def add(self, other: "ShardCounts") -> None:
+    def add(self, other: ShardCounts) -> None:
         self.tp += other.tp
         self.fp += other.fp
         self.sum_ha += other.sum_ha

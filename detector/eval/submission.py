@@ -127,7 +127,7 @@ class FrameObjects:
     difficulty: np.ndarray  # (N,) int64, 0 when unset
 
     @classmethod
-    def empty(cls) -> "FrameObjects":
+    def empty(cls) -> FrameObjects:
         return cls(np.zeros((0, 7)), np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, bool),
                    np.zeros(0, np.int64), np.zeros(0, np.int64))
 

@@ -13,8 +13,8 @@ number of frames. Precision, recall and the AP integral follow the official floa
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Hashable
 
 import numpy as np
 from waymo_open_dataset.protos import metrics_pb2
@@ -203,7 +203,7 @@ class WaymoMetrics:
                     )
         return out
 
-    def merge(self, other: "WaymoMetrics") -> "WaymoMetrics":
+    def merge(self, other: WaymoMetrics) -> WaymoMetrics:
         """Add the counts of ``other`` (frames disjoint from this one's), e.g. from another DDP rank."""
         if other.spec.breakdown_names != self.spec.breakdown_names:
             raise ValueError("cannot merge metrics of different configurations")

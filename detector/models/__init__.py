@@ -31,6 +31,7 @@ def build_model(name: str = "lstm", overrides: Sequence[str] = (), data: str | N
     Works inside or outside a Hydra app."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+
     from detector.config import CONFIG_DIR, check_model_fits_data, register_resolvers
 
     register_resolvers()

@@ -12,8 +12,8 @@ import torch
 from spconv.pytorch import SparseConvTensor
 from torch import nn
 
-from detector.ops import SparseConv3d, SparseInverseConv3d, SubMConv3d
 from detector.models.rulebooks import level_key, publish_sites_rule_book
+from detector.ops import SparseConv3d, SparseInverseConv3d, SubMConv3d
 
 __all__ = ["SparseUNet", "SubMBlock"]
 

@@ -17,8 +17,8 @@ from spconv.pytorch import SparseConvTensor
 from torch import nn
 
 from detector.models.backbone import SparseUNet, SubMBlock
-from detector.ops import SubMConv3d
 from detector.models.rulebooks import SITES_SUBM3
+from detector.ops import SubMConv3d
 
 __all__ = ["GateNet", "SparseRecurrentCell", "CELL_KINDS"]
 

@@ -26,7 +26,7 @@ class Detections:
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
-    def cpu(self) -> "Detections":
+    def cpu(self) -> Detections:
         return Detections(self.boxes.detach().cpu(), self.scores.detach().cpu(), self.types.detach().cpu())
 
 

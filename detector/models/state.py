@@ -43,14 +43,14 @@ class RecurrentState:
     def num_sites(self) -> int:
         return int(self.sites.shape[0])
 
-    def select(self, rows: torch.Tensor) -> "RecurrentState":
+    def select(self, rows: torch.Tensor) -> RecurrentState:
         return RecurrentState(
             self.sites[rows].contiguous(),
             [h[rows] for h in self.hidden],
             [None if c is None else c[rows] for c in self.memory],
         )
 
-    def detach(self) -> "RecurrentState":
+    def detach(self) -> RecurrentState:
         return RecurrentState(
             self.sites, [h.detach() for h in self.hidden], [None if c is None else c.detach() for c in self.memory]
         )
@@ -102,10 +102,10 @@ class State:
             tensors += [s.points, s.poses, s.timestamps]
         return sum(t.numel() * t.element_size() for t in tensors)
 
-    def detach(self) -> "State":
+    def detach(self) -> State:
         return replace(self, recurrent=None if self.recurrent is None else self.recurrent.detach())
 
-    def drop_streams(self, reset: torch.Tensor) -> "State":
+    def drop_streams(self, reset: torch.Tensor) -> State:
         """Forget everything of the streams where ``reset`` (B,) is True."""
         if not bool(reset.any()):
             return self

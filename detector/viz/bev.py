@@ -12,9 +12,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector.viz.scene import (GT_COLORS, PRED_COLORS, SceneFrame, SceneOptions, box_corners,
-                                class_colors, clean_scene, frame_caption, point_colors, score_labels,
-                                subsample_points, visible_ground_truth, visible_predictions)
+from detector.viz.scene import (
+    GT_COLORS,
+    PRED_COLORS,
+    SceneFrame,
+    SceneOptions,
+    box_corners,
+    class_colors,
+    clean_scene,
+    frame_caption,
+    point_colors,
+    score_labels,
+    subsample_points,
+    visible_ground_truth,
+    visible_predictions,
+)
 
 
 @dataclass(frozen=True)

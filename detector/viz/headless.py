@@ -17,8 +17,16 @@ import numpy as np
 from detector.atomic import atomic_path
 from detector.errors import UnavailableError
 from detector.viz.camera import PinholeCamera
-from detector.viz.scene import (SceneFrame, SceneGeometry, SceneLabel, SceneOptions, build_scene,
-                                clean_scene, frame_caption, score_labels)
+from detector.viz.scene import (
+    SceneFrame,
+    SceneGeometry,
+    SceneLabel,
+    SceneOptions,
+    build_scene,
+    clean_scene,
+    frame_caption,
+    score_labels,
+)
 
 IMAGE_SUFFIXES = (".png",)
 ANIMATION_SUFFIXES = (".gif", ".mp4")
@@ -67,7 +75,7 @@ class OffscreenView:
         self.opts = opts
         self._materials = {k: make_material(k, opts, camera) for k in ("points", "lines")}
 
-    def __enter__(self) -> "OffscreenView":
+    def __enter__(self) -> OffscreenView:
         return self
 
     def __exit__(self, *exc) -> None:

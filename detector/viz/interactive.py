@@ -36,9 +36,20 @@ import numpy as np
 from detector.errors import UnavailableError
 from detector.viz.camera import PinholeCamera, birds_eye_camera, chase_camera
 from detector.viz.loader import LoadedFrame, SceneLoader
-from detector.viz.scene import (GT_COLORS, PRED_COLORS, STATE_COLOR, SceneFrame, SceneOptions,
-                                box_lines, class_colors, point_colors, score_labels, subsample_points,
-                                visible_ground_truth, visible_predictions)
+from detector.viz.scene import (
+    GT_COLORS,
+    PRED_COLORS,
+    STATE_COLOR,
+    SceneFrame,
+    SceneOptions,
+    box_lines,
+    class_colors,
+    point_colors,
+    score_labels,
+    subsample_points,
+    visible_ground_truth,
+    visible_predictions,
+)
 
 NO_DISPLAY_MESSAGE = (
     "no display: neither $DISPLAY nor $WAYLAND_DISPLAY is set, so no viewer window can open. "

@@ -49,7 +49,7 @@ class LoadedFrame:
 class _DetectorRun:
     """The checkpoint's detector streamed over the selection in order (on the loader's thread)."""
 
-    def __init__(self, loader: "SceneLoader", ckpt_path: str, ckpt_loader: str, device: str,
+    def __init__(self, loader: SceneLoader, ckpt_path: str, ckpt_loader: str, device: str,
                  state_voxels: Callable | bool | None):
         self.loader = loader
         self.ckpt_path, self.ckpt_loader, self.device, self.state_voxels = ckpt_path, ckpt_loader, device, state_voxels
@@ -143,7 +143,7 @@ class SceneLoader:
     def __len__(self) -> int:
         return self.stop - self.start
 
-    def __enter__(self) -> "SceneLoader":
+    def __enter__(self) -> SceneLoader:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -65,7 +65,7 @@ class PredictedBoxes:
     def __len__(self) -> int:
         return len(self.boxes)
 
-    def above(self, threshold: float) -> "PredictedBoxes":
+    def above(self, threshold: float) -> PredictedBoxes:
         keep = self.scores >= threshold
         return PredictedBoxes(self.boxes[keep], self.types[keep], self.scores[keep])
 

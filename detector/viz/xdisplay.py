@@ -68,7 +68,7 @@ class VirtualDisplay:
         self.env = {k: v for k, v in os.environ.items() if k != "WAYLAND_DISPLAY"}
         self.env["DISPLAY"] = self.display
 
-    def __enter__(self) -> "VirtualDisplay":
+    def __enter__(self) -> VirtualDisplay:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -149,7 +149,7 @@ class ViewerSession:
                                      stderr=subprocess.STDOUT)
         self._seen = 0
 
-    def __enter__(self) -> "ViewerSession":
+    def __enter__(self) -> ViewerSession:
         return self
 
     def __exit__(self, *exc) -> None:

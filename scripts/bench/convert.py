@@ -43,14 +43,13 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import pyarrow as pa  # noqa: E402
+from waymo_open_dataset import dataset_pb2  # noqa: E402
 
 from data_tools.synth_segment import SegmentConfig, synthesize_segment  # noqa: E402
 from data_tools.waymo_v2_writer import V2SegmentWriter  # noqa: E402
 from detector.data import tfrecord, waymo_v2  # noqa: E402
-from detector.data.tfrecord import (_crc_register_serial, crc32c, crc32c_numpy, iter_records,  # noqa: E402
-                                    write_tfrecord)
+from detector.data.tfrecord import _crc_register_serial, crc32c, crc32c_numpy, iter_records, write_tfrecord  # noqa: E402
 from detector.data.waymo_reader import iter_frames, parse_frame  # noqa: E402
-from waymo_open_dataset import dataset_pb2  # noqa: E402
 
 OFFICIAL_PY = ROOT / ".venv-official" / "bin" / "python"
 

@@ -42,9 +42,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from detector.eval import WaymoMetrics, default_config, evaluate_objects, objects_to_frames, read_objects  # noqa: E402
-from tests.helpers.official import official_available, official_inputs, run_official_op  # noqa: E402
 from detector.eval.submission import FrameObjects  # noqa: E402
 from tests.helpers.metric_cases import synthetic_frames  # noqa: E402
+from tests.helpers.official import official_available, official_inputs, run_official_op  # noqa: E402
 
 FAKE_DIR = ROOT.parent / "shared" / "waymo_fake"
 

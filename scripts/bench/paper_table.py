@@ -532,8 +532,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def write_report(out: Path, text: str, report: dict, *also: Path) -> None:
     """``out`` (markdown) and ``<out>.json``, each written whole or not at all; print the text."""
-    from detector.atomic import atomic_open
-    from detector.atomic import write_json_atomic
+    from detector.atomic import atomic_open, write_json_atomic
 
     with atomic_open(out, "w") as f:
         f.write(text)

@@ -50,7 +50,7 @@ def _make_input(n_voxels: int, seed: int = 0):
     x = (376 + r * np.cos(a) / 0.2).astype(np.int64)
     y = (376 + r * np.sin(a) / 0.2).astype(np.int64)
     z = np.where(rng.random(n_voxels * 2) < 0.6, 10, rng.integers(10, 30, n_voxels * 2))
-    flat = np.unique(((z * shape[1] + y) * shape[2] + x))[:n_voxels]
+    flat = np.unique((z * shape[1] + y) * shape[2] + x)[:n_voxels]
     rng.shuffle(flat)
     flat = np.sort(flat)
     zi, rem = np.divmod(flat, shape[1] * shape[2])

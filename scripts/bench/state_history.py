@@ -51,9 +51,9 @@ def load_results(work_dir: Path, models: list[str] | None) -> dict[str, dict]:
 
 def run(work_dir: Path, models: list[str] | None, resets: list[int | None], max_frames: int | None = None) -> dict:
     from hydra.utils import instantiate
+    from paper_table import compose
 
     from detector.checkpoints import load_checkpoint
-    from paper_table import compose
 
     results = load_results(work_dir, models)
     first = next(iter(results.values()))

@@ -34,7 +34,7 @@ from detector.viz.interactive import point_arrays
 from detector.viz.loader import SceneLoader
 from detector.viz.scene import SceneOptions
 from detector.viz.sources import open_source
-from detector.viz.xdisplay import VirtualDisplay, ViewerSession
+from detector.viz.xdisplay import ViewerSession, VirtualDisplay
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -17,9 +17,8 @@ from omegaconf import OmegaConf
 from detector import CONFIG_DIR
 from detector.config import compose
 from detector.data.frame_store import list_segments
-
-from tests.helpers.paths import REPO_ROOT
 from tests.helpers.datasets import make_tiny_dataset
+from tests.helpers.paths import REPO_ROOT
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 #: A small, fast model for the entry-point tests (the real config, narrower).
@@ -191,8 +190,8 @@ def test_bad_input_gives_one_clear_message(store, tmp_path):
 
 
 def test_mismatched_checkpoint_is_refused(store, tmp_path):
-    from detector.errors import UserError
     from detector.checkpoints import load_detector
+    from detector.errors import UserError
     from detector.train import train
 
     res = train(_train_cfg(store, tmp_path / "t", ["logging.plot=false", "module.validation_metrics=false",

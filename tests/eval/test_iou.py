@@ -11,7 +11,9 @@ def _reference_area(pa: np.ndarray, pb: np.ndarray) -> float:
     poly = [p for p in pa]
     for k in range(4):
         p0, p1 = pb[k], pb[(k + 1) % 4]
-        side = lambda p: (p1[0] - p0[0]) * (p[1] - p0[1]) - (p1[1] - p0[1]) * (p[0] - p0[0])  # noqa: E731
+        def side(p, p0=p0, p1=p1):
+            return (p1[0] - p0[0]) * (p[1] - p0[1]) - (p1[1] - p0[1]) * (p[0] - p0[0])
+
         out = []
         for i, cur in enumerate(poly):
             nxt = poly[(i + 1) % len(poly)]

@@ -1,7 +1,6 @@
 """Waymo detection metrics: the official op's values on the fake files, cases with known answers,
 streaming invariance and input errors."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

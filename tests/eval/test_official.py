@@ -7,9 +7,9 @@ from waymo_open_dataset import label_pb2
 from waymo_open_dataset.protos import breakdown_pb2
 
 from detector.eval import WaymoMetrics, default_config
-from tests.helpers.official import official_available, official_inputs, run_official_op
 from detector.eval.submission import FrameObjects
 from tests.helpers.metric_cases import FrameCase, synthetic_frames
+from tests.helpers.official import official_available, official_inputs, run_official_op
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not official_available(), reason="needs .venv-official (scripts/setup_official.sh)")]

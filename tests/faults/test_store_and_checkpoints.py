@@ -15,8 +15,18 @@ from detector.checkpoints import load_checkpoint, load_detector
 from detector.data.frame import Frame, FrameFormatError
 from detector.errors import InputError
 from tests.helpers.datasets import make_tiny_dataset
-from tests.helpers.faults import (TINY_MODEL, assert_one_line_error, fill, flip_bytes, leftovers, read_only, run_hydra,
-                                  save_tiny_checkpoint, small_tmpfs, tiny_model_config)
+from tests.helpers.faults import (
+    TINY_MODEL,
+    assert_one_line_error,
+    fill,
+    flip_bytes,
+    leftovers,
+    read_only,
+    run_hydra,
+    save_tiny_checkpoint,
+    small_tmpfs,
+    tiny_model_config,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

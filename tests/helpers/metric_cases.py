@@ -10,8 +10,8 @@ one-sided. Generated in chunks of frames, so a full validation split never sits 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 

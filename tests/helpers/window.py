@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from tests.helpers.paths import REPO_ROOT
 
 REPO = Path(REPO_ROOT)
@@ -71,7 +72,7 @@ def docs_screenshot(out: Path) -> None:
     from PIL import Image
 
     from detector.viz.sources import open_source
-    from detector.viz.xdisplay import VirtualDisplay, ViewerSession
+    from detector.viz.xdisplay import ViewerSession, VirtualDisplay
     from tests.helpers.datasets import make_tiny_dataset
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from detector.models.voxelizer import Voxelizer
 from detector.models.state import RecurrentState, align_state, move_sites, relative_transforms, union_sites
+from detector.models.voxelizer import Voxelizer
 from tests.helpers.scenes import pose_matrix
 
 VOXEL = 0.4

@@ -33,7 +33,7 @@ def _reference(boxes: np.ndarray, scores: np.ndarray, thr: float, merge: bool):
 
 def test_greedy_nms_matches_dense_reference():
     rng = np.random.default_rng(0)
-    for trial in range(5):
+    for _ in range(5):
         centres = rng.uniform(-30, 30, (25, 2))
         n = 600
         c = centres[rng.integers(0, len(centres), n)] + rng.normal(0, 0.6, (n, 2))

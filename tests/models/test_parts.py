@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 
-from detector.models.voxelizer import Voxelizer
 from detector.models.backbone import SparseUNet
 from detector.models.box_coding import BoxCoder
 from detector.models.losses import sigmoid_focal_loss
 from detector.models.targets import assign_targets, points_in_boxes
 from detector.models.temporal import top_k_per_stream
+from detector.models.voxelizer import Voxelizer
 
 VOX = Voxelizer([0.5, 0.5, 0.5], [-10.0, -10.0, -2.0, 10.0, 10.0, 2.0])
 

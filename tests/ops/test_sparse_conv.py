@@ -10,7 +10,6 @@ they fail there with 2 and 4 threads).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 

@@ -13,15 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.helpers.datasets import make_tiny_dataset
 
 from data_tools.convert_waymo import ShardError, convert, find_records, parse_shard, select_shard, summary
 from detector.data.frame import NPZ_ARRAYS, Frame
 from detector.data.frame_store import FORMAT_VERSION, list_segments
 from detector.data.waymo_reader import iter_frames, read_context_name
 from detector.errors import InputError
+from tests.helpers.datasets import make_tiny_dataset
 from tests.helpers.paths import REPO_ROOT
-
 
 
 def _digests(folder: Path) -> dict[str, str]:

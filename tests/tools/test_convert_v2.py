@@ -15,7 +15,6 @@ from data_tools.synth_segment import SegmentConfig
 from data_tools.synthesize import synthesize
 from detector.data import waymo_v2_schema as S
 from detector.data.frame_store import list_segments
-
 from tests.helpers.paths import REPO_ROOT
 
 

@@ -4,16 +4,14 @@ frame store."""
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.helpers.datasets import make_tiny_dataset
 
 from data_tools.stats import format_stats, store_stats
 from detector.data.frame_store import FrameStoreError, list_segments
+from tests.helpers.datasets import make_tiny_dataset
 from tests.helpers.paths import REPO_ROOT
-
 
 
 @pytest.fixture(scope="module")

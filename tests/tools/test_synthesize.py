@@ -126,7 +126,7 @@ def test_temporal_cues(demo_segment):
     for counts in tracks.values():
         c = np.array(counts)
         visible = np.flatnonzero(c > 0)
-        if len(visible) >= 2 and np.any((c[visible[0]:visible[-1]] == 0)):
+        if len(visible) >= 2 and np.any(c[visible[0]:visible[-1]] == 0):
             hidden_then_back += 1
     assert hidden_then_back >= 1
     # Far objects with few points, and labeled objects with none at all.

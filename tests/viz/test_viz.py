@@ -18,15 +18,31 @@ from hydra import compose, initialize_config_dir
 from detector import CONFIG_DIR
 from detector.data.frame import Frame, FrameFormatError
 from detector.data.frame_store import write_segment_meta
+from detector.visualize import visualize
 from detector.viz import sources
 from detector.viz.bev import BevFraming, render_bev
 from detector.viz.camera import birds_eye_camera, chase_camera
 from detector.viz.headless import OffscreenView, RenderError
-from detector.viz.scene import (BOX_EDGES, GT_COLORS, PRED_COLORS, STATE_COLOR, TOP_EDGES, PredictedBoxes,
-                                SceneFrame, SceneOptions, StateVoxels, box_corners, box_segments, clean_scene,
-                                dashed, frame_caption, score_labels, state_geometry, visible_ground_truth,
-                                visible_predictions)
-from detector.visualize import visualize
+from detector.viz.scene import (
+    BOX_EDGES,
+    GT_COLORS,
+    PRED_COLORS,
+    STATE_COLOR,
+    TOP_EDGES,
+    PredictedBoxes,
+    SceneFrame,
+    SceneOptions,
+    StateVoxels,
+    box_corners,
+    box_segments,
+    clean_scene,
+    dashed,
+    frame_caption,
+    score_labels,
+    state_geometry,
+    visible_ground_truth,
+    visible_predictions,
+)
 from tests.helpers.paths import REPO_ROOT
 
 SEGMENT = "segA"

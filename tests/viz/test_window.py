@@ -11,7 +11,7 @@ import pytest
 
 from detector.viz.scene import GT_COLORS, PRED_COLORS, TOP_EDGES, box_segments
 from detector.viz.sources import open_source
-from detector.viz.xdisplay import DisplayUnavailable, VirtualDisplay, ViewerSession, missing_tools
+from detector.viz.xdisplay import DisplayUnavailable, ViewerSession, VirtualDisplay, missing_tools
 from tests.helpers.datasets import make_tiny_dataset
 from tests.helpers.window import REPO, predictions_file, scene_pixels, wait_screen
 
