@@ -73,7 +73,8 @@ def store_stats(root: str | Path, splits: list[str] | None = None) -> list[Split
 def format_stats(stats: list[SplitStats]) -> str:
     lines = []
     for st in stats:
-        lines.append(f"[{st.split}] segments: {st.segments}" + (f" (+{st.incomplete} incomplete)" if st.incomplete else "")
+        lines.append(f"[{st.split}] segments: {st.segments}"
+                     + (f" (+{st.incomplete} incomplete)" if st.incomplete else "")
                      + f", frames: {st.frames}")
         if st.frames:
             p = np.array(st.points)

@@ -1,4 +1,5 @@
-"""``python -m data_tools.synthesize out_dir=DIR segments=N val_segments=M frames=F seed=S workers=K [format=v1|v2|both]``
+"""``python -m data_tools.synthesize out_dir=DIR segments=N val_segments=M frames=F seed=S workers=K
+[format=v1|v2|both]``
 
 Writes synthetic segments as Waymo v1 TFRecords: ``out_dir/training/segment-<name>_with_camera_labels.tfrecord``
 and likewise under ``out_dir/validation`` (``format=v1``, the default); or the same frames as Waymo v2

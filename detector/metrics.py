@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="OUT.json", help="write {breakdown: {AP, APH}} here")
     parser.add_argument("--plot", metavar="PR.png", help="draw the precision/recall curves per class here")
     parser.add_argument("--skip-invalid", action="store_true",
-                        help="leave out objects with NaN/inf values or non-positive sizes (counted) instead of refusing")
+                        help="leave out objects with NaN/inf values or non-positive sizes (counted) "
+                             "instead of refusing")
     parser.add_argument("--strict", action="store_true",
                         help="make the warnings (empty ground truth, predictions on frames absent from it) errors")
     args = parser.parse_args(argv)

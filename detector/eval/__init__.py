@@ -22,7 +22,8 @@ from detector.eval.waymo_metrics import (
 )
 
 __all__ = [
-    "FrameObjects", "ObjectsWriter", "ground_truth_to_objects", "MetricsSpec", "PRCurve", "SubmissionError", "WaymoMetrics", "bev_iou", "default_config",
+    "FrameObjects", "ObjectsWriter", "ground_truth_to_objects", "MetricsSpec", "PRCurve", "SubmissionError",
+    "WaymoMetrics", "bev_iou", "default_config",
     "detections_to_objects", "evaluate_objects", "evaluate_objects_curves", "frame_key", "iou3d",
     "mean_average_precision", "objects_to_frames", "paired_iou", "read_objects", "write_objects",
 ]

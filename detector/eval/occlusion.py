@@ -246,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     counts = ", ".join(f"{names.get(t, t)} {n}" for t, n in sorted(res.num_objects.items()))
     print(f"{res.num_frames} frames; previously occluded objects (k={res.k}): {counts or 'none'}")
     if args.json:
-        write_json_atomic(args.json, {"metrics": res.metrics, "num_objects": {str(t): n for t, n in res.num_objects.items()},
+        write_json_atomic(args.json, {"metrics": res.metrics,
+                                      "num_objects": {str(t): n for t, n in res.num_objects.items()},
                                       "num_frames": res.num_frames, "k": res.k})
     return 0
 

@@ -149,7 +149,8 @@ def objects_to_frames(objects: metrics_pb2.Objects | list) -> dict[FrameKey, Fra
     for obj in items:
         o = obj.object
         b = o.box
-        frame_of.append(keys.setdefault((f"{obj.context_name}_{obj.camera_name}", obj.frame_timestamp_micros), len(keys)))
+        frame_of.append(keys.setdefault((f"{obj.context_name}_{obj.camera_name}", obj.frame_timestamp_micros),
+                                        len(keys)))
         values.extend((b.center_x, b.center_y, b.center_z, b.length, b.width, b.height, b.heading, o.type,
                        obj.score, obj.overlap_with_nlz, o.num_lidar_points_in_box, o.detection_difficulty_level))
     table = np.frombuffer(values, dtype=np.float64).reshape(-1, 12)

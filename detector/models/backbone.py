@@ -109,7 +109,8 @@ class SparseUNet(nn.Module):
 
     def forward(self, x: SparseConvTensor) -> SparseConvTensor:
         if x.features.shape[1] != self.in_channels:
-            raise ValueError(f"SparseUNet({self.key}): input has {x.features.shape[1]} channels, expected {self.in_channels}")
+            raise ValueError(f"SparseUNet({self.key}): input has {x.features.shape[1]} channels, "
+                             f"expected {self.in_channels}")
         skips = []
         for level, encoder in enumerate(self.encoders):
             x = encoder(x)

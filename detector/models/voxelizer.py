@@ -51,7 +51,8 @@ class Voxelizer(VoxelGrid):
         """Voxelize points (P, 1 + C) ``[b, x, y, z, intensity, ...]``; points outside the range are
         dropped. Returns a ``SparseConvTensor`` with ``num_features(C)`` features per voxel."""
         if points.ndim != 2 or points.shape[1] < 5:
-            raise ValueError(f"Voxelizer: points must be (P, >=5) [b, x, y, z, intensity, ...], got {tuple(points.shape)}")
+            raise ValueError("Voxelizer: points must be (P, >=5) [b, x, y, z, intensity, ...], "
+                             f"got {tuple(points.shape)}")
         points = points.float()
         cell, inside = self.coords(points[:, 1:4])
         points, cell = points[inside], cell[inside]

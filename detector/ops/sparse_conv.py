@@ -177,8 +177,10 @@ class _NeighbourMaps:
             return
         ks = [k for k in range(kv) if counts[k] > 0]
         n = counts[ks]
-        rows_in = torch.cat([pairs[0, k, : int(c)] for k, c in zip(ks, n)]).long() if ks else torch.zeros(0, dtype=torch.long)
-        rows_out = torch.cat([pairs[1, k, : int(c)] for k, c in zip(ks, n)]).long() if ks else torch.zeros(0, dtype=torch.long)
+        rows_in = (torch.cat([pairs[0, k, : int(c)] for k, c in zip(ks, n)]).long() if ks
+                   else torch.zeros(0, dtype=torch.long))
+        rows_out = (torch.cat([pairs[1, k, : int(c)] for k, c in zip(ks, n)]).long() if ks
+                    else torch.zeros(0, dtype=torch.long))
         offs = torch.repeat_interleave(torch.tensor(ks, dtype=torch.long), n)
         self.by_out = torch.full((n_out, kv), -1, dtype=torch.int32)
         self.by_out.view(-1)[rows_out * kv + offs] = rows_in.to(torch.int32)

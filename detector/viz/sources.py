@@ -344,7 +344,8 @@ def iter_scene_frames(source: FrameSource, start: int = 0, stop: int | None = No
 
 
 __all__ = [
-    "CHECKPOINT_LOADER", "STATE_VOXELS_READER", "VisualizeInputError", "CheckpointUnavailableError", "FrameSource", "open_source",
+    "CHECKPOINT_LOADER", "STATE_VOXELS_READER", "VisualizeInputError", "CheckpointUnavailableError", "FrameSource",
+    "open_source",
     "record_offsets",
     "PredictionIndex", "load_predictions", "resolve_checkpoint_loader", "stream_detections",
     "detections_from_checkpoint", "iter_scene_frames",

@@ -15,7 +15,8 @@ lidars, both returns), then, in this one process and on one thread, times:
   a child process on one thread; the ratio is printed against ``reader``;
 - ``v2``: the same frames written as Waymo v2 parquet components (``data_tools.waymo_v2_writer``, row
   groups of ``--row-group-frames`` frames) and read by ``detector.data.waymo_v2.iter_frames``, timed in
-  this process against ``reader`` (runs interleaved, best of ``--repeats`` each); then peak RSS: each reader run in a child process over a longer
+  this process against ``reader`` (runs interleaved, best of ``--repeats`` each); then peak RSS: each reader
+  run in a child process over a longer
   segment (the frames repeated ``--long`` times, new timestamps) in both formats, and for contrast a
   child that loads the whole v2 ``lidar`` table at once (what a non-streaming reader would hold).
 
@@ -206,7 +207,8 @@ def main() -> None:
     size_mb = path.stat().st_size / 1e6
     frames = list(iter_frames(path))
     n_points = sum(len(f.points) for f in frames)
-    print(f"records: {len(frames)} frames, {size_mb / len(frames):.2f} MB/frame, {n_points / len(frames):,.0f} points/frame "
+    print(f"records: {len(frames)} frames, {size_mb / len(frames):.2f} MB/frame, "
+          f"{n_points / len(frames):,.0f} points/frame "
           f"(5 lidars, 2 returns); python {platform.python_version()}, {platform.processor() or platform.machine()}")
 
     t_decode = _best(lambda: _decode_only(path), args.repeats)

@@ -94,7 +94,8 @@ def main() -> None:
     tg = best(lambda: objects_to_frames(objects), args.repeats)
     frames = objects_to_frames(objects)
     tc = best(lambda: check_frames(frames, "bench", ground_truth=False), args.repeats)
-    print(f"objects ({n} in {len(frames)} frames): objects_to_frames {tg * 1e3:.0f} ms, check_frames {tc * 1e3:.0f} ms, "
+    print(f"objects ({n} in {len(frames)} frames): objects_to_frames {tg * 1e3:.0f} ms, "
+          f"check_frames {tc * 1e3:.0f} ms, "
           f"ratio {tc / tg:.3f}")
 
 

@@ -64,7 +64,8 @@ def bench_fake() -> dict:
     row = {"case": "fake", "frames": 20, "ours_s": time.perf_counter() - start}
     if official_available():
         off = run_official_op(*official_inputs(objects_to_frames(gt), objects_to_frames(pred)), default_config())
-        row.update(official_s=off.seconds, official_peak_mib=off.peak_rss_mib, max_abs_diff=_max_diff(ours, off.as_dict()))
+        row.update(official_s=off.seconds, official_peak_mib=off.peak_rss_mib,
+                   max_abs_diff=_max_diff(ours, off.as_dict()))
     return row
 
 
@@ -78,7 +79,8 @@ def bench_subset(frames: int, seed: int) -> dict:
         m.add_frame(*c.args())
     ours = m.compute()
     row = {"case": "subset", "frames": frames, "ours_s": time.perf_counter() - start,
-           "gt_boxes": int(sum(len(c.gt_types) for c in cases)), "pred_boxes": int(sum(len(c.pred_types) for c in cases))}
+           "gt_boxes": int(sum(len(c.gt_types) for c in cases)),
+           "pred_boxes": int(sum(len(c.pred_types) for c in cases))}
     if official_available():
         gt = {c.key: FrameObjects(c.gt_boxes, c.gt_types, np.ones(len(c.gt_types), np.float32),
                                   np.zeros(len(c.gt_types), bool), c.gt_num_points, c.gt_difficulty) for c in cases}
@@ -86,7 +88,8 @@ def bench_subset(frames: int, seed: int) -> dict:
                                   np.zeros(len(c.pred_types), np.int64), np.zeros(len(c.pred_types), np.int64))
               for c in cases}
         off = run_official_op(*official_inputs(gt, pd), default_config())
-        row.update(official_s=off.seconds, official_peak_mib=off.peak_rss_mib, max_abs_diff=_max_diff(ours, off.as_dict()))
+        row.update(official_s=off.seconds, official_peak_mib=off.peak_rss_mib,
+                   max_abs_diff=_max_diff(ours, off.as_dict()))
     return row
 
 
@@ -131,7 +134,8 @@ def bench_files(frames: int, seed: int) -> dict:
         del gt, pred
         # The CLI itself, in a fresh process: its wall time and peak RSS (imports included).
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "detector.metrics", str(Path(tmp) / "gt.bin"), str(Path(tmp) / "pred.bin")],
+        subprocess.run([sys.executable, "-m", "detector.metrics", str(Path(tmp) / "gt.bin"),
+                        str(Path(tmp) / "pred.bin")],
                        cwd=ROOT, check=True, capture_output=True)
         seconds = time.perf_counter() - start
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
@@ -178,9 +182,11 @@ def main() -> None:
             line += (f"  official {r['official_s']:8.2f} s  official/ours {r['official_s'] / r['ours_s']:6.1f}x"
                      f"  official peak {r['official_peak_mib']:.0f} MiB  max |dAP|,|dAPH| {r['max_abs_diff']:.1e}")
         if "cli_peak_rss_mib" in r:
-            line += f"  ({r['gt_boxes']} gt, {r['pred_boxes']} pred boxes; python -m detector.metrics peak RSS {r['cli_peak_rss_mib']:.0f} MiB)"
+            line += (f"  ({r['gt_boxes']} gt, {r['pred_boxes']} pred boxes; "
+                     f"python -m detector.metrics peak RSS {r['cli_peak_rss_mib']:.0f} MiB)")
         if "ours_peak_growth_mib" in r:
-            line += f"  ({r['gt_boxes']} gt, {r['pred_boxes']} pred boxes; peak RSS growth {r['ours_peak_growth_mib']:.0f} MiB)"
+            line += (f"  ({r['gt_boxes']} gt, {r['pred_boxes']} pred boxes; "
+                     f"peak RSS growth {r['ours_peak_growth_mib']:.0f} MiB)")
         print(line, flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -47,8 +47,10 @@ CONFIGS = {
 }
 RECORDS_RANGE = (-40.0, -40.0, -3.0, 40.0, 40.0, 4.0)
 SCALES = {
-    "synthetic": dict(num_points=60000, radius=38.0, scene_radius=35.0, vehicles=12, pedestrians=6, cyclists=3, clutter=8),
-    "waymo": dict(num_points=180000, radius=74.0, scene_radius=70.0, vehicles=40, pedestrians=20, cyclists=6, clutter=25),
+    "synthetic": dict(num_points=60000, radius=38.0, scene_radius=35.0,
+                      vehicles=12, pedestrians=6, cyclists=3, clutter=8),
+    "waymo": dict(num_points=180000, radius=74.0, scene_radius=70.0,
+                  vehicles=40, pedestrians=20, cyclists=6, clutter=25),
 }
 
 
@@ -245,7 +247,8 @@ def main() -> None:
             print(f"  {scale:9s} {name:6s} {results[scale][name]}", file=sys.stderr, flush=True)
     tmpdir.cleanup()
 
-    print(f"device={args.device} configs={configs} threads={args.threads} frames={args.frames} (after {args.warmup} warm-up)")
+    print(f"device={args.device} configs={configs} threads={args.threads} frames={args.frames} "
+          f"(after {args.warmup} warm-up)")
     header = "| scale | model | points/frame | voxels/frame | ms/frame | x none | peak MB | x none | state KB |"
     if args.train:
         header += " train step s (4x2) | x none |"
@@ -255,7 +258,8 @@ def main() -> None:
         ref = rows["none"]
         for name, r in rows.items():
             line = (
-                f"| {scale} | {name} | {r['points_per_frame']} | {r['voxels_per_frame']:.0f} | {r['ms_per_frame']:.1f} | "
+                f"| {scale} | {name} | {r['points_per_frame']} | {r['voxels_per_frame']:.0f} | "
+                f"{r['ms_per_frame']:.1f} | "
                 f"{r['ms_per_frame'] / ref['ms_per_frame']:.2f} | {r['peak_mb']:.1f} | "
                 f"{r['peak_mb'] / max(ref['peak_mb'], 1e-9):.2f} | {r['state_kb']:.0f} |"
             )

@@ -51,7 +51,8 @@ BENCH_DATA = {
 #: Overrides of each mode on top of ``experiment=bench_synthetic_<model>`` (the full mode: none).
 MODES = {
     "quick": {"models": ("single_frame", "concat", "lstm"),
-              "overrides": ["trainer.max_epochs=4", "trainer.check_val_every_n_epoch=2", "trainer.limit_val_batches=40"]},
+              "overrides": ["trainer.max_epochs=4", "trainer.check_val_every_n_epoch=2",
+                            "trainer.limit_val_batches=40"]},
     "full": {"models": ("single_frame", "concat", "lstm", "gru"), "overrides": []},
 }
 BASELINE = "single_frame"
@@ -148,7 +149,8 @@ def plan_runs(mode: str, models: list[str], data_root: Path, work_dir: Path, see
     runs = []
     for m in models:
         exp = [f"experiment=bench_synthetic_{m}"]
-        train = exp + common + [f"seed={seed}"] + MODES[mode]["overrides"] + (["trainer=gpu"] if device == "cuda" else []) + \
+        train = exp + common + [f"seed={seed}"] + MODES[mode]["overrides"] + \
+            (["trainer=gpu"] if device == "cuda" else []) + \
             ["trainer.enable_progress_bar=false"] + extra
         evaluate = exp + common + ["split=validation", f"device={device}"] + [o for o in extra if _for_eval(o)]
         runs.append(RunPlan(m, train, evaluate, work_dir / m))
@@ -205,7 +207,8 @@ def run_model(run: RunPlan, data_root: Path, label_range: float, fresh: bool) ->
         "checkpoint": ckpt, "metrics_csv": str(run.work / "train" / "logs" / "csv" / "metrics.csv"),
         "train_s": train_s, "train_steps": len(timer.times), "train_step_s": statistics.median(steps),
         "eval_s": eval_s, "eval_frames": evaluated["frames"], "metrics": evaluated["metrics"],
-        "occluded": {"metrics": occ.metrics, "num_objects": {str(t): n for t, n in occ.num_objects.items()}, "k": occ.k},
+        "occluded": {"metrics": occ.metrics, "num_objects": {str(t): n for t, n in occ.num_objects.items()},
+                     "k": occ.k},
     }
     from detector.atomic import write_json_atomic
 
@@ -243,7 +246,8 @@ def _stream(model, frames: list, device: str, timed: list | None = None, warmup:
     return state
 
 
-def measure_time(models: dict, frames: list, device: str = "cpu", warmup: int = 3, rounds: int = 3) -> dict[str, list[float]]:
+def measure_time(models: dict, frames: list, device: str = "cpu", warmup: int = 3,
+                 rounds: int = 3) -> dict[str, list[float]]:
     """Per-frame ms of every model over ``rounds`` interleaved rounds (each from a fresh state; the first
     ``warmup`` frames of a round untimed, so concat holds its sweeps and the LSTM its state)."""
     if len(frames) <= warmup:
@@ -392,7 +396,8 @@ def format_tables(results: dict[str, dict], costs: dict[str, Cost], meta: dict) 
               "memory just before (CPU: peak RSS, all models in one child process whose allocator returns "
               "freed blocks; CUDA: peak allocated), weights excluded; state KB: the temporal state after the "
               "last frame; training: wall time of the whole run and median step. Ratios to " + base + ".", ""]
-    head = ("| model | occluded vehicle AP (n) | occluded pedestrian AP (n) | occluded cyclist AP (n) | ms/frame | ratio "
+    head = ("| model | occluded vehicle AP (n) | occluded pedestrian AP (n) | occluded cyclist AP (n) "
+            "| ms/frame | ratio "
             "| peak MB | ratio | state KB | train s | ratio | train step s | steps |")
     lines += [head, "|" + " --- |" * (head.count("|") - 1)]
     bc = costs.get(base)
@@ -419,7 +424,8 @@ def target_lines(results: dict[str, dict], costs: dict[str, Cost]) -> list[str]:
     if "lstm" not in results:
         return ["no lstm run: targets not checked"]
     lstm = _ap(results["lstm"]["metrics"], "VEHICLE", 1)
-    for other, need, what in (("single_frame", 7.5, "LSTM >= single frame + 7.5 AP"), ("concat", 0.0, "LSTM >= concat")):
+    for other, need, what in (("single_frame", 7.5, "LSTM >= single frame + 7.5 AP"),
+                              ("concat", 0.0, "LSTM >= concat")):
         if other in results:
             d = lstm - _ap(results[other]["metrics"], "VEHICLE", 1)
             out.append(f"{what} (vehicle LEVEL_1): {d:+.1f} AP — {'met' if d >= need else 'not met'}")
@@ -468,7 +474,8 @@ def main(argv: list[str] | None = None) -> dict:
     models = [m for m in (args.models or ",".join(MODES[mode]["models"])).split(",") if m]
     from detector import CONFIG_DIR
 
-    known = {p.stem.removeprefix("bench_synthetic_") for p in (Path(CONFIG_DIR) / "experiment").glob("bench_synthetic_*.yaml")}
+    known = {p.stem.removeprefix("bench_synthetic_")
+             for p in (Path(CONFIG_DIR) / "experiment").glob("bench_synthetic_*.yaml")}
     unknown = [m for m in models if m not in known]
     if unknown:
         raise SystemExit(f"--models: no experiment bench_synthetic_{unknown[0]} (have {sorted(known)})")

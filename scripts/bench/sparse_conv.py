@@ -88,7 +88,8 @@ def _unet(kind: str, ch=CHANNELS):
             self.up = nn.ModuleList()
             self.dec = nn.ModuleList()
             for i in range(len(ch) - 1):
-                self.down.append(mod.SparseConv3d(ch[i], ch[i + 1], 3, stride=2, padding=1, bias=False, indice_key=f"d{i}"))
+                self.down.append(mod.SparseConv3d(ch[i], ch[i + 1], 3, stride=2, padding=1, bias=False,
+                                                  indice_key=f"d{i}"))
                 self.enc.append(Block(ch[i + 1], ch[i + 1], f"s{i + 1}"))
             for i in reversed(range(len(ch) - 1)):
                 self.up.append(mod.SparseInverseConv3d(ch[i + 1], ch[i], 3, bias=False, indice_key=f"d{i}"))

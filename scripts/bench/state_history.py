@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work-dir", required=True, help="a paper_table.py work dir (holds <model>/result.json)")
     ap.add_argument("--models", default=None, help="comma-separated (default: every finished run)")
-    ap.add_argument("--resets", default="1,2,4,8,never", help="N values, 'never' = the state carried (default %(default)s)")
+    ap.add_argument("--resets", default="1,2,4,8,never",
+                    help="N values, 'never' = the state carried (default %(default)s)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--max-frames", type=int, default=None, help="only the first frames of the split (tests)")
     ap.add_argument("--out", default=None, help="markdown output (default <work-dir>/state_history.md)")

@@ -25,7 +25,8 @@ _spec = importlib.util.spec_from_file_location("paper_table", Path(REPO_ROOT) / 
 paper_table = importlib.util.module_from_spec(_spec)
 sys.modules["paper_table"] = paper_table  # dataclasses look their module up while the file executes
 _spec.loader.exec_module(paper_table)
-_spec = importlib.util.spec_from_file_location("state_history", Path(REPO_ROOT) / "scripts" / "bench" / "state_history.py")
+_spec = importlib.util.spec_from_file_location("state_history",
+                                               Path(REPO_ROOT) / "scripts" / "bench" / "state_history.py")
 state_history = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(state_history)
 
@@ -163,7 +164,8 @@ def test_occluded_metrics_on_a_frame_store(tmp_path, capsys):
     objs = []
     for f in frames:  # perfect detections of both objects in every frame, plus one false positive at frame 2
         boxes = list(f.boxes[f.num_points > 0]) + ([_box(-15.0, -15.0)] if f.index == 2 else [])
-        objs += detections_to_objects(f.segment, f.timestamp_micros, boxes, [0.9] * (len(boxes) - 1) + [0.95], [1] * len(boxes))
+        objs += detections_to_objects(f.segment, f.timestamp_micros, boxes, [0.9] * (len(boxes) - 1) + [0.95],
+                                      [1] * len(boxes))
     write_objects(tmp_path / "preds.bin", objs)
     res = occluded_metrics(tmp_path / "store", "validation", tmp_path / "preds.bin")
     assert res.num_objects == {1: 1} and res.num_frames == 3 and res.k == 3
@@ -201,7 +203,8 @@ def test_bench_experiments_differ_only_in_the_model():
 
 
 def test_dry_run_plans_the_same_budget_for_every_model(tmp_path, capsys):
-    for quick, models in ((True, ["single_frame", "concat", "lstm"]), (False, ["single_frame", "concat", "lstm", "gru"])):
+    for quick, models in ((True, ["single_frame", "concat", "lstm"]),
+                          (False, ["single_frame", "concat", "lstm", "gru"])):
         plan = paper_table.main((["--quick"] if quick else []) + ["--dry-run", "--data-root", str(tmp_path / "d"),
                                                                   "--work-dir", str(tmp_path / "w")])
         runs = plan["runs"]
@@ -224,13 +227,15 @@ def test_tables_and_targets():
                 "train_s": train_s, "train_step_s": 1.0, "train_steps": 100}
 
     results = {"single_frame": result(0.50, 100.0), "concat": result(0.55, 200.0), "lstm": result(0.60, 150.0)}
-    costs = {"single_frame": paper_table.Cost(50.0, 100.0, 0.0, 10), "concat": paper_table.Cost(200.0, 400.0, 4000.0, 10),
+    costs = {"single_frame": paper_table.Cost(50.0, 100.0, 0.0, 10),
+             "concat": paper_table.Cost(200.0, 400.0, 4000.0, 10),
              "lstm": paper_table.Cost(80.0, 150.0, 500.0, 10)}
     meta = {"command": "cmd", "description": "desc", "work_dir": "W", "data_root": "D", "device": "cpu",
             "cost_frames": 10, "cost_rounds": 3, "png": "p.png"}
     text = paper_table.format_tables(results, costs, meta)
     assert "| lstm | 60.0 | 20.0 | 60.0 | 20.0 | 25.0 |" in text
-    assert "| concat | 55.0 (7) | 25.0 (0) | 25.0 (0) | 200.0 | 4.00 | 400.0 | 4.00 | 4000 | 200 | 2.00 | 1.00 | 100 |" in text
+    assert ("| concat | 55.0 (7) | 25.0 (0) | 25.0 (0) | 200.0 | 4.00 | 400.0 | 4.00 "
+            "| 4000 | 200 | 2.00 | 1.00 | 100 |") in text
     assert "LSTM >= single frame + 7.5 AP (vehicle LEVEL_1): +10.0 AP — met" in text
     assert "LSTM >= concat (vehicle LEVEL_1): +5.0 AP — met" in text
     assert "LSTM per-frame time <= 0.5x concat: 0.40x — met" in text
@@ -306,7 +311,8 @@ def _doc_commands() -> list[tuple[str, list[str]]]:
     out = []
     for line in WAYMO_MD.read_text().splitlines():
         words = line.split()
-        if len(words) > 3 and words[1] == "-m" and words[2] in ("detector.train", "detector.evaluate", "detector.predict"):
+        if len(words) > 3 and words[1] == "-m" and words[2] in ("detector.train", "detector.evaluate",
+                                                                "detector.predict"):
             out.append((words[2].split(".")[1], words[3:]))
     return out
 
@@ -342,5 +348,6 @@ def test_waymo_md_submission_script(tmp_path, monkeypatch, capsys):
     assert [len(s.inference_results.objects) for s in shards] == [2, 1, 1, 1]
     assert all(s.task == submission_pb2.Submission.DETECTION_3D and s.account_name and s.unique_method_name
                and len(s.unique_method_name) <= 25 for s in shards)
-    assert sorted(o.score for s in shards for o in s.inference_results.objects) == pytest.approx([0.1, 0.2, 0.3, 0.5, 0.9])
+    assert (sorted(o.score for s in shards for o in s.inference_results.objects)
+            == pytest.approx([0.1, 0.2, 0.3, 0.5, 0.9]))
     assert (tmp_path / "sub.tar.gz").stat().st_size > 0

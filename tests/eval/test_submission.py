@@ -92,7 +92,8 @@ def test_bad_files_are_named(tmp_path):
 def test_cli_table_json_plot_and_errors(tmp_path, capsys):
     _synthetic_files(tmp_path)
     out_json, out_png = tmp_path / "m.json", tmp_path / "pr.png"
-    rc = cli.main([str(tmp_path / "gt.bin"), str(tmp_path / "pred.bin"), "--json", str(out_json), "--plot", str(out_png)])
+    rc = cli.main([str(tmp_path / "gt.bin"), str(tmp_path / "pred.bin"), "--json", str(out_json),
+                   "--plot", str(out_png)])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "VEHICLE     LEVEL_1" in printed and "[30, 50)" in printed
@@ -120,5 +121,6 @@ def test_cli_on_the_fake_files(tmp_path, capsys):
     results = json.loads(out.read_text())
     assert list(results) == list(OFFICIAL_FAKE)
     for name, (ap, aph) in OFFICIAL_FAKE.items():
-        assert results[name]["AP"] == pytest.approx(ap, abs=1e-6) and results[name]["APH"] == pytest.approx(aph, abs=1e-6)
+        assert (results[name]["AP"] == pytest.approx(ap, abs=1e-6)
+                and results[name]["APH"] == pytest.approx(aph, abs=1e-6))
     assert "20 frames" in capsys.readouterr().out

@@ -33,7 +33,8 @@ def train_cfg():
 def test_bad_train_values_name_the_key(train_cfg, key, value):
     cfg = train_cfg.copy()
     OmegaConf.update(cfg, key, value, force_add=True)
-    with pytest.raises(ConfigValueError, match=rf"^{re.escape(key)}={re.escape(repr(value))}: expected .*{key}=\.\.\.$"):
+    with pytest.raises(ConfigValueError,
+                       match=rf"^{re.escape(key)}={re.escape(repr(value))}: expected .*{key}=\.\.\.$"):
         check_config(cfg, TRAIN_CHECKS)
 
 

@@ -76,7 +76,8 @@ def test_nonfinite_score_is_refused(tmp_path, files, capsys):
     pred = tmp_path / "nan_score.bin"
     write_objects(pred, objs)
     code, out, err = _run(capsys, gt, pred)
-    assert_one_line_error(code, err, str(pred), f"prediction 1 of frame ('{CONTEXT}_0', {TIMESTAMPS[0]})", "non-finite score nan", prefix="metrics")
+    assert_one_line_error(code, err, str(pred), f"prediction 1 of frame ('{CONTEXT}_0', {TIMESTAMPS[0]})",
+                          "non-finite score nan", prefix="metrics")
 
 
 def test_invalid_ground_truth_is_refused(tmp_path, files, capsys):
@@ -124,7 +125,8 @@ def test_predictions_of_other_frames_warn_with_counts(tmp_path, files, capsys, s
     pred = tmp_path / "shifted.bin"
     write_objects(pred, objs + other)
     code, out, err = _run(capsys, gt, pred)
-    assert code == 0 and f"warning: {pred}: 2 predictions on 1 of 2 prediction frames match no ground-truth frame" in err
+    assert code == 0 and (f"warning: {pred}: 2 predictions on 1 of 2 prediction frames "
+                          "match no ground-truth frame") in err
     code, out, err = _run(capsys, gt, pred, "--strict")
     assert_one_line_error(code, err, str(pred), "match no ground-truth frame", prefix="metrics")
 

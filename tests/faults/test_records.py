@@ -142,7 +142,8 @@ def test_nonfinite_points_are_dropped_and_counted(tiny, tmp_path, capsys):
     r = convert(src, tmp_path / "dst")[0]
     assert r.status == "converted"
     (warning,) = r.warnings
-    assert str(bad) in warning and "15 points with NaN/inf values dropped (record 1: TOP 12; record 6: TOP 3)" in warning
+    assert (str(bad) in warning
+            and "15 points with NaN/inf values dropped (record 1: TOP 12; record 6: TOP 3)" in warning)
     seg = list_segments(tmp_path / "dst", "training")[0]
     assert dict(seg.nonfinite_points) == {"TOP": 15}
     for f in seg.frames():

@@ -110,7 +110,8 @@ def _chunk(rng, first_frame, n_frames, gt_mean, pred_mean, hard):
 
     # Per-frame order: shuffle so detections are not sorted by ground truth.
     order = np.lexsort((rng.uniform(size=len(p_frame)), p_frame))
-    p_boxes, p_types, p_scores, p_frame, p_nlz = p_boxes[order], p_types[order], p_scores[order], p_frame[order], p_nlz[order]
+    p_boxes, p_types, p_scores, p_frame, p_nlz = (p_boxes[order], p_types[order], p_scores[order], p_frame[order],
+                                                  p_nlz[order])
     g_split = np.cumsum(np.bincount(g_frame, minlength=n_frames))[:-1]
     p_split = np.cumsum(np.bincount(p_frame, minlength=n_frames))[:-1]
     parts_g = [np.split(a, g_split) for a in (g_boxes, g_types, g_points, g_diff)]

@@ -77,7 +77,8 @@ def test_loss_on_the_last_frame_reaches_the_first_frame(name, reaches):
 
 
 def _outputs_equal(a: Detections, b: Detections) -> bool:
-    return len(a) == len(b) and torch.allclose(a.boxes, b.boxes, atol=1e-5) and torch.allclose(a.scores, b.scores, atol=1e-6)
+    return (len(a) == len(b) and torch.allclose(a.boxes, b.boxes, atol=1e-5)
+            and torch.allclose(a.scores, b.scores, atol=1e-6))
 
 
 @pytest.mark.parametrize("name", ["lstm", "concat"])

@@ -55,7 +55,8 @@ def _at(dense, idx):
 def test_cuda_layers_are_spconv_and_match_dense(kind):
     idx, feats = _grid(1)
     if kind == "subm":
-        ours, theirs = ops.SubMConv3d(CIN, COUT, 3, bias=False).cuda(), spconv.SubMConv3d(CIN, COUT, 3, bias=False).cuda()
+        ours, theirs = (ops.SubMConv3d(CIN, COUT, 3, bias=False).cuda(),
+                        spconv.SubMConv3d(CIN, COUT, 3, bias=False).cuda())
         kw = dict(padding=1)
     else:
         ours = ops.SparseConv3d(CIN, COUT, 3, stride=2, padding=1, bias=False).cuda()

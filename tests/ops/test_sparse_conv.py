@@ -261,7 +261,8 @@ def test_compiled_strided_rule_book_equals_spconvs(stride, padding):
     ins, ours_out, theirs_out = sites(indices), sites(outids), sites(ref_out)
     for kk in range(27):
         n_ours, n_ref = int(counts[kk]), int(ref_counts[kk])
-        ours = sorted((ins[i], ours_out[o]) for i, o in zip(pairs[0, kk, :n_ours].tolist(), pairs[1, kk, :n_ours].tolist()))
+        ours = sorted((ins[i], ours_out[o]) for i, o in zip(pairs[0, kk, :n_ours].tolist(),
+                                                            pairs[1, kk, :n_ours].tolist()))
         ref = sorted((ins[i], theirs_out[o]) for i, o in zip(ref_pairs[0, kk, :n_ref].tolist(),
                                                                ref_pairs[1, kk, :n_ref].tolist()))
         assert ours == ref, f"offset {kk}"

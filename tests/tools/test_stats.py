@@ -57,6 +57,7 @@ def test_cli(store, tmp_path):
     ok = subprocess.run([sys.executable, "-m", "data_tools.stats", f"dst={store}", f"hydra.run.dir={tmp_path / 'a'}"],
                         cwd=REPO_ROOT, capture_output=True, text=True)
     assert ok.returncode == 0 and "[validation] segments: 1, frames: 3" in ok.stdout
-    bad = subprocess.run([sys.executable, "-m", "data_tools.stats", f"dst={tmp_path}", f"hydra.run.dir={tmp_path / 'b'}"],
+    bad = subprocess.run([sys.executable, "-m", "data_tools.stats", f"dst={tmp_path}",
+                          f"hydra.run.dir={tmp_path / 'b'}"],
                          cwd=REPO_ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and f"stats: {tmp_path}: not a frame store" in bad.stderr
