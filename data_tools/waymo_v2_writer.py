@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from waymo_open_dataset import dataset_pb2
 
+from detector.atomic import CloseOrAbort
 from detector.data import waymo_v2_schema as S
 from detector.data.waymo_reader import decode_matrix_float
 
@@ -88,7 +89,7 @@ def _shapes(shapes: list[tuple[int, ...] | None]) -> pa.Array:
     return pa.array([None if s is None else [int(d) for d in s] for s in shapes], _RANGE_IMAGE[1])
 
 
-class V2SegmentWriter:
+class V2SegmentWriter(CloseOrAbort):
     """Write one segment's v1 frame protos as v2 component files (see the module docstring)."""
 
     def __init__(self, root: str | os.PathLike, split: str, segment: str, row_group_frames: int = 5,
@@ -248,14 +249,6 @@ class V2SegmentWriter:
                 tmp.unlink()
         self._tmp = {}
 
-    def __enter__(self) -> V2SegmentWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def write_v2_segment(frames, root: str | os.PathLike, split: str, row_group_frames: int = 5) -> dict[str, Path]:

@@ -123,7 +123,21 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator:
             os.fsync(f.fileno())
 
 
-class AtomicWriter:
+class CloseOrAbort:
+    """``with`` protocol of a whole-or-nothing writer: ``close()`` when the block ends normally, ``abort()``
+    when it raises."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class AtomicWriter(CloseOrAbort):
     """A file written piece by piece under a temporary name next to ``path``. ``close()`` moves it
     into place; ``abort()`` (or an exception inside a ``with`` block) removes it and leaves ``path``
     untouched. Subclasses add the format (TFRecords, ``metrics_pb2.Objects``)."""
@@ -178,15 +192,6 @@ class AtomicWriter:
         finally:
             if os.path.exists(self._tmp):
                 os.unlink(self._tmp)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def write_json_atomic(path: str | os.PathLike, data) -> None:

@@ -8,7 +8,8 @@
 - ``check_model_fits_data(cfg)``: the model's detection range and time-gap threshold are the data
   config's (the model configs read them by interpolation); an override of one side alone is refused;
 - ``check_checkpoint_fits_data(path, data)``: a checkpoint trained on another range is refused;
-- ``torch_threads(n)``: ``torch.set_num_threads`` for the duration of a command, restored afterwards.
+- ``torch_threads(n)``: ``torch.set_num_threads`` for the duration of a command, restored afterwards;
+- ``running(cfg, checks)``: all of the above that a command running the model does first, in one place.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from detector import CONFIG_DIR
 from detector.errors import UserError
 
 __all__ = ["CONFIG_DIR", "SHARED_KEYS", "ConfigMismatchError", "register_resolvers", "compose", "check_model_fits_data",
-           "check_checkpoint_fits_data", "torch_threads", "voxel_features"]
+           "check_checkpoint_fits_data", "running", "torch_threads", "voxel_features"]
 
 #: Model config keys that must equal a data config key: (model key, data key).
 SHARED_KEYS = (("model.voxelizer.point_range", "data.point_range"), ("model.max_gap_s", "data.max_gap_s"))
@@ -120,3 +121,17 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def running(cfg: DictConfig, checks) -> Iterator[None]:
+    """The preamble of ``train``, ``evaluate`` and ``predict``: resolvers registered, the config's values
+    checked (``detector.config_checks.check_config(cfg, checks)``), the model's shared keys checked against
+    the data's; then ``cfg.torch_threads`` applies while the block runs and is restored afterwards."""
+    from detector.config_checks import check_config
+
+    register_resolvers()
+    check_config(cfg, checks)
+    check_model_fits_data(cfg)
+    with torch_threads(cfg.get("torch_threads")):
+        yield

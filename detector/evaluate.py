@@ -27,11 +27,10 @@ from detector.checkpoints import load_detector
 from detector.config import (
     CONFIG_DIR,
     check_checkpoint_fits_data,
-    check_model_fits_data,
     register_resolvers,
-    torch_threads,
+    running,
 )
-from detector.config_checks import EVALUATE_CHECKS, check_config
+from detector.config_checks import EVALUATE_CHECKS
 from detector.devices import pick_device
 from detector.errors import InputError, user_errors
 from detector.eval import ObjectsWriter, WaymoMetrics
@@ -43,10 +42,7 @@ log = logging.getLogger(__name__)
 
 def evaluate(cfg: DictConfig) -> dict:
     """Evaluate as configured (``torch_threads`` applies while it runs, restored afterwards)."""
-    register_resolvers()
-    check_config(cfg, EVALUATE_CHECKS)
-    check_model_fits_data(cfg)
-    with torch_threads(cfg.get("torch_threads")):
+    with running(cfg, EVALUATE_CHECKS):
         return _evaluate(cfg)
 
 

@@ -23,11 +23,10 @@ from detector.checkpoints import load_detector
 from detector.config import (
     CONFIG_DIR,
     check_checkpoint_fits_data,
-    check_model_fits_data,
     register_resolvers,
-    torch_threads,
+    running,
 )
-from detector.config_checks import PREDICT_CHECKS, check_config
+from detector.config_checks import PREDICT_CHECKS
 from detector.data.segments import find_segments, segment_frame_batches
 from detector.devices import pick_device
 from detector.errors import user_errors
@@ -41,10 +40,7 @@ log = logging.getLogger(__name__)
 
 def predict(cfg: DictConfig) -> dict:
     """Predict as configured (``torch_threads`` applies while it runs, restored afterwards)."""
-    register_resolvers()
-    check_config(cfg, PREDICT_CHECKS)
-    check_model_fits_data(cfg)
-    with torch_threads(cfg.get("torch_threads")):
+    with running(cfg, PREDICT_CHECKS):
         return _predict(cfg)
 
 

@@ -22,8 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from detector.atomic import ensure_dir, output_error
 from detector.checkpoints import check_checkpoint_file
-from detector.config import CONFIG_DIR, check_model_fits_data, register_resolvers, torch_threads
-from detector.config_checks import TRAIN_CHECKS, check_config
+from detector.config import CONFIG_DIR, register_resolvers, running
+from detector.config_checks import TRAIN_CHECKS
 from detector.errors import user_errors
 from detector.lit_module import DetectorModule
 
@@ -88,10 +88,7 @@ def build_trainer(cfg: DictConfig, out: Path, callbacks: list | None = None) -> 
 def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
     """Run training as configured; returns paths of what it wrote and the last validation metrics.
     ``torch_threads`` applies while it runs; the process's thread count is restored afterwards."""
-    register_resolvers()
-    check_config(cfg, TRAIN_CHECKS)
-    check_model_fits_data(cfg)
-    with torch_threads(cfg.get("torch_threads")):
+    with running(cfg, TRAIN_CHECKS):
         return _train(cfg, callbacks)
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up (idempotent) and run the test suite with the default markers (fast; no slow, no gpu).
+# Set up (idempotent), check the house style (ruff, configured in pyproject.toml) and run the test
+# suite with the default markers (fast; no slow, no gpu).
 #   scripts/test.sh              default suite (what CI runs)
 #   scripts/test.sh --slow       only the slow tests
 #   scripts/test.sh --all        everything, slow and gpu included (gpu tests skip without CUDA)
@@ -19,4 +20,6 @@ while [ $# -gt 0 ]; do
   shift
 done
 cd "$ROOT"
+echo "[test] ruff check"
+"$ROOT/.venv/bin/ruff" check "$ROOT"
 exec "$ROOT/.venv/bin/python" -m pytest ${markers[@]+"${markers[@]}"} ${extra[@]+"${extra[@]}"}

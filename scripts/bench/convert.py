@@ -54,46 +54,8 @@ from detector.data.waymo_reader import iter_frames, parse_frame  # noqa: E402
 
 OFFICIAL_PY = ROOT / ".venv-official" / "bin" / "python"
 
-OFFICIAL_SCRIPT = r"""
-import json, sys, time, zlib
-import numpy as np
-import tensorflow as tf
-tf.config.threading.set_intra_op_parallelism_threads(1)
-tf.config.threading.set_inter_op_parallelism_threads(1)
-from waymo_open_dataset import dataset_pb2
-from waymo_open_dataset.utils import frame_utils
-
-def convert(data):
-    frame = dataset_pb2.Frame()
-    frame.ParseFromString(data)
-    images, pose = {}, dataset_pb2.MatrixFloat()
-    for laser in frame.lasers:
-        images[laser.name] = []
-        for ri in (laser.ri_return1, laser.ri_return2):
-            m = dataset_pb2.MatrixFloat()
-            m.ParseFromString(zlib.decompress(ri.range_image_compressed))
-            images[laser.name].append(m)
-        if laser.name == dataset_pb2.LaserName.TOP:
-            pose.ParseFromString(zlib.decompress(laser.ri_return1.range_image_pose_compressed))
-    n = 0
-    for k in (0, 1):
-        cart = frame_utils.convert_range_image_to_cartesian(frame, images, pose, ri_index=k,
-                                                             keep_polar_features=True)
-        for c in frame.context.laser_calibrations:
-            ri = np.array(images[c.name][k].data, np.float32).reshape(images[c.name][k].shape.dims)
-            n += len(cart[c.name].numpy()[ri[..., 0] > 0])
-    return n
-
-records = [tf.compat.as_bytes(r.numpy()) for r in tf.data.TFRecordDataset(sys.argv[1])]
-convert(records[0])  # warm-up (graph tracing)
-best = None
-for _ in range(int(sys.argv[2])):
-    t = time.perf_counter()
-    points = sum(convert(r) for r in records)
-    dt = time.perf_counter() - t
-    best = dt if best is None else min(best, dt)
-print(json.dumps({"seconds": best, "frames": len(records), "points": points}))
-"""
+#: the official conversion, run in .venv-official
+OFFICIAL_POINTS = ROOT / "tests" / "helpers" / "official_points.py"
 
 
 def _best(fn, repeats: int) -> float:
@@ -239,9 +201,7 @@ def main() -> None:
           f"byte-serial python: {mb / t_serial:.1f} MB/s")
 
     if OFFICIAL_PY.exists() and not args.no_official:
-        script = work / "official_convert.py"
-        script.write_text(OFFICIAL_SCRIPT)
-        out = subprocess.run([str(OFFICIAL_PY), str(script), str(path), str(args.repeats)], check=True,
+        out = subprocess.run([str(OFFICIAL_PY), str(OFFICIAL_POINTS), "time", str(path), str(args.repeats)], check=True,
                              capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
         off = json.loads(out.stdout.strip().splitlines()[-1])
         if off["points"] != n_points:

@@ -13,11 +13,24 @@ from waymo_open_dataset import dataset_pb2
 from data_tools.synth_scene import points_in_polygons
 from data_tools.synth_segment import SegmentConfig, points_in_box_counts, synthesize_segment
 from detector.data.frame import FrameFormatError
-from detector.data.range_image import (column_azimuths, range_image_to_points, rotation_from_rpy,
-                                       row_inclinations, rpy_from_rotation, uniform_inclinations)
+from detector.data.range_image import (
+    column_azimuths,
+    range_image_to_points,
+    rotation_from_rpy,
+    row_inclinations,
+    rpy_from_rotation,
+    uniform_inclinations,
+)
 from detector.data.tfrecord import RecordError, write_tfrecord
-from detector.data.waymo_reader import (decode_lasers, encode_matrix_float, frame_from_proto, iter_frames,
-                                        parse_frame, serialize_matrix_float)
+from detector.data.waymo_reader import (
+    decode_lasers,
+    encode_matrix_float,
+    frame_from_proto,
+    iter_frames,
+    parse_frame,
+    serialize_matrix_float,
+)
+from tests.helpers import official_points
 from tests.helpers.official import OFFICIAL_PYTHON
 
 
@@ -234,29 +247,6 @@ def test_iter_frames_reports_corrupt_record(tmp_path, moving_segment):
 
 OFFICIAL_PY = OFFICIAL_PYTHON
 
-_OFFICIAL_SCRIPT = r"""
-import sys, zlib, numpy as np
-from waymo_open_dataset import dataset_pb2
-from waymo_open_dataset.utils import frame_utils
-frame = dataset_pb2.Frame()
-frame.ParseFromString(open(sys.argv[1], "rb").read())
-images, pose = {}, dataset_pb2.MatrixFloat()
-for laser in frame.lasers:
-    images[laser.name] = []
-    for ri in (laser.ri_return1, laser.ri_return2):
-        m = dataset_pb2.MatrixFloat()
-        m.ParseFromString(zlib.decompress(ri.range_image_compressed))
-        images[laser.name].append(m)
-    if laser.name == dataset_pb2.LaserName.TOP:
-        pose.ParseFromString(zlib.decompress(laser.ri_return1.range_image_pose_compressed))
-out = []
-for k in (0, 1):
-    cart = frame_utils.convert_range_image_to_cartesian(frame, images, pose, ri_index=k)
-    for c in sorted(frame.context.laser_calibrations, key=lambda c: c.name):
-        ri = np.array(images[c.name][k].data).reshape(images[c.name][k].shape.dims)
-        out.append(cart[c.name].numpy()[ri[..., 0] > 0])
-np.save(sys.argv[2], np.concatenate(out))
-"""
 
 
 @pytest.mark.slow
@@ -264,8 +254,7 @@ np.save(sys.argv[2], np.concatenate(out))
 def test_matches_official_frame_utils(tmp_path, moving_segment):
     record, truth = moving_segment[0]
     (tmp_path / "frame.pb").write_bytes(record)
-    (tmp_path / "official.py").write_text(_OFFICIAL_SCRIPT)
-    subprocess.run([str(OFFICIAL_PY), str(tmp_path / "official.py"), str(tmp_path / "frame.pb"),
+    subprocess.run([str(OFFICIAL_PY), str(Path(official_points.__file__)), "points", str(tmp_path / "frame.pb"),
                     str(tmp_path / "official.npy")], check=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     official = np.load(tmp_path / "official.npy")
     ours = frame_from_proto(parse_frame(record)).points[:, :3]
