@@ -21,8 +21,10 @@ __all__ = ["DetectionHead", "LOSS_NORMS"]
 #: ``all``: every loss term divided by the frame's number of positive sites (the paper's single-stage
 #: recipe; classes with many sites per object dominate); ``per_class``: each class's focal, box and
 #: direction terms divided by that class's own positives, then averaged over the classes, so that a
-#: pedestrian's few sites weigh as much as a car's many.
-LOSS_NORMS = ("all", "per_class")
+#: pedestrian's few sites weigh as much as a car's many; ``per_class_cls``: the focal term per class,
+#: the box and direction terms over every positive (as ``all``), so the many sites of vehicles keep
+#: the weight their IoU-0.7 boxes need.
+LOSS_NORMS = ("all", "per_class", "per_class_cls")
 
 
 def _per_class(value: float | Sequence[float], n: int, name: str) -> list[float]:
@@ -39,7 +41,8 @@ class DetectionHead(nn.Module):
 
     A submanifold block (``convs`` of them) on the fused sites, then per-site linear layers for the
     class logits (focal loss), the 8-number box code (smooth L1) and the direction bit (BCE).
-    Decoding: per-class score thresholds, the ``pre_nms`` best sites per stream (per class and stream with
+    Decoding: per-class score thresholds (on the best class of a site, or on every class with
+    ``multi_label``), the ``pre_nms`` best sites per stream (per class and stream with
     ``pre_nms_per_class``), rotated BEV NMS with
     per-class IoU thresholds (optionally merging suppressed boxes), at most ``max_detections`` a frame.
     """
@@ -67,6 +70,8 @@ class DetectionHead(nn.Module):
         assign_margin_below: float | None = None,
         direction_vote: bool = False,
         pre_nms_per_class: bool = False,
+        motion_heading: bool = False,
+        multi_label: bool = False,
     ) -> None:
         super().__init__()
         self.classes = [int(c) for c in classes]
@@ -91,6 +96,9 @@ class DetectionHead(nn.Module):
         self.loss_norm = loss_norm
         self.direction_vote = bool(direction_vote)
         self.pre_nms_per_class = bool(pre_nms_per_class)
+        #: online streams (detector.streaming) turn moving boxes to face their motion (MotionHeading)
+        self.motion_heading = bool(motion_heading)
+        self.multi_label = bool(multi_label)
 
         c_in = self.in_channels
         self.body = nn.Sequential(*[SubMBlock(c_in if i == 0 else channels, channels, SITES_SUBM3) for i in range(convs)])
@@ -118,13 +126,15 @@ class DetectionHead(nn.Module):
         onehot = torch.zeros_like(out.cls_logits)
         onehot[pos, targets.labels[pos]] = 1.0
         focal = sigmoid_focal_loss(out.cls_logits, onehot, self.focal_alpha, self.focal_gamma, reduction="none")
-        if self.loss_norm == "per_class":
-            counts = torch.bincount(targets.labels[pos], minlength=n_cls).to(focal.dtype)
+        num_pos = max(targets.num_positive, 1)
+        counts = torch.bincount(targets.labels[pos], minlength=n_cls).to(focal.dtype)
+        if self.loss_norm in ("per_class", "per_class_cls"):
             cls = (focal.sum(dim=0) / counts.clamp(min=1)).sum() / n_cls
+        else:
+            cls = focal.sum() / num_pos
+        if self.loss_norm == "per_class":
             site_w = 1.0 / (counts.clamp(min=1)[targets.labels[pos]] * n_cls)
         else:
-            num_pos = max(targets.num_positive, 1)
-            cls = focal.sum() / num_pos
             site_w = torch.full((int(pos.sum()),), 1.0 / num_pos, dtype=focal.dtype, device=focal.device)
         if bool(pos.any()):
             code, direction = self.coder.encode(targets.boxes[pos], out.centres[pos], targets.labels[pos])
@@ -149,9 +159,16 @@ class DetectionHead(nn.Module):
             if rows.numel() == 0 or probs.shape[1] == 0:
                 results.append(self._empty(probs.device))
                 continue
-            score, cls = probs[rows].max(dim=1)
-            ok = score >= thresholds[cls]
-            rows, score, cls = rows[ok], score[ok], cls[ok]
+            if self.multi_label:
+                # every (site, class) above its class threshold is a candidate: a pedestrian's sites,
+                # where the vehicle logit is often the larger one, still vote for a pedestrian
+                ok = probs[rows] >= thresholds
+                site, cls = torch.nonzero(ok, as_tuple=True)
+                rows, score = rows[site], probs[rows[site], cls]
+            else:
+                score, cls = probs[rows].max(dim=1)
+                ok = score >= thresholds[cls]
+                rows, score, cls = rows[ok], score[ok], cls[ok]
             if self.pre_nms_per_class:
                 # the pre_nms best sites of every class: a car's hundred voxels must not crowd out the
                 # few of every pedestrian

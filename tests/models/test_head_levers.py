@@ -47,6 +47,9 @@ def test_per_class_normalisation_weighs_each_class_by_its_own_positives():
     per_site = torch.nn.functional.smooth_l1_loss(out.box_reg[:8], code, beta=1 / 9, reduction="none").sum(1)
     assert torch.isclose(head_all.loss(out, t)["reg"], per_site.mean())
     assert torch.isclose(head_pc.loss(out, t)["reg"], (per_site[:6].mean() + per_site[6:].mean()) / 3)
+    head_pcc = DetectionHead(16, loss_norm="per_class_cls")
+    assert torch.isclose(head_pcc.loss(out, t)["cls"], want)
+    assert torch.isclose(head_pcc.loss(out, t)["reg"], per_site.mean())
     with pytest.raises(ValueError, match="loss_norm"):
         DetectionHead(16, loss_norm="sites")
 
@@ -96,3 +99,42 @@ def test_pre_nms_per_class_keeps_the_few_sites_of_a_small_class():
     assert shared.decode(out, 1)[0].types.tolist() == [1] * 10
     det = per_class.decode(out, 1)[0]
     assert det.types.tolist() == [1] * 10 + [2] * 3
+
+
+def test_motion_heading_turns_moving_boxes_to_face_their_motion():
+    from detector.models.motion_heading import MotionHeading
+    from detector.models.outputs import Detections
+    from tests.helpers.scenes import pose_matrix
+
+    motion = MotionHeading()
+    # world: a car driving +x at 8 m/s (the head says it faces -x), a parked car facing -x; the ego
+    # drives +y at 5 m/s, turned by 90 degrees, so vehicle-frame and world headings differ
+    results = []
+    for f in range(4):
+        t = 0.1 * f
+        pose = pose_matrix(0.0, 5.0 * t, math.pi / 2)
+        inv = torch.linalg.inv(torch.as_tensor(pose))
+        world = torch.tensor([[10.0 + 8.0 * t, 20.0], [-5.0, 30.0]], dtype=torch.float64)
+        local = (torch.cat([world, torch.zeros(2, 1), torch.ones(2, 1)], 1) @ inv.T)[:, :2]
+        heading = math.pi - math.pi / 2  # world heading pi (wrong for the moving car), vehicle frame
+        boxes = torch.tensor([[*local[0].tolist(), 0.8, 4.5, 2.0, 1.6, heading],
+                              [*local[1].tolist(), 0.8, 4.5, 2.0, 1.6, heading]], dtype=torch.float32)
+        det = Detections(boxes, torch.tensor([0.9, 0.8]), torch.tensor([1, 1]))
+        results.append(motion(det, pose, int(t * 1e6)))
+    assert math.isclose(float(results[0].boxes[0, 6]), heading, abs_tol=1e-6)  # one frame: no motion yet
+    world_heading = [float(r.boxes[0, 6]) + math.pi / 2 for r in results[1:]]
+    assert all(abs(math.remainder(h, 2 * math.pi)) < 1e-5 for h in world_heading)  # faces +x from frame 1
+    assert all(math.isclose(float(r.boxes[1, 6]), heading, abs_tol=1e-6) for r in results)  # parked: unchanged
+    motion.reset()
+    assert math.isclose(float(motion(det, pose, 10**6).boxes[0, 6]), heading, abs_tol=1e-6)
+
+
+def test_multi_label_decodes_a_class_that_is_never_the_best_of_its_sites():
+    centres = torch.tensor([[0.0, 0.0, 0.0], [20.0, 0.0, 0.0]])
+    logits = torch.full((2, 3), -10.0)
+    logits[0, 0] = 2.0  # a vehicle
+    logits[1, 0], logits[1, 1] = math.log(0.4 / 0.6), math.log(0.3 / 0.7)  # a pedestrian, vehicle logit higher
+    out = HeadOutput(torch.zeros((2, 4), dtype=torch.int32), centres, logits, torch.zeros((2, 8)), torch.zeros(2))
+    assert sorted(DetectionHead(16).decode(out, 1)[0].types.tolist()) == [1, 1]
+    det = DetectionHead(16, multi_label=True).decode(out, 1)[0]
+    assert det.types.tolist() == [1, 1, 2] and torch.allclose(det.scores, torch.tensor([0.8808, 0.4, 0.3]), atol=1e-4)
