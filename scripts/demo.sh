@@ -43,9 +43,9 @@ rm -rf "$EVAL_DIR"
 step "render detections"
 SEG="$(ls -d "$DEMO_DIR"/store/validation/*/ | head -n 1)"
 "$PY" -m detector.visualize input="$SEG" predictions="$EVAL_DIR/predictions.bin" frame=20 \
-  headless=true out="$DEMO_DIR/detections.png" width=960 height=720
+  headless=true score_threshold=0.3 out="$DEMO_DIR/detections.png" width=960 height=720
 "$PY" -m detector.visualize input="$SEG" predictions="$EVAL_DIR/predictions.bin" frame=20 \
-  headless=true renderer=matplotlib out="$DEMO_DIR/detections_bev.png"
+  headless=true renderer=matplotlib score_threshold=0.3 out="$DEMO_DIR/detections_bev.png"
 
 step "done in $(( $(date +%s) - start ))s"
 cat <<TXT
