@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from detector.data.batch import FrameBatch
+from detector.models.motion_heading import MotionHeading
 
 __all__ = ["FrameResult", "Stream", "StreamStep", "frame_result", "stream", "stream_segments"]
 
@@ -72,6 +73,8 @@ class Stream:
         self.model = model
         self.device = device
         self.reset_every = reset_every
+        head = getattr(model, "head", None)
+        self.motion = MotionHeading() if getattr(head, "motion_heading", False) else None
         self.reset()
 
     def reset(self) -> None:
@@ -79,6 +82,8 @@ class Stream:
         self.state = None
         self.segment: str | None = None
         self._since = 0
+        if self.motion is not None:
+            self.motion.reset()
 
     @torch.no_grad()
     def step(self, frame: FrameBatch, return_losses: bool = False) -> StreamStep:
@@ -86,6 +91,8 @@ class Stream:
             raise ValueError(f"a stream takes frames of batch size 1, got {frame.batch_size}")
         if frame.segments[0] != self.segment or self.state is None:
             self.segment, self._since, self.state = frame.segments[0], 0, self.model.init_state(1)
+            if self.motion is not None:
+                self.motion.reset()
         elif bool(frame.reset[0]):
             self._since = 0
         if self.reset_every is not None and self._since % self.reset_every == 0:
@@ -98,7 +105,10 @@ class Stream:
             dets, self.state, losses = self.model.step(frame, self.state, return_losses=True)
         else:
             dets, self.state = self.model.step(frame, self.state)
-        return StreamStep(frame, dets[0], self.state, losses)
+        det = dets[0]
+        if self.motion is not None:
+            det = self.motion(det, frame.poses[0].cpu().numpy(), int(frame.timestamps[0]))
+        return StreamStep(frame, det, self.state, losses)
 
 
 def stream(model: torch.nn.Module, frames: Iterable[FrameBatch], device: torch.device | str | None = "cpu",

@@ -248,7 +248,8 @@ class Detector(nn.Module):
         """Class-agnostic focal loss of a direction's objectness on its own sites (bidirectional)."""
         sites = out.fused.indices
         targets = assign_targets(
-            self.voxelizer.centers(sites), sites[:, 0], frame.boxes, frame.types, self.head.classes, self.head.assign_margin
+            self.voxelizer.centers(sites), sites[:, 0], frame.boxes, frame.types, self.head.classes, self.head.assign_margin,
+            margin_below=self.head.assign_margin_below,
         )
         positive = targets.positive.float()
         return sigmoid_focal_loss(logits, positive, self.head.focal_alpha, self.head.focal_gamma) / max(

@@ -16,7 +16,15 @@ from detector.models.outputs import Detections, HeadOutput
 from detector.models.targets import Targets, assign_targets
 from detector.models.rulebooks import SITES_SUBM3
 
-__all__ = ["DetectionHead"]
+__all__ = ["DetectionHead", "LOSS_NORMS"]
+
+#: ``all``: every loss term divided by the frame's number of positive sites (the paper's single-stage
+#: recipe; classes with many sites per object dominate); ``per_class``: each class's focal, box and
+#: direction terms divided by that class's own positives, then averaged over the classes, so that a
+#: pedestrian's few sites weigh as much as a car's many; ``per_class_cls``: the focal term per class,
+#: the box and direction terms over every positive (as ``all``), so the many sites of vehicles keep
+#: the weight their IoU-0.7 boxes need.
+LOSS_NORMS = ("all", "per_class", "per_class_cls")
 
 
 def _per_class(value: float | Sequence[float], n: int, name: str) -> list[float]:
@@ -33,7 +41,9 @@ class DetectionHead(nn.Module):
 
     A submanifold block (``convs`` of them) on the fused sites, then per-site linear layers for the
     class logits (focal loss), the 8-number box code (smooth L1) and the direction bit (BCE).
-    Decoding: per-class score thresholds, the ``pre_nms`` best sites per stream, rotated BEV NMS with
+    Decoding: per-class score thresholds (on the best class of a site, or on every class with
+    ``multi_label``), the ``pre_nms`` best sites per stream (per class and stream with
+    ``pre_nms_per_class``), rotated BEV NMS with
     per-class IoU thresholds (optionally merging suppressed boxes), at most ``max_detections`` a frame.
     """
 
@@ -56,6 +66,12 @@ class DetectionHead(nn.Module):
         pre_nms: int = 1024,
         max_detections: int = 200,
         prior_prob: float = 0.01,
+        loss_norm: str = "all",
+        assign_margin_below: float | None = None,
+        direction_vote: bool = False,
+        pre_nms_per_class: bool = False,
+        motion_heading: bool = False,
+        multi_label: bool = False,
     ) -> None:
         super().__init__()
         self.classes = [int(c) for c in classes]
@@ -68,12 +84,21 @@ class DetectionHead(nn.Module):
         if self.coder.anchor_sizes.shape[0] != n:
             raise ValueError(f"DetectionHead: {len(sizes)} anchor sizes for {n} classes")
         self.assign_margin = float(assign_margin)
+        self.assign_margin_below = None if assign_margin_below is None else float(assign_margin_below)
         self.focal_alpha, self.focal_gamma = float(focal_alpha), float(focal_gamma)
         self.cls_weight, self.reg_weight, self.dir_weight = float(cls_weight), float(reg_weight), float(dir_weight)
         self.score_threshold = _per_class(score_threshold, n, "score_threshold")
         self.nms_iou = _per_class(nms_iou, n, "nms_iou")
         self.nms_merge = bool(nms_merge)
         self.pre_nms, self.max_detections = int(pre_nms), int(max_detections)
+        if loss_norm not in LOSS_NORMS:
+            raise ValueError(f"DetectionHead: loss_norm={loss_norm!r}, expected one of {LOSS_NORMS}")
+        self.loss_norm = loss_norm
+        self.direction_vote = bool(direction_vote)
+        self.pre_nms_per_class = bool(pre_nms_per_class)
+        #: online streams (detector.streaming) turn moving boxes to face their motion (MotionHeading)
+        self.motion_heading = bool(motion_heading)
+        self.multi_label = bool(multi_label)
 
         c_in = self.in_channels
         self.body = nn.Sequential(*[SubMBlock(c_in if i == 0 else channels, channels, SITES_SUBM3) for i in range(convs)])
@@ -91,19 +116,31 @@ class DetectionHead(nn.Module):
         return HeadOutput(x.indices, centres, self.cls(f), reg[:, :-1], reg[:, -1])
 
     def targets(self, out: HeadOutput, gt_boxes: torch.Tensor, gt_types: torch.Tensor) -> Targets:
-        return assign_targets(out.centres, out.sites[:, 0], gt_boxes, gt_types, self.classes, self.assign_margin)
+        return assign_targets(out.centres, out.sites[:, 0], gt_boxes, gt_types, self.classes, self.assign_margin,
+                              margin_below=self.assign_margin_below)
 
     def loss(self, out: HeadOutput, targets: Targets) -> dict[str, torch.Tensor]:
-        """``{"loss", "cls", "reg", "dir"}`` for one frame; normalised by the number of positives."""
+        """``{"loss", "cls", "reg", "dir"}`` for one frame, normalised as ``loss_norm`` says."""
         pos = targets.positive
-        num_pos = max(targets.num_positive, 1)
+        n_cls = out.cls_logits.shape[1]
         onehot = torch.zeros_like(out.cls_logits)
         onehot[pos, targets.labels[pos]] = 1.0
-        cls = sigmoid_focal_loss(out.cls_logits, onehot, self.focal_alpha, self.focal_gamma) / num_pos
+        focal = sigmoid_focal_loss(out.cls_logits, onehot, self.focal_alpha, self.focal_gamma, reduction="none")
+        num_pos = max(targets.num_positive, 1)
+        counts = torch.bincount(targets.labels[pos], minlength=n_cls).to(focal.dtype)
+        if self.loss_norm in ("per_class", "per_class_cls"):
+            cls = (focal.sum(dim=0) / counts.clamp(min=1)).sum() / n_cls
+        else:
+            cls = focal.sum() / num_pos
+        if self.loss_norm == "per_class":
+            site_w = 1.0 / (counts.clamp(min=1)[targets.labels[pos]] * n_cls)
+        else:
+            site_w = torch.full((int(pos.sum()),), 1.0 / num_pos, dtype=focal.dtype, device=focal.device)
         if bool(pos.any()):
             code, direction = self.coder.encode(targets.boxes[pos], out.centres[pos], targets.labels[pos])
-            reg = smooth_l1(out.box_reg[pos], code).sum() / num_pos
-            dirl = nn.functional.binary_cross_entropy_with_logits(out.dir_logits[pos], direction)
+            reg = (smooth_l1(out.box_reg[pos], code).sum(dim=1) * site_w).sum()
+            bce = nn.functional.binary_cross_entropy_with_logits(out.dir_logits[pos], direction, reduction="none")
+            dirl = (bce * site_w).sum() / site_w.sum()
         else:
             reg = out.box_reg.sum() * 0.0
             dirl = out.dir_logits.sum() * 0.0
@@ -122,17 +159,31 @@ class DetectionHead(nn.Module):
             if rows.numel() == 0 or probs.shape[1] == 0:
                 results.append(self._empty(probs.device))
                 continue
-            score, cls = probs[rows].max(dim=1)
-            ok = score >= thresholds[cls]
-            rows, score, cls = rows[ok], score[ok], cls[ok]
-            if score.numel() > self.pre_nms:
+            if self.multi_label:
+                # every (site, class) above its class threshold is a candidate: a pedestrian's sites,
+                # where the vehicle logit is often the larger one, still vote for a pedestrian
+                ok = probs[rows] >= thresholds
+                site, cls = torch.nonzero(ok, as_tuple=True)
+                rows, score = rows[site], probs[rows[site], cls]
+            else:
+                score, cls = probs[rows].max(dim=1)
+                ok = score >= thresholds[cls]
+                rows, score, cls = rows[ok], score[ok], cls[ok]
+            if self.pre_nms_per_class:
+                # the pre_nms best sites of every class: a car's hundred voxels must not crowd out the
+                # few of every pedestrian
+                groups = [torch.nonzero(cls == k).squeeze(1) for k in torch.unique(cls).tolist()]
+                top = [g[torch.topk(score[g], min(self.pre_nms, g.numel())).indices] for g in groups]
+                top = torch.cat(top) if top else cls.new_zeros(0)
+                rows, score, cls = rows[top], score[top], cls[top]
+            elif score.numel() > self.pre_nms:
                 top = torch.topk(score, self.pre_nms).indices
                 rows, score, cls = rows[top], score[top], cls[top]
             boxes = self.coder.decode(out.box_reg[rows], out.dir_logits[rows], out.centres[rows], cls)
             kept_boxes, kept_scores, kept_cls = [], [], []
             for k in torch.unique(cls).tolist():
                 m = cls == k
-                keep, merged = rotated_nms(boxes[m], score[m], self.nms_iou[k], self.nms_merge)
+                keep, merged = rotated_nms(boxes[m], score[m], self.nms_iou[k], self.nms_merge, self.direction_vote)
                 kept_boxes.append(merged)
                 kept_scores.append(score[m][keep])
                 kept_cls.append(cls[m][keep])

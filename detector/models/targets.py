@@ -1,7 +1,9 @@
 """Per-site training targets from ground-truth boxes: a site whose voxel centre lies inside a box
 (grown by ``margin`` metres on every side, since voxels of surface points straddle the box faces) is a
 positive of that box's class and regresses that box; inside several boxes, the nearest centre wins.
-Boxes of untrained types (e.g. signs) make no positives.
+Boxes of untrained types (e.g. signs) make no positives. ``margin_below`` (default: ``margin``) grows
+the box downwards instead: a negative value lifts its floor, so that the layer of ground voxels at the
+objects' feet, which a margin all round makes positive, stays background.
 """
 
 from __future__ import annotations
@@ -41,14 +43,18 @@ def points_in_boxes(points: torch.Tensor, boxes: torch.Tensor, margin: float = 0
     return (lx.abs() <= half[:, 0]) & (ly.abs() <= half[:, 1]) & (d[..., 2].abs() <= half[:, 2])
 
 
-def points_in_boxes_paired(points: torch.Tensor, boxes: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
-    """(P,) bool: point i (P, 3) inside box i (P, 7) grown by ``margin``."""
+def points_in_boxes_paired(
+    points: torch.Tensor, boxes: torch.Tensor, margin: float = 0.0, margin_below: float | None = None
+) -> torch.Tensor:
+    """(P,) bool: point i (P, 3) inside box i (P, 7) grown by ``margin`` (downwards by ``margin_below``,
+    default ``margin``)."""
     d = points - boxes[:, :3]
     cos, sin = torch.cos(boxes[:, 6]), torch.sin(boxes[:, 6])
     lx = d[:, 0] * cos + d[:, 1] * sin
     ly = -d[:, 0] * sin + d[:, 1] * cos
     half = boxes[:, 3:6] * 0.5 + margin
-    return (lx.abs() <= half[:, 0]) & (ly.abs() <= half[:, 1]) & (d[:, 2].abs() <= half[:, 2])
+    below = half[:, 2] if margin_below is None else boxes[:, 5] * 0.5 + margin_below
+    return (lx.abs() <= half[:, 0]) & (ly.abs() <= half[:, 1]) & (d[:, 2] <= half[:, 2]) & (d[:, 2] >= -below)
 
 
 def assign_targets(
@@ -59,6 +65,7 @@ def assign_targets(
     classes: Sequence[int],
     margin: float = 0.25,
     chunk: int = 32768,
+    margin_below: float | None = None,
 ) -> Targets:
     """Targets for sites with voxel centres (N, 3) and batch index (N,), from boxes (M, 8)
     ``[b, cx, cy, cz, l, w, h, heading]`` with Waymo types (M,)."""
@@ -87,7 +94,7 @@ def assign_targets(
             pi, bi = torch.nonzero(near, as_tuple=True)
             if pi.numel() == 0:
                 continue
-            inside = points_in_boxes_paired(p[pi], bx[bi], margin)
+            inside = points_in_boxes_paired(p[pi], bx[bi], margin, margin_below)
             pi, bi = pi[inside], bi[inside]
             if pi.numel() == 0:
                 continue

@@ -4,8 +4,9 @@ some moving) and unlabelled clutter, seen from a moving, turning ego vehicle.
 
 Points lie on the faces of each box that face the sensor (2.0 m above the vehicle origin) with a
 density falling with distance, and on the ground with a density falling with range, roughly like a
-spinning LiDAR. It is meant to be cheap and deterministic, not to replace the data module's
-synthesizer.
+spinning LiDAR. With ``bonnets=True`` a vehicle's front third is cut down to a bonnet at 60% of its
+height, so that its front can be told from its back (a plain box looks the same both ways). It is
+meant to be cheap and deterministic, not to replace the data module's synthesizer.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def _to_vehicle(boxes_world: np.ndarray, pose: np.ndarray) -> np.ndarray:
     return out
 
 
-def _box_surface_points(box: np.ndarray, rng: np.random.Generator, density: float) -> np.ndarray:
+def _box_surface_points(box: np.ndarray, rng: np.random.Generator, density: float, bonnet: bool = False) -> np.ndarray:
     """Points on the sensor-facing side faces and the top of a box (vehicle frame)."""
     cx, cy, cz, length, width, height, heading = box
     c, s = math.cos(heading), math.sin(heading)
@@ -151,17 +152,21 @@ def _box_surface_points(box: np.ndarray, rng: np.random.Generator, density: floa
         a = rng.uniform(-0.5, 0.5, (k, 1)) * lu
         b = rng.uniform(-0.5, 0.5, (k, 1)) * lv
         local = offset + a * u + b * v + rng.normal(0, 0.02, (k, 3))
+        if bonnet:  # the front third (x > l/6) ends at 60% of the height
+            front = local[:, 0] > length / 6
+            local[front, 2] = np.minimum(local[front, 2], 0.1 * height)
         out.append(local @ rot.T + centre)
     return np.concatenate(out) if out else np.zeros((0, 3))
 
 
 def _frame_points(
-    boxes: np.ndarray, rng: np.random.Generator, num_points: int, radius: float, object_density: float
+    boxes: np.ndarray, rng: np.random.Generator, num_points: int, radius: float, object_density: float,
+    bonnets: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Points (N, 5) and per-box point counts for boxes (M, 7) in the vehicle frame."""
     obj_pts, counts, intens = [], [], []
-    for box in boxes:
-        p = _box_surface_points(box, rng, object_density)
+    for i, box in enumerate(boxes):
+        p = _box_surface_points(box, rng, object_density, bool(bonnets is not None and bonnets[i]))
         obj_pts.append(p)
         counts.append(len(p))
         intens.append(np.full(len(p), rng.uniform(0.2, 0.8)))
@@ -193,6 +198,7 @@ def make_stream_frames(
     object_density: float = 3000.0,
     start_time: float = 0.0,
     first_reset: bool = True,
+    bonnets: bool = False,
 ) -> list[FrameBatch]:
     """``num_frames`` consecutive frames of B = len(scenes) streams (stream b sees scene b)."""
     rng = np.random.default_rng(seed)
@@ -204,7 +210,7 @@ def make_stream_frames(
             pose = scene.ego_pose(time_s)
             boxes_w, types = scene.boxes_world(time_s)
             boxes_v = _to_vehicle(boxes_w, pose)
-            pts, counts = _frame_points(boxes_v, rng, num_points, radius, object_density)
+            pts, counts = _frame_points(boxes_v, rng, num_points, radius, object_density, types == 1 if bonnets else None)
             pts_all.append(np.c_[np.full(len(pts), b, np.float32), pts])
             labelled = types > 0
             boxes_all.append(np.c_[np.full(labelled.sum(), b), boxes_v[labelled]])
@@ -230,8 +236,9 @@ def make_stream_frames(
 
 
 def make_clip(
-    num_frames: int = 4, batch_size: int = 2, num_points: int = 8000, seed: int = 0, **scene_kwargs
+    num_frames: int = 4, batch_size: int = 2, num_points: int = 8000, seed: int = 0, bonnets: bool = False,
+    **scene_kwargs,
 ) -> ClipBatch:
     """A clip of ``num_frames`` frames of ``batch_size`` random scenes (seeded)."""
     scenes = [make_scene(seed * 1000 + b, **scene_kwargs) for b in range(batch_size)]
-    return ClipBatch(make_stream_frames(scenes, num_frames, num_points, seed=seed))
+    return ClipBatch(make_stream_frames(scenes, num_frames, num_points, seed=seed, bonnets=bonnets))

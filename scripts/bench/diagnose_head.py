@@ -1,0 +1,167 @@
+"""Why a class is (not) detected: per-class positives, scores, reachable IoU and heading direction.
+
+    .venv/bin/python scripts/bench/diagnose_head.py --ckpt RUN/checkpoints/last.ckpt --store work/demo/store \
+        [--split validation] [--max-frames 60] [--out work/diag/run.json]
+
+Streams the checkpoint over the split (state carried, as ``detector.evaluate``) and, per class, over
+the labelled objects with at least one point whose centre lies in the model's range:
+
+- ``pos_sites``: head sites the target rule makes positive for the object (median, mean, share with 0);
+- ``site_score``: the trained class's probability on those sites (median over objects of the
+  object's best site, and of its mean site);
+- ``best_site_iou``: per object, the best 3D IoU of the boxes decoded at its own positive sites (what
+  the regression can reach before NMS), share at or above the class's IoU threshold;
+- ``det_recall``: share of objects matched (IoU at threshold, same class) by a decoded detection of any
+  score, and the median score of those matches;
+- ``dir_acc_sites``: share of positive sites whose decoded heading is within 90 degrees of the truth;
+  ``dir_acc_dets``: the same for the matched detections;
+- ``detections``: detections of the class emitted (after the score threshold and NMS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+NAMES = {1: "vehicle", 2: "pedestrian", 4: "cyclist"}
+IOU_THRESHOLD = {1: 0.7, 2: 0.5, 4: 0.5}
+
+
+def _heading_ok(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    d = np.abs((pred - gt + math.pi) % (2 * math.pi) - math.pi)
+    return d < math.pi / 2
+
+
+def diagnose(model, frames, point_range) -> dict:
+    import torch
+
+    from detector.eval.iou import iou3d, paired_iou
+
+    acc: dict[int, dict[str, list]] = {t: {k: [] for k in ("pos", "best_score", "mean_score", "site_iou", "match",
+                                                            "match_score", "dir_sites", "dir_dets")}
+                                       for t in model.classes}
+    emitted = {t: 0 for t in model.classes}
+    xmin, ymin, _, xmax, ymax, _ = point_range
+    state, segment = None, None
+    with torch.no_grad():
+        for frame in frames:
+            if state is None or frame.segments[0] != segment:
+                state, segment = model.init_state(1), frame.segments[0]
+            out, state = model._causal_frame(frame, state)
+            state = state.detach()
+            det = model.head.decode(out, 1)[0]
+            targets = model.head.targets(out, frame.boxes, frame.types)
+            labels = targets.labels.numpy()
+            probs = torch.sigmoid(out.cls_logits).numpy()
+            cls_idx = torch.clamp(targets.labels, min=0)
+            site_boxes = model.head.coder.decode(out.box_reg, out.dir_logits, out.centres, cls_idx).numpy()
+            gt_boxes = frame.boxes[:, 1:].double().numpy()
+            gt_types = frame.types.numpy()
+            npts = frame.num_points.numpy()
+            tb = targets.boxes.numpy()
+            dboxes, dscores, dtypes = det.boxes.double().numpy(), det.scores.numpy(), det.types.numpy()
+            for t in emitted:
+                emitted[t] += int((dtypes == t).sum())
+            for j in range(len(gt_boxes)):
+                t = int(gt_types[j])
+                if t not in acc or npts[j] <= 0:
+                    continue
+                cx, cy = gt_boxes[j, 0], gt_boxes[j, 1]
+                if not (xmin <= cx <= xmax and ymin <= cy <= ymax):
+                    continue
+                k = model.classes.index(t)
+                a = acc[t]
+                # sites assigned to this object: positive of its class with exactly its box as target
+                mine = (labels == k) & np.all(np.abs(tb - gt_boxes[j].astype(np.float32)) < 1e-4, axis=1)
+                a["pos"].append(int(mine.sum()))
+                if mine.any():
+                    s = probs[mine, k]
+                    a["best_score"].append(float(s.max()))
+                    a["mean_score"].append(float(s.mean()))
+                    ious = paired_iou(site_boxes[mine].astype(np.float64), np.broadcast_to(gt_boxes[j], (int(mine.sum()), 7)))
+                    a["site_iou"].append(float(ious.max()))
+                    a["dir_sites"].extend(_heading_ok(site_boxes[mine, 6], gt_boxes[j, 6]).tolist())
+                same = dtypes == t
+                if same.any():
+                    ious = iou3d(dboxes[same], gt_boxes[j:j + 1])[:, 0]
+                    best = int(np.argmax(ious))
+                    ok = ious[best] >= IOU_THRESHOLD[t]
+                    a["match"].append(bool(ok))
+                    if ok:
+                        a["match_score"].append(float(dscores[same][best]))
+                        a["dir_dets"].append(bool(_heading_ok(dboxes[same][best, 6:7], gt_boxes[j, 6:7])[0]))
+                else:
+                    a["match"].append(False)
+    report = {}
+    for t, a in acc.items():
+        pos = np.array(a["pos"])
+        med = lambda v: float(np.median(v)) if len(v) else float("nan")  # noqa: E731
+        mean = lambda v: float(np.mean(v)) if len(v) else float("nan")  # noqa: E731
+        report[NAMES.get(t, str(t))] = {
+            "objects": int(len(pos)),
+            "pos_sites_median": med(pos), "pos_sites_mean": mean(pos),
+            "pos_sites_zero_share": mean(pos == 0),
+            "site_score_best_median": med(a["best_score"]), "site_score_mean_median": med(a["mean_score"]),
+            "best_site_iou_median": med(a["site_iou"]),
+            "best_site_iou_at_threshold_share": mean(np.array(a["site_iou"]) >= IOU_THRESHOLD[t]),
+            "det_recall": mean(a["match"]), "det_match_score_median": med(a["match_score"]),
+            "dir_acc_sites": mean(a["dir_sites"]), "dir_acc_dets": mean(a["dir_dets"]),
+            "detections": emitted[t],
+        }
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--ckpt", type=Path, required=True)
+    p.add_argument("--store", type=Path, required=True)
+    p.add_argument("--split", default="validation")
+    p.add_argument("--experiment", default="demo_synthetic")
+    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--eval", nargs="*", default=[], help="extra evaluation overrides (key=value)")
+    p.add_argument("--head", nargs="*", default=[], help="head attributes to set before decoding (name=value)")
+    p.add_argument("--out", type=Path)
+    args = p.parse_args(argv)
+
+    import torch
+    from hydra.utils import instantiate
+
+    from detector.checkpoints import load_checkpoint
+    from unseen_seeds import compose
+
+    torch.set_num_threads(1)
+    model = load_checkpoint(args.ckpt, "cpu")
+    model.eval()
+    for kv in args.head:
+        name, value = kv.split("=", 1)
+        setattr(model.head, name, json.loads(value))
+    cfg = compose("evaluate", [f"experiment={args.experiment}", f"data.root={args.store}", "ckpt_path=unused",
+                               f"split={args.split}", *args.eval])
+    dm = instantiate(cfg.data)
+    dm.setup("test")
+    frames = []
+    for f in dm.test_dataloader():
+        frames.append(f)
+        if args.max_frames and len(frames) >= args.max_frames:
+            break
+    report = diagnose(model, frames, list(cfg.data.point_range))
+    for name, r in report.items():
+        print(name, json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"checkpoint": str(args.ckpt), "store": str(args.store), "report": report},
+                                       indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    main()
