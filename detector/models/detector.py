@@ -66,7 +66,8 @@ class Detector(nn.Module):
             )
         if temporal.in_channels is not None and temporal.in_channels != backbone.out_channels:
             raise ValueError(
-                f"Detector: temporal.in_channels={temporal.in_channels} != backbone.out_channels={backbone.out_channels}"
+                f"Detector: temporal.in_channels={temporal.in_channels} "
+                f"!= backbone.out_channels={backbone.out_channels}"
             )
         fused = temporal.out_channels(backbone.out_channels)
         if head.in_channels != fused:
@@ -201,7 +202,8 @@ class Detector(nn.Module):
             flags = frames[t + 1].reset if t + 1 < n else torch.ones_like(frame.reset)
             state = state.drop_streams(self._reset_mask(frame, state, flags))
             feats = self._encode(frame, state)
-            out_b = temporal.run(feats, state.recurrent, relative_transforms(frame.poses, state.poses), self.voxelizer, True)
+            out_b = temporal.run(feats, state.recurrent, relative_transforms(frame.poses, state.poses), self.voxelizer,
+                                 True)
             score_b = temporal.direction_score(out_b, backward=True)
             if compute_loss:
                 aux_losses[t] = aux_losses[t] + self._objectness_loss(out_b, score_b, frame)
@@ -248,7 +250,8 @@ class Detector(nn.Module):
         """Class-agnostic focal loss of a direction's objectness on its own sites (bidirectional)."""
         sites = out.fused.indices
         targets = assign_targets(
-            self.voxelizer.centers(sites), sites[:, 0], frame.boxes, frame.types, self.head.classes, self.head.assign_margin,
+            self.voxelizer.centers(sites), sites[:, 0], frame.boxes, frame.types, self.head.classes,
+            self.head.assign_margin,
             margin_below=self.head.assign_margin_below,
         )
         positive = targets.positive.float()

@@ -13,8 +13,8 @@ from detector.models.box_coding import DEFAULT_ANCHOR_SIZES, BoxCoder
 from detector.models.losses import sigmoid_focal_loss, smooth_l1
 from detector.models.nms import rotated_nms
 from detector.models.outputs import Detections, HeadOutput
-from detector.models.targets import Targets, assign_targets
 from detector.models.rulebooks import SITES_SUBM3
+from detector.models.targets import Targets, assign_targets
 
 __all__ = ["DetectionHead", "LOSS_NORMS"]
 
@@ -101,7 +101,8 @@ class DetectionHead(nn.Module):
         self.multi_label = bool(multi_label)
 
         c_in = self.in_channels
-        self.body = nn.Sequential(*[SubMBlock(c_in if i == 0 else channels, channels, SITES_SUBM3) for i in range(convs)])
+        self.body = nn.Sequential(*[SubMBlock(c_in if i == 0 else channels, channels, SITES_SUBM3)
+                                    for i in range(convs)])
         c = channels if convs > 0 else c_in
         self.cls = nn.Linear(c, n)
         self.reg = nn.Linear(c, BoxCoder.code_size + 1)
@@ -199,5 +200,6 @@ class DetectionHead(nn.Module):
     @staticmethod
     def _empty(device: torch.device) -> Detections:
         return Detections(
-            torch.zeros((0, 7), device=device), torch.zeros((0,), device=device), torch.zeros((0,), dtype=torch.long, device=device)
+            torch.zeros((0, 7), device=device), torch.zeros((0,), device=device),
+            torch.zeros((0,), dtype=torch.long, device=device),
         )

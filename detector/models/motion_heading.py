@@ -75,7 +75,8 @@ class MotionHeading:
                 if d[j] <= self.gate[ty]:
                     taken[j] = True
                     old = self._tracks[j]
-                    track = _Track(old.centres[-(self.history - 1):] + [centres[i]], old.times[-(self.history - 1):] + [t],
+                    keep = -(self.history - 1)
+                    track = _Track(old.centres[keep:] + [centres[i]], old.times[keep:] + [t],
                                    ty, old.direction)
             if track is None:
                 track = _Track([centres[i]], [t], ty)

@@ -86,7 +86,8 @@ def diagnose(model, frames, point_range) -> dict:
                     s = probs[mine, k]
                     a["best_score"].append(float(s.max()))
                     a["mean_score"].append(float(s.mean()))
-                    ious = paired_iou(site_boxes[mine].astype(np.float64), np.broadcast_to(gt_boxes[j], (int(mine.sum()), 7)))
+                    ious = paired_iou(site_boxes[mine].astype(np.float64),
+                                      np.broadcast_to(gt_boxes[j], (int(mine.sum()), 7)))
                     a["site_iou"].append(float(ious.max()))
                     a["dir_sites"].extend(_heading_ok(site_boxes[mine, 6], gt_boxes[j, 6]).tolist())
                 same = dtypes == t
@@ -133,9 +134,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
     from hydra.utils import instantiate
+    from unseen_seeds import compose
 
     from detector.checkpoints import load_checkpoint
-    from unseen_seeds import compose
 
     torch.set_num_threads(1)
     model = load_checkpoint(args.ckpt, "cpu")

@@ -128,12 +128,13 @@ def _box_surface_points(box: np.ndarray, rng: np.random.Generator, density: floa
     sensor = np.array([0.0, 0.0, SENSOR_HEIGHT])
     dist = max(math.hypot(cx, cy), 1.0)
     # (normal in box frame, face centre offset, extents along two in-face axes)
+    ex, ey, ez = np.eye(3)
     faces = [
-        (np.array([1, 0, 0]), np.array([length / 2, 0, 0]), (np.array([0, 1, 0]), width), (np.array([0, 0, 1]), height)),
-        (np.array([-1, 0, 0]), np.array([-length / 2, 0, 0]), (np.array([0, 1, 0]), width), (np.array([0, 0, 1]), height)),
-        (np.array([0, 1, 0]), np.array([0, width / 2, 0]), (np.array([1, 0, 0]), length), (np.array([0, 0, 1]), height)),
-        (np.array([0, -1, 0]), np.array([0, -width / 2, 0]), (np.array([1, 0, 0]), length), (np.array([0, 0, 1]), height)),
-        (np.array([0, 0, 1]), np.array([0, 0, height / 2]), (np.array([1, 0, 0]), length), (np.array([0, 1, 0]), width)),
+        (ex, np.array([length / 2, 0, 0]), (ey, width), (ez, height)),
+        (-ex, np.array([-length / 2, 0, 0]), (ey, width), (ez, height)),
+        (ey, np.array([0, width / 2, 0]), (ex, length), (ez, height)),
+        (-ey, np.array([0, -width / 2, 0]), (ex, length), (ez, height)),
+        (ez, np.array([0, 0, height / 2]), (ex, length), (ey, width)),
     ]
     rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
     centre = np.array([cx, cy, cz])
@@ -210,7 +211,8 @@ def make_stream_frames(
             pose = scene.ego_pose(time_s)
             boxes_w, types = scene.boxes_world(time_s)
             boxes_v = _to_vehicle(boxes_w, pose)
-            pts, counts = _frame_points(boxes_v, rng, num_points, radius, object_density, types == 1 if bonnets else None)
+            pts, counts = _frame_points(boxes_v, rng, num_points, radius, object_density,
+                                        types == 1 if bonnets else None)
             pts_all.append(np.c_[np.full(len(pts), b, np.float32), pts])
             labelled = types > 0
             boxes_all.append(np.c_[np.full(labelled.sum(), b), boxes_v[labelled]])
