@@ -36,8 +36,6 @@ from detector.streaming import stream_segments
 log = logging.getLogger(__name__)
 
 
-
-
 def predict(cfg: DictConfig) -> dict:
     """Predict as configured (``torch_threads`` applies while it runs, restored afterwards)."""
     with running(cfg, PREDICT_CHECKS):

@@ -74,7 +74,10 @@ class Stream:
         self.device = device
         self.reset_every = reset_every
         head = getattr(model, "head", None)
-        self.motion = MotionHeading() if getattr(head, "motion_heading", False) else None
+        self.motion = None
+        if getattr(head, "motion_heading", False):  # its tracks break at the model's own gap threshold
+            gap = getattr(model, "max_gap_s", None)
+            self.motion = MotionHeading() if gap is None else MotionHeading(max_gap_s=float(gap))
         self.reset()
 
     def reset(self) -> None:
@@ -89,10 +92,9 @@ class Stream:
     def step(self, frame: FrameBatch, return_losses: bool = False) -> StreamStep:
         if frame.batch_size != 1:
             raise ValueError(f"a stream takes frames of batch size 1, got {frame.batch_size}")
-        if frame.segments[0] != self.segment or self.state is None:
-            self.segment, self._since, self.state = frame.segments[0], 0, self.model.init_state(1)
-            if self.motion is not None:
-                self.motion.reset()
+        if frame.segments[0] != self.segment or self.state is None:  # a new segment starts afresh
+            self.reset()
+            self.segment, self.state = frame.segments[0], self.model.init_state(1)
         elif bool(frame.reset[0]):
             self._since = 0
         if self.reset_every is not None and self._since % self.reset_every == 0:
