@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from spconv.pytorch import SparseConvTensor
 from torch import nn
 
 from detector.models.backbone import SubMBlock
+from detector.eval.iou import paired_iou
 from detector.models.box_coding import DEFAULT_ANCHOR_SIZES, BoxCoder
 from detector.models.losses import sigmoid_focal_loss, smooth_l1
 from detector.models.nms import rotated_nms
@@ -45,6 +47,12 @@ class DetectionHead(nn.Module):
     ``multi_label``), the ``pre_nms`` best sites per stream (per class and stream with
     ``pre_nms_per_class``), rotated BEV NMS with
     per-class IoU thresholds (optionally merging suppressed boxes), at most ``max_detections`` a frame.
+
+    IoU-aware scores (``iou_weight > 0``): one more per-site output learns the 3D IoU of the site's
+    decoded box with its object (BCE against the IoU, on the positives); decoding then ranks, merges and
+    reports ``p ** (1 - a) * iou ** a`` (``a = iou_power`` per class) instead of the class probability
+    ``p``, so that of an object's many votes the best-fitting box leads its NMS cluster. The score
+    thresholds stay on ``p``.
     """
 
     def __init__(
@@ -72,6 +80,8 @@ class DetectionHead(nn.Module):
         pre_nms_per_class: bool = False,
         motion_heading: bool = False,
         multi_label: bool = False,
+        iou_weight: float = 0.0,
+        iou_power: float | Sequence[float] = 0.0,
     ) -> None:
         super().__init__()
         self.classes = [int(c) for c in classes]
@@ -99,6 +109,12 @@ class DetectionHead(nn.Module):
         #: online streams (detector.streaming) turn moving boxes to face their motion (MotionHeading)
         self.motion_heading = bool(motion_heading)
         self.multi_label = bool(multi_label)
+        self.iou_weight = float(iou_weight)
+        self.iou_power = _per_class(iou_power, n, "iou_power")
+        if self.iou_weight < 0 or any(not 0.0 <= a <= 1.0 for a in self.iou_power):
+            raise ValueError(f"DetectionHead: iou_weight={iou_weight} must be >= 0 and iou_power={iou_power} in [0, 1]")
+        if self.iou_weight == 0 and any(self.iou_power):
+            raise ValueError("DetectionHead: iou_power needs the IoU branch (iou_weight > 0)")
 
         c_in = self.in_channels
         self.body = nn.Sequential(*[SubMBlock(c_in if i == 0 else channels, channels, SITES_SUBM3)
@@ -106,6 +122,7 @@ class DetectionHead(nn.Module):
         c = channels if convs > 0 else c_in
         self.cls = nn.Linear(c, n)
         self.reg = nn.Linear(c, BoxCoder.code_size + 1)
+        self.iou = nn.Linear(c, 1) if self.iou_weight > 0 else None
         with torch.no_grad():
             self.cls.bias.fill_(-torch.log(torch.tensor((1 - prior_prob) / prior_prob)).item())
             self.reg.weight.mul_(0.1)
@@ -114,14 +131,15 @@ class DetectionHead(nn.Module):
     def forward(self, x: SparseConvTensor, centres: torch.Tensor) -> HeadOutput:
         f = self.body(x).features
         reg = self.reg(f)
-        return HeadOutput(x.indices, centres, self.cls(f), reg[:, :-1], reg[:, -1])
+        iou = self.iou(f)[:, 0] if self.iou is not None else None
+        return HeadOutput(x.indices, centres, self.cls(f), reg[:, :-1], reg[:, -1], iou)
 
     def targets(self, out: HeadOutput, gt_boxes: torch.Tensor, gt_types: torch.Tensor) -> Targets:
         return assign_targets(out.centres, out.sites[:, 0], gt_boxes, gt_types, self.classes, self.assign_margin,
                               margin_below=self.assign_margin_below)
 
     def loss(self, out: HeadOutput, targets: Targets) -> dict[str, torch.Tensor]:
-        """``{"loss", "cls", "reg", "dir"}`` for one frame, normalised as ``loss_norm`` says."""
+        """``{"loss", "cls", "reg", "dir"[, "iou"]}`` for one frame, normalised as ``loss_norm`` says."""
         pos = targets.positive
         n_cls = out.cls_logits.shape[1]
         onehot = torch.zeros_like(out.cls_logits)
@@ -142,11 +160,28 @@ class DetectionHead(nn.Module):
             reg = (smooth_l1(out.box_reg[pos], code).sum(dim=1) * site_w).sum()
             bce = nn.functional.binary_cross_entropy_with_logits(out.dir_logits[pos], direction, reduction="none")
             dirl = (bce * site_w).sum() / site_w.sum()
+            if out.iou_logits is not None:
+                iou_t = self._iou_targets(out, targets, pos)
+                bce = nn.functional.binary_cross_entropy_with_logits(out.iou_logits[pos], iou_t, reduction="none")
+                ioul = (bce * site_w).sum() / site_w.sum()
         else:
             reg = out.box_reg.sum() * 0.0
             dirl = out.dir_logits.sum() * 0.0
+            if out.iou_logits is not None:
+                ioul = out.iou_logits.sum() * 0.0
         total = self.cls_weight * cls + self.reg_weight * reg + self.dir_weight * dirl
-        return {"loss": total, "cls": cls, "reg": reg, "dir": dirl}
+        losses = {"loss": total, "cls": cls, "reg": reg, "dir": dirl}
+        if out.iou_logits is not None:
+            losses["iou"] = ioul
+            losses["loss"] = total + self.iou_weight * ioul
+        return losses
+
+    @torch.no_grad()
+    def _iou_targets(self, out: HeadOutput, targets: Targets, pos: torch.Tensor) -> torch.Tensor:
+        """3D IoU of every positive site's decoded box (as decoding would make it) with its object."""
+        boxes = self.coder.decode(out.box_reg[pos], out.dir_logits[pos], out.centres[pos], targets.labels[pos])
+        iou = paired_iou(boxes.double().cpu().numpy(), targets.boxes[pos].double().cpu().numpy())
+        return torch.from_numpy(iou.astype(np.float32)).to(out.iou_logits.device)
 
     @torch.no_grad()
     def decode(self, out: HeadOutput, batch_size: int) -> list[Detections]:
@@ -154,6 +189,11 @@ class DetectionHead(nn.Module):
         probs = torch.sigmoid(out.cls_logits)
         results = []
         thresholds = torch.tensor(self.score_threshold, device=probs.device)
+        rescore = out.iou_logits is not None and any(self.iou_power)
+        if rescore:
+            power = torch.tensor(self.iou_power, device=probs.device, dtype=probs.dtype)
+            iou = torch.sigmoid(out.iou_logits)[:, None]
+            ranked = probs.pow(1.0 - power) * iou.pow(power)  # (N, C): what is ranked and reported
         batch = out.sites[:, 0].long()
         for b in range(batch_size):
             rows = torch.nonzero(batch == b).squeeze(1)
@@ -170,6 +210,8 @@ class DetectionHead(nn.Module):
                 score, cls = probs[rows].max(dim=1)
                 ok = score >= thresholds[cls]
                 rows, score, cls = rows[ok], score[ok], cls[ok]
+            if rescore:
+                score = ranked[rows, cls]
             if self.pre_nms_per_class:
                 # the pre_nms best sites of every class: a car's hundred voxels must not crowd out the
                 # few of every pedestrian

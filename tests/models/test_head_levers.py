@@ -138,3 +138,43 @@ def test_multi_label_decodes_a_class_that_is_never_the_best_of_its_sites():
     assert sorted(DetectionHead(16).decode(out, 1)[0].types.tolist()) == [1, 1]
     det = DetectionHead(16, multi_label=True).decode(out, 1)[0]
     assert det.types.tolist() == [1, 1, 2] and torch.allclose(det.scores, torch.tensor([0.8808, 0.4, 0.3]), atol=1e-4)
+
+
+def test_iou_branch_learns_the_iou_of_each_sites_decoded_box():
+    head = DetectionHead(16, iou_weight=1.0)
+    # two vehicle sites: one whose code decodes exactly to its box (IoU 1), one shifted 1 m in x
+    box = torch.tensor([[10.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.3]])
+    centres = torch.tensor([[10.0, 0.0, 0.0], [9.0, 0.0, 0.0]])
+    labels = torch.tensor([0, 0])
+    code, direction = head.coder.encode(box.repeat(2, 1), centres, labels)
+    code[1, :3] = 0.0  # the second site predicts its own centre: 1 m behind the object
+    logits = torch.full((2, 3), -10.0)
+    out = HeadOutput(torch.zeros((2, 4), dtype=torch.int32), centres, logits, code, (direction * 2 - 1) * 5,
+                     torch.zeros(2, requires_grad=True))
+    targets = Targets(labels, box.repeat(2, 1))
+    iou = head._iou_targets(out, targets, torch.tensor([True, True]))
+    # same box: 1; shifted 1 m in x: (cos 0.3, sin 0.3) m along and across the 4 x 2 box, same height
+    assert iou[0].item() == pytest.approx(1.0, abs=1e-5)
+    inter = (4.0 - math.cos(0.3)) * (2.0 - math.sin(0.3))
+    assert iou[1].item() == pytest.approx(inter / (16.0 - inter), abs=1e-5)
+    losses = head.loss(out, targets)
+    assert set(losses) == {"loss", "cls", "reg", "dir", "iou"}
+    losses["iou"].backward()
+    # BCE against the IoU, averaged over the positives: d/dlogit = (sigmoid(0) - IoU) / 2
+    assert torch.allclose(out.iou_logits.grad, (0.5 - iou) / 2, atol=1e-6)
+
+
+def test_iou_power_ranks_the_better_fitting_box_first():
+    centres = torch.tensor([[0.0, 0.0, 0.0], [30.0, 0.0, 0.0]])
+    logits = torch.full((2, 3), -10.0)
+    logits[:, 0] = torch.tensor([math.log(0.6 / 0.4), math.log(0.5 / 0.5)])  # the first more confident
+    iou_logits = torch.tensor([math.log(0.3 / 0.7), math.log(0.9 / 0.1)])  # the second fits far better
+    out = HeadOutput(torch.zeros((2, 4), dtype=torch.int32), centres, logits, torch.zeros((2, 8)),
+                     torch.zeros(2), iou_logits)
+    plain = DetectionHead(16, iou_weight=1.0).decode(out, 1)[0]
+    assert plain.boxes[0, 0].item() == pytest.approx(0.0) and plain.scores[0].item() == pytest.approx(0.6)
+    det = DetectionHead(16, iou_weight=1.0, iou_power=0.5).decode(out, 1)[0]
+    assert det.boxes[0, 0].item() == pytest.approx(30.0)
+    assert det.scores.tolist() == pytest.approx([(0.5 * 0.9) ** 0.5, (0.6 * 0.3) ** 0.5], abs=1e-5)
+    with pytest.raises(ValueError, match="iou_power needs the IoU branch"):
+        DetectionHead(16, iou_power=0.5)
