@@ -49,7 +49,8 @@ class DetectionHead(nn.Module):
     per-class IoU thresholds (optionally merging suppressed boxes), at most ``max_detections`` a frame.
 
     IoU-aware scores (``iou_weight > 0``): one more per-site output learns the 3D IoU of the site's
-    decoded box with its object (BCE against the IoU, on the positives); decoding then ranks, merges and
+    decoded box with its object (BCE against the IoU, on up to ``iou_max_sites`` random positives a
+    frame: the targets' polygon clipping runs on the CPU); decoding then ranks, merges and
     reports ``p ** (1 - a) * iou ** a`` (``a = iou_power`` per class) instead of the class probability
     ``p``, so that of an object's many votes the best-fitting box leads its NMS cluster. The score
     thresholds stay on ``p``.
@@ -82,6 +83,7 @@ class DetectionHead(nn.Module):
         multi_label: bool = False,
         iou_weight: float = 0.0,
         iou_power: float | Sequence[float] = 0.0,
+        iou_max_sites: int = 512,
     ) -> None:
         super().__init__()
         self.classes = [int(c) for c in classes]
@@ -111,6 +113,9 @@ class DetectionHead(nn.Module):
         self.multi_label = bool(multi_label)
         self.iou_weight = float(iou_weight)
         self.iou_power = _per_class(iou_power, n, "iou_power")
+        self.iou_max_sites = int(iou_max_sites)
+        if self.iou_max_sites < 1:
+            raise ValueError(f"DetectionHead: iou_max_sites={iou_max_sites} must be >= 1")
         if self.iou_weight < 0 or any(not 0.0 <= a <= 1.0 for a in self.iou_power):
             raise ValueError(f"DetectionHead: iou_weight={iou_weight} must be >= 0 and iou_power={iou_power} in [0, 1]")
         if self.iou_weight == 0 and any(self.iou_power):
@@ -161,9 +166,17 @@ class DetectionHead(nn.Module):
             bce = nn.functional.binary_cross_entropy_with_logits(out.dir_logits[pos], direction, reduction="none")
             dirl = (bce * site_w).sum() / site_w.sum()
             if out.iou_logits is not None:
-                iou_t = self._iou_targets(out, targets, pos)
-                bce = nn.functional.binary_cross_entropy_with_logits(out.iou_logits[pos], iou_t, reduction="none")
-                ioul = (bce * site_w).sum() / site_w.sum()
+                # the IoU targets (polygon clipping on the CPU) of at most iou_max_sites random positives
+                rows = torch.nonzero(pos).squeeze(1)
+                pick = torch.arange(rows.numel(), device=rows.device)
+                if rows.numel() > self.iou_max_sites:
+                    pick = torch.randperm(rows.numel(), device=rows.device)[: self.iou_max_sites]
+                sub = torch.zeros_like(pos)
+                sub[rows[pick]] = True
+                iou_t = self._iou_targets(out, targets, sub)
+                bce = nn.functional.binary_cross_entropy_with_logits(out.iou_logits[sub], iou_t, reduction="none")
+                w = site_w[pick]
+                ioul = (bce * w).sum() / w.sum()
         else:
             reg = out.box_reg.sum() * 0.0
             dirl = out.dir_logits.sum() * 0.0
@@ -189,9 +202,10 @@ class DetectionHead(nn.Module):
         probs = torch.sigmoid(out.cls_logits)
         results = []
         thresholds = torch.tensor(self.score_threshold, device=probs.device)
-        rescore = out.iou_logits is not None and any(self.iou_power)
+        powers = _per_class(self.iou_power, probs.shape[1], "iou_power")  # (a setting may be changed after init)
+        rescore = out.iou_logits is not None and any(powers)
         if rescore:
-            power = torch.tensor(self.iou_power, device=probs.device, dtype=probs.dtype)
+            power = torch.tensor(powers, device=probs.device, dtype=probs.dtype)
             iou = torch.sigmoid(out.iou_logits)[:, None]
             ranked = probs.pow(1.0 - power) * iou.pow(power)  # (N, C): what is ranked and reported
         batch = out.sites[:, 0].long()

@@ -146,6 +146,9 @@ def gather_gemm_scatter(
     (row 0 input rows, row 1 output rows; swapped for an inverse convolution) and ``indice_pair_num``
     ``(KV,)`` counts the valid pairs per kernel offset.
     """
+    if indice_pairs.shape[-1] == 0 and bool((indice_pair_num > 0).any()):
+        raise RuntimeError("the torch path got a rule book of the compiled kernels (neighbour maps, no pair lists): "
+                           "run a whole forward pass on one backend")
     return _GatherGemmScatter.apply(features, weight, indice_pairs, indice_pair_num, num_out, subm, inverse)
 
 
@@ -156,25 +159,26 @@ class _NeighbourMaps:
 
     ``by_out[o, k]``: input row reaching output ``o`` through offset ``k`` (-1: none); ``by_in[i, k]``:
     output row that input ``i`` reaches through ``k`` (``None`` for a submanifold rule book, whose
-    transpose is ``by_out`` with the offsets mirrored). ``pair_in``/``pair_out``/``counts`` are the
-    per-offset pair lists for the weight gradient (``counts[k] == -1``: the identity, a submanifold centre).
+    transpose is ``by_out`` with the offsets mirrored). The weight gradient builds its per-offset pair
+    lists from the forward's map when it runs (``map_pairs``), so no layer holds pair lists.
     """
 
-    def __init__(self, indice_pairs: torch.Tensor, indice_pair_num: torch.Tensor, n_in: int, n_out: int, subm: bool,
-                 by_out: torch.Tensor | None = None, by_in: torch.Tensor | None = None):
+    def __init__(self, by_out: torch.Tensor, by_in: torch.Tensor | None, subm: bool):
+        if (by_in is None) != subm:
+            raise ValueError("neighbour maps: by_in is needed exactly when the rule book is not subm")
+        self.by_out, self.by_in = by_out, by_in
+
+    @classmethod
+    def from_rulebook(cls, indice_pairs: torch.Tensor, indice_pair_num: torch.Tensor, n_in: int, n_out: int,
+                      subm: bool) -> _NeighbourMaps:
+        """The maps of spconv's rule book (pairs (2, KV, P), counts (KV,))."""
         kv = indice_pairs.shape[1]
         centre = kv // 2
         counts = indice_pair_num.to(torch.int64).clone()
         if subm:  # spconv fills submanifold counts only up to the centre; an offset past it has its mirror's
             counts[centre + 1:] = counts[:centre].flip(0)
-            counts[centre] = -1
-        pairs = indice_pairs.to(torch.int32).contiguous()
-        self.pair_in, self.pair_out, self.counts = pairs[0], pairs[1], counts
-        if by_out is not None:  # built by a compiled rule book already
-            if (by_in is None) != subm:
-                raise ValueError("precomputed neighbour maps: by_in is needed exactly when the rule book is not subm")
-            self.by_out, self.by_in = by_out, by_in
-            return
+            counts[centre] = 0
+        pairs = indice_pairs.to(torch.int32)
         ks = [k for k in range(kv) if counts[k] > 0]
         n = counts[ks]
         rows_in = (torch.cat([pairs[0, k, : int(c)] for k, c in zip(ks, n)]).long() if ks
@@ -182,14 +186,14 @@ class _NeighbourMaps:
         rows_out = (torch.cat([pairs[1, k, : int(c)] for k, c in zip(ks, n)]).long() if ks
                     else torch.zeros(0, dtype=torch.long))
         offs = torch.repeat_interleave(torch.tensor(ks, dtype=torch.long), n)
-        self.by_out = torch.full((n_out, kv), -1, dtype=torch.int32)
-        self.by_out.view(-1)[rows_out * kv + offs] = rows_in.to(torch.int32)
+        by_out = torch.full((n_out, kv), -1, dtype=torch.int32)
+        by_out.view(-1)[rows_out * kv + offs] = rows_in.to(torch.int32)
         if subm:
-            self.by_out[:, centre] = torch.arange(n_out, dtype=torch.int32)
-            self.by_in = None
-        else:
-            self.by_in = torch.full((n_in, kv), -1, dtype=torch.int32)
-            self.by_in.view(-1)[rows_in * kv + offs] = rows_out.to(torch.int32)
+            by_out[:, centre] = torch.arange(n_out, dtype=torch.int32)
+            return cls(by_out, None, True)
+        by_in = torch.full((n_in, kv), -1, dtype=torch.int32)
+        by_in.view(-1)[rows_in * kv + offs] = rows_out.to(torch.int32)
+        return cls(by_out, by_in, False)
 
     @classmethod
     def of(cls, datas: IndiceData | None, indice_pairs, indice_pair_num, n_in: int, n_out: int, subm: bool):
@@ -198,10 +202,18 @@ class _NeighbourMaps:
             cached = getattr(datas, "_detector_neighbour_maps", None)
             if cached is not None and cached[0] is indice_pairs:
                 return cached[1]
-        maps = cls(indice_pairs, indice_pair_num, n_in, n_out, subm)
+        if indice_pairs.shape[-1] == 0 and bool((indice_pair_num > 0).any()):
+            raise RuntimeError("a rule book of the compiled kernels (no pair lists) lost its neighbour maps")
+        maps = cls.from_rulebook(indice_pairs, indice_pair_num, n_in, n_out, subm)
         if datas is not None:
             datas._detector_neighbour_maps = (indice_pairs, maps)
         return maps
+
+
+def _no_pairs(kv: int) -> torch.Tensor:
+    """The ``indice_pairs`` of a compiled rule book: (2, KV, 0), a fresh object per rule book (the maps'
+    cache key); its neighbour maps hold the rule book."""
+    return torch.empty((2, kv, 0), dtype=torch.int32)
 
 
 def _padded(w: torch.Tensor) -> torch.Tensor:
@@ -242,8 +254,10 @@ class _NeighbourConv(torch.autograd.Function):
                 bwd_map = maps.by_out if inverse else maps.by_in
                 grad_f = kern.neighbour_conv(grad_out, bwd_map, _padded(wt), in_channels)
         if ctx.needs_input_grad[1]:
-            pair_in, pair_out = (maps.pair_out, maps.pair_in) if inverse else (maps.pair_in, maps.pair_out)
-            dw = kern.rulebook_weight_grad(features, grad_out, pair_in, pair_out, maps.counts)  # (KV, I, O)
+            # the forward's map, as pair lists for this layer only: row 0 feature rows, row 1 output rows
+            pairs, counts = kern.map_pairs(maps.by_in if inverse else maps.by_out)
+            dw = kern.rulebook_weight_grad(features, grad_out, pairs[0], pairs[1], counts.long())  # (KV, I, O)
+            del pairs
             grad_w = dw.permute(2, 0, 1).reshape(weight.shape)
         return grad_f, grad_w, None, None, None
 
@@ -308,18 +322,17 @@ class _CpuSafeConv:
         elif self.subm and cpu_backend() == "cpp" and all(k % 2 == 1 for k in self.kernel_size):
             # the compiled submanifold rule book: neighbour map and spconv's pair layout in one pass
             out_spatial_shape = spatial_shape
-            nbr, pairs, pair_num = cpu_kernels.load().submanifold_rulebook(
+            nbr, pair_num = cpu_kernels.load().submanifold_rulebook(
                 indices, list(spatial_shape), list(self.kernel_size), list(self.dilation)
             )
+            pairs = _no_pairs(nbr.shape[1])
             outids = indices
             key_datas = IndiceData(
                 outids, indices, pairs, pair_num, spatial_shape, out_spatial_shape,
                 is_subm=True, algo=ConvAlgo.Native, ksize=self.kernel_size, stride=self.stride,
                 padding=self.padding, dilation=self.dilation,
             )
-            key_datas._detector_neighbour_maps = (
-                pairs, _NeighbourMaps(pairs, pair_num, indices.shape[0], indices.shape[0], True, by_out=nbr)
-            )
+            key_datas._detector_neighbour_maps = (pairs, _NeighbourMaps(nbr, None, True))
             if self.indice_key is not None:
                 indice_dict[self.indice_key] = key_datas
         elif not self.subm and not self.transposed and cpu_backend() == "cpp":
@@ -327,19 +340,17 @@ class _CpuSafeConv:
             out_spatial_shape = spconv_ops.get_conv_output_size(
                 spatial_shape, self.kernel_size, self.stride, self.padding, self.dilation
             )
-            outids, by_out, by_in, pairs, pair_num = cpu_kernels.load().strided_rulebook(
+            outids, by_out, by_in, pair_num = cpu_kernels.load().strided_rulebook(
                 indices, list(spatial_shape), list(out_spatial_shape), list(self.kernel_size), list(self.stride),
                 list(self.padding), list(self.dilation),
             )
+            pairs = _no_pairs(by_out.shape[1])
             key_datas = IndiceData(
                 outids, indices, pairs, pair_num, spatial_shape, out_spatial_shape,
                 is_subm=False, algo=ConvAlgo.Native, ksize=self.kernel_size, stride=self.stride,
                 padding=self.padding, dilation=self.dilation,
             )
-            key_datas._detector_neighbour_maps = (
-                pairs,
-                _NeighbourMaps(pairs, pair_num, indices.shape[0], outids.shape[0], False, by_out=by_out, by_in=by_in),
-            )
+            key_datas._detector_neighbour_maps = (pairs, _NeighbourMaps(by_out, by_in, False))
             if self.indice_key is not None:
                 indice_dict[self.indice_key] = key_datas
         else:

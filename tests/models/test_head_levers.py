@@ -162,6 +162,10 @@ def test_iou_branch_learns_the_iou_of_each_sites_decoded_box():
     losses["iou"].backward()
     # BCE against the IoU, averaged over the positives: d/dlogit = (sigmoid(0) - IoU) / 2
     assert torch.allclose(out.iou_logits.grad, (0.5 - iou) / 2, atol=1e-6)
+    # at most iou_max_sites positives take part (the rest get no IoU gradient)
+    out.iou_logits.grad = None
+    DetectionHead(16, iou_weight=1.0, iou_max_sites=1).loss(out, targets)["iou"].backward()
+    assert int((out.iou_logits.grad != 0).sum()) == 1
 
 
 def test_iou_power_ranks_the_better_fitting_box_first():

@@ -204,7 +204,8 @@ def test_compiled_path_is_independent_of_thread_count(kind, cin, cout):
 @pytest.mark.skipif(RAW, reason="detector.ops only")
 @pytest.mark.parametrize("dilation", [1, 2])
 def test_compiled_submanifold_rule_book_equals_spconvs(dilation):
-    """The compiled submanifold rule book holds exactly spconv's pairs per offset, for unsorted sites."""
+    """The compiled submanifold rule book holds exactly spconv's pairs per offset, for unsorted sites (its
+    map, and the pair lists the weight gradient makes of it)."""
     kern = cpu_kernels.load()
     if kern is None:
         pytest.skip("compiled CPU kernels not built or not supported here")
@@ -214,7 +215,9 @@ def test_compiled_submanifold_rule_book_equals_spconvs(dilation):
     gen = torch.Generator().manual_seed(17)
     _, indices, _ = _random_grid(gen, density=0.25)
     indices = indices[torch.randperm(len(indices), generator=gen)].contiguous()
-    nbr, pairs, counts = kern.submanifold_rulebook(indices, list(SHAPE), [3, 3, 3], [dilation] * 3)
+    nbr, counts = kern.submanifold_rulebook(indices, list(SHAPE), [3, 3, 3], [dilation] * 3)
+    pairs, map_counts = kern.map_pairs(nbr)
+    assert torch.equal(counts, map_counts)
     _, ref_pairs, ref_counts = spconv_ops.get_indice_pairs(
         indices, B, list(SHAPE), ConvAlgo.Native, [3, 3, 3], [1, 1, 1], [0, 0, 0], [dilation] * 3, [0, 0, 0], True,
         False,
@@ -248,7 +251,9 @@ def test_compiled_strided_rule_book_equals_spconvs(stride, padding):
     indices = indices[torch.randperm(len(indices), generator=gen)].contiguous()
     k, s, p, d = [3] * 3, [stride] * 3, [padding] * 3, [1] * 3
     out_shape = spconv_ops.get_conv_output_size(list(SHAPE), k, s, p, d)
-    outids, by_out, by_in, pairs, counts = kern.strided_rulebook(indices, list(SHAPE), list(out_shape), k, s, p, d)
+    outids, by_out, by_in, counts = kern.strided_rulebook(indices, list(SHAPE), list(out_shape), k, s, p, d)
+    pairs, map_counts = kern.map_pairs(by_out)
+    assert torch.equal(counts, map_counts)
     ref_out, ref_pairs, ref_counts = spconv_ops.get_indice_pairs(
         indices, B, list(SHAPE), ConvAlgo.Native, k, s, p, d, [0, 0, 0], False, False
     )
@@ -284,6 +289,22 @@ def test_layers_sharing_a_key_share_neighbour_maps():
         maps = y.indice_dict["k"]._detector_neighbour_maps
         z = b(y)
         assert z.indice_dict["k"]._detector_neighbour_maps is maps
+
+
+@pytest.mark.skipif(RAW, reason="detector.ops only")
+def test_a_compiled_rule_book_is_refused_by_the_torch_path():
+    """Compiled rule books keep neighbour maps, not spconv's pair lists: switching the backend inside a
+    pass must fail loudly, not convolve over empty pair lists."""
+    if cpu_kernels.load() is None:
+        pytest.skip("compiled CPU kernels not built or not supported here")
+    gen = torch.Generator().manual_seed(5)
+    _, indices, feats = _random_grid(gen)
+    a = ops.SubMConv3d(CIN, CIN, 3, indice_key="k")
+    b = ops.SubMConv3d(CIN, CIN, 3, indice_key="k")
+    with use_cpu_backend("cpp"):
+        y = a(spconv.SparseConvTensor(feats, indices, list(SHAPE), B))
+    with use_cpu_backend("torch"), pytest.raises(RuntimeError, match="compiled kernels"):
+        b(y)
 
 
 @pytest.mark.skipif(RAW, reason="detector.ops only")

@@ -317,11 +317,30 @@ std::pair<torch::Tensor, torch::Tensor> pairs_from_map(const torch::Tensor& nbr,
   return {pairs, counts};
 }
 
+// Pairs per offset of a neighbour map (counts (KV,) int32).
+torch::Tensor map_counts(const torch::Tensor& nbr) {
+  const int64_t rows = nbr.size(0), kv = nbr.size(1);
+  auto counts = torch::zeros({kv}, nbr.options());
+  const int32_t* pn = nbr.data_ptr<int32_t>();
+  int32_t* pc = counts.data_ptr<int32_t>();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < kv; ++k) pc[k] += pn[r * kv + k] >= 0;
+  return counts;
+}
+
+// The pair lists of a neighbour map (rows: destination rows, entries: source rows), for the weight
+// gradient: pairs (2, KV, rows) (row 0 source rows, row 1 destination rows, -1 padded), counts (KV,).
+std::vector<torch::Tensor> map_pairs(const torch::Tensor& nbr) {
+  TORCH_CHECK(nbr.device().is_cpu() && nbr.scalar_type() == torch::kInt32 && nbr.is_contiguous() && nbr.dim() == 2,
+              "nbr must be a contiguous (rows, KV) int32 CPU tensor");
+  auto [pairs, counts] = pairs_from_map(nbr, std::max<int64_t>(nbr.size(0), 1));
+  return {pairs, counts};
+}
+
 // Rule book of a regular (strided) convolution: output site o receives input site x through offset k
 // where o * stride - padding + k * dilation = x in every dimension. Output sites are the distinct
 // reachable ones inside ``out_shape``, in (batch, z, y, x) order. Returns (out_indices (M, 4),
-// by_out (M, KV), by_in (N, KV), pairs (2, KV, N), counts (KV,)); by_out[o, k] = input row, by_in[i, k] =
-// output row. Deterministic (sorting and per-row writes only).
+// by_out (M, KV), by_in (N, KV), counts (KV,)); by_out[o, k] = input row, by_in[i, k] = output row. Deterministic (sorting and per-row writes only).
 std::vector<torch::Tensor> strided_rulebook(const torch::Tensor& indices, std::vector<int64_t> shape,
                                             std::vector<int64_t> out_shape, std::vector<int64_t> ksize,
                                             std::vector<int64_t> stride, std::vector<int64_t> padding,
@@ -402,8 +421,7 @@ std::vector<torch::Tensor> strided_rulebook(const torch::Tensor& indices, std::v
       pbi[static_cast<int64_t>(cand_row[c]) * kv + cand_k[c]] = static_cast<int32_t>(o);
     }
   });
-  auto [pairs, counts] = pairs_from_map(by_out, std::max<int64_t>(n, 1));
-  return {out_idx, by_out, by_in, pairs, counts};
+  return {out_idx, by_out, by_in, map_counts(by_out)};
 }
 
 // Submanifold rule book (stride 1, odd kernel, output sites = input sites) as a neighbour map:
@@ -411,7 +429,8 @@ std::vector<torch::Tensor> strided_rulebook(const torch::Tensor& indices, std::v
 // like spconv's weight (k = (kz * KH + ky) * KW + kx). The sites are sorted by linear key once; then for
 // every offset one merge pass walks the sorted keys with a pointer that only moves forward, so the
 // whole map costs O(KV N) sequential reads. Rows are split over threads (each owns its rows).
-// Also returns spconv's layout of the same rule book: pairs (2, KV, N) (-1 padded) and counts (KV,).
+// Also returns the pairs per offset (counts (KV,)). No pair lists are kept: the weight gradient builds
+// them from the map when it runs (``map_pairs``), one layer at a time.
 std::vector<torch::Tensor> submanifold_rulebook(const torch::Tensor& indices, std::vector<int64_t> shape,
                                                 std::vector<int64_t> ksize, std::vector<int64_t> dilation) {
   TORCH_CHECK(indices.device().is_cpu() && indices.scalar_type() == torch::kInt32 && indices.is_contiguous() &&
@@ -465,13 +484,13 @@ std::vector<torch::Tensor> submanifold_rulebook(const torch::Tensor& indices, st
       }
     }
   });
-  auto [pairs, counts] = pairs_from_map(nbr, n);
-  return {nbr, pairs, counts};
+  return {nbr, map_counts(nbr)};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("neighbour_conv", &neighbour_conv, "dst[r] = sum_k src[nbr[r, k]] @ w[k] (fused gather-GEMM-scatter)");
-  m.def("submanifold_rulebook", &submanifold_rulebook, "(neighbour map, spconv pairs, counts) of a subm conv");
-  m.def("strided_rulebook", &strided_rulebook, "(out indices, by_out, by_in, spconv pairs, counts) of a conv");
+  m.def("submanifold_rulebook", &submanifold_rulebook, "(neighbour map, counts) of a subm conv");
+  m.def("strided_rulebook", &strided_rulebook, "(out indices, by_out, by_in, counts) of a strided conv");
+  m.def("map_pairs", &map_pairs, "(pairs (2, KV, rows), counts) of a neighbour map, for the weight gradient");
   m.def("rulebook_weight_grad", &rulebook_weight_grad, "dW[k] = sum over offset k's pairs of feat[i]^T grad[o]");
 }

@@ -1,0 +1,103 @@
+"""The demo's training command idle and next to busy programs: how much slower it gets, per setting.
+
+Runs ``python -m detector.train experiment=demo_synthetic`` for ``--steps`` steps (no validation) on a
+frame store, first with the machine otherwise idle, then with ``--competitors`` busy processes (each a
+pure-Python loop, one core's worth of work) started just before it, for every variant given. Reports
+the wall time of each run and its ratio to the same variant's idle run: a fair share on 2 cores with 2
+competitors is 2x (3 runnable programs for 2 cores would be 1.5x; the command runs 2 threads).
+
+Variants (``--variants``, comma-separated):
+- ``default``: the command as shipped;
+- ``active``: ``OMP_WAIT_POLICY=ACTIVE`` (threads spin between parallel regions);
+- ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep between parallel regions);
+- ``threads1``: ``torch_threads=1``;
+- ``workers1``: ``data.num_workers=1`` (a DataLoader worker process).
+
+    PYTHONPATH=. .venv/bin/python scripts/bench/under_load.py --store work/demo/store [--steps 10] \\
+        [--variants default,passive,workers1] [--repeats 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+VARIANTS = {
+    "default": ({}, []),
+    "active": ({"OMP_WAIT_POLICY": "ACTIVE"}, []),
+    "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, []),
+    "threads1": ({}, ["torch_threads=1"]),
+    "workers1": ({}, ["data.num_workers=1"]),
+}
+BUSY = "import time\nend = time.time() + {secs}\nwhile time.time() < end:\n    pass\n"
+
+
+def _train(store: str, steps: int, env: dict, overrides: list[str], run_dir: str) -> float:
+    cmd = [sys.executable, "-m", "detector.train", "experiment=demo_synthetic", f"data.root={store}",
+           f"trainer.max_steps={steps}", "trainer.limit_val_batches=0", "trainer.enable_progress_bar=false",
+           f"hydra.run.dir={run_dir}", *overrides]
+    full_env = {**os.environ, **env}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"training command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+    return dt
+
+
+def _with_competitors(n: int, fn, secs: float = 3600.0):
+    procs = [subprocess.Popen([sys.executable, "-c", BUSY.format(secs=secs)]) for _ in range(n)]
+    try:
+        time.sleep(0.5)  # let them get going
+        return fn()
+    finally:
+        for p in procs:  # only the processes started here
+            p.kill()
+            p.wait()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--store", required=True, help="frame store with a training split (the demo's)")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--competitors", type=int, default=2)
+    ap.add_argument("--variants", default="default,passive,threads1,workers1")
+    ap.add_argument("--repeats", type=int, default=1)
+    args = ap.parse_args()
+    names = args.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variants {unknown}; known: {sorted(VARIANTS)}")
+    load = os.getloadavg()[0]
+    print(f"load average before: {load:.2f} on {os.cpu_count()} cores", file=sys.stderr)
+    times = {n: {"idle": [], "loaded": []} for n in names}
+    with tempfile.TemporaryDirectory(prefix="under_load_") as tmp:
+        for rep in range(args.repeats):
+            for n in names:
+                env, overrides = VARIANTS[n]
+                idle = _train(args.store, args.steps, env, overrides, f"{tmp}/{n}_{rep}_idle")
+                loaded = _with_competitors(args.competitors, lambda env=env, overrides=overrides, n=n: _train(
+                    args.store, args.steps, env, overrides, f"{tmp}/{n}_{rep}_loaded"))
+                times[n]["idle"].append(idle)
+                times[n]["loaded"].append(loaded)
+                print(f"round {rep}: {n} idle {idle:.1f} s, with {args.competitors} busy {loaded:.1f} s "
+                      f"({loaded / idle:.2f}x)", file=sys.stderr, flush=True)
+    base = statistics.median(times[names[0]]["idle"])
+    print(f"training command, {args.steps} steps of experiment=demo_synthetic (start-up included), "
+          f"{args.competitors} busy competitors, median of {args.repeats}")
+    print("| variant | idle s | vs first variant idle | with competitors s | slowdown |")
+    print("| --- | --- | --- | --- | --- |")
+    for n in names:
+        i, lo = statistics.median(times[n]["idle"]), statistics.median(times[n]["loaded"])
+        print(f"| {n} | {i:.1f} | {i / base:.2f} | {lo:.1f} | {lo / i:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
