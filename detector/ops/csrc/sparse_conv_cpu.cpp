@@ -293,30 +293,6 @@ torch::Tensor rulebook_weight_grad(const torch::Tensor& feat, const torch::Tenso
   return dw;
 }
 
-// spconv's rule-book layout (pairs (2, KV, P): row 0 input rows, row 1 output rows, -1 padded; counts
-// (KV,)) of a neighbour map ``nbr`` (n_out, KV) whose entries are input rows. One pass over the map rows
-// in order, so the pairs of each offset are in output-row order.
-std::pair<torch::Tensor, torch::Tensor> pairs_from_map(const torch::Tensor& nbr, int64_t p_max) {
-  const int64_t n_out = nbr.size(0), kv = nbr.size(1);
-  auto pairs = torch::full({2, kv, p_max}, -1, nbr.options());
-  auto counts = torch::zeros({kv}, nbr.options());
-  const int32_t* pn = nbr.data_ptr<int32_t>();
-  int32_t* pin = pairs.data_ptr<int32_t>();
-  int32_t* pout = pin + kv * p_max;
-  int32_t* pc = counts.data_ptr<int32_t>();
-  for (int64_t o = 0; o < n_out; ++o) {
-    const int32_t* row = pn + o * kv;
-    for (int64_t k = 0; k < kv; ++k) {
-      const int32_t i = row[k];
-      if (i < 0) continue;
-      const int64_t m = pc[k]++;
-      pin[k * p_max + m] = i;
-      pout[k * p_max + m] = static_cast<int32_t>(o);
-    }
-  }
-  return {pairs, counts};
-}
-
 // Pairs per offset of a neighbour map (counts (KV,) int32).
 torch::Tensor map_counts(const torch::Tensor& nbr) {
   const int64_t rows = nbr.size(0), kv = nbr.size(1);
@@ -329,11 +305,51 @@ torch::Tensor map_counts(const torch::Tensor& nbr) {
 }
 
 // The pair lists of a neighbour map (rows: destination rows, entries: source rows), for the weight
-// gradient: pairs (2, KV, rows) (row 0 source rows, row 1 destination rows, -1 padded), counts (KV,).
+// gradient: pairs (2, KV, rows) (row 0 source rows, row 1 destination rows; entries past counts[k]
+// unset), counts (KV,). Rows are split into blocks: a counting pass per block, offsets from the
+// per-offset prefix sums over the blocks, then each block writes its pairs: in row order, as one pass
+// would, whatever the thread count.
 std::vector<torch::Tensor> map_pairs(const torch::Tensor& nbr) {
   TORCH_CHECK(nbr.device().is_cpu() && nbr.scalar_type() == torch::kInt32 && nbr.is_contiguous() && nbr.dim() == 2,
               "nbr must be a contiguous (rows, KV) int32 CPU tensor");
-  auto [pairs, counts] = pairs_from_map(nbr, std::max<int64_t>(nbr.size(0), 1));
+  const int64_t rows = nbr.size(0), kv = nbr.size(1);
+  auto pairs = torch::empty({2, kv, std::max<int64_t>(rows, 1)}, nbr.options());
+  auto counts = torch::zeros({kv}, nbr.options());
+  const int64_t p_max = pairs.size(2);
+  constexpr int64_t kBlock = 8192;
+  const int64_t nblocks = (rows + kBlock - 1) / kBlock;
+  std::vector<int64_t> start(nblocks * kv, 0);  // per block and offset: first slot, after the prefix sums
+  const int32_t* pn = nbr.data_ptr<int32_t>();
+  at::parallel_for(0, nblocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b)
+      for (int64_t r = b * kBlock; r < std::min(rows, (b + 1) * kBlock); ++r)
+        for (int64_t k = 0; k < kv; ++k) start[b * kv + k] += pn[r * kv + k] >= 0;
+  });
+  int32_t* pc = counts.data_ptr<int32_t>();
+  for (int64_t k = 0; k < kv; ++k) {
+    int64_t total = 0;
+    for (int64_t b = 0; b < nblocks; ++b) {
+      const int64_t c = start[b * kv + k];
+      start[b * kv + k] = total;
+      total += c;
+    }
+    pc[k] = static_cast<int32_t>(total);
+  }
+  int32_t* pin = pairs.data_ptr<int32_t>();
+  int32_t* pout = pin + kv * p_max;
+  at::parallel_for(0, nblocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      int64_t* slot = &start[b * kv];
+      for (int64_t r = b * kBlock; r < std::min(rows, (b + 1) * kBlock); ++r)
+        for (int64_t k = 0; k < kv; ++k) {
+          const int32_t i = pn[r * kv + k];
+          if (i < 0) continue;
+          const int64_t m = slot[k]++;
+          pin[k * p_max + m] = i;
+          pout[k * p_max + m] = static_cast<int32_t>(r);
+        }
+    }
+  });
   return {pairs, counts};
 }
 
