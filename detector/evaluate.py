@@ -12,6 +12,10 @@ writes into the Hydra run dir:
 
 from __future__ import annotations
 
+from detector.openmp import prefer_passive_wait
+
+prefer_passive_wait()  # before torch loads, through the imports below (see detector/openmp.py)
+
 import logging
 import sys
 from pathlib import Path

@@ -8,6 +8,7 @@ are merged across ranks at epoch end.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning as L
@@ -71,7 +72,10 @@ class DetectorModule(L.LightningModule):
             return opt
         total = int(self.trainer.estimated_stepping_batches)
         if hp.scheduler == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=max(total, 2),
+            # OneCycleLR divides by its warm-up length (warmup_pct * total_steps - 1): a short run (e.g.
+            # trainer.max_steps=10 at warmup_pct 0.1) must still have a warm-up of at least one step
+            total = max(total, 2, math.floor(1.0 / hp.warmup_pct) + 1 if hp.warmup_pct > 0 else 2)
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=total,
                                                         pct_start=hp.warmup_pct, anneal_strategy="cos",
                                                         div_factor=10.0, final_div_factor=100.0)
         elif hp.scheduler == "cosine":

@@ -9,6 +9,10 @@ the detector with its state carried through each segment, and writes ``predictio
 
 from __future__ import annotations
 
+from detector.openmp import prefer_passive_wait
+
+prefer_passive_wait()  # before torch loads, through the imports below (see detector/openmp.py)
+
 import logging
 import sys
 from pathlib import Path

@@ -9,6 +9,10 @@ the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
+from detector.openmp import prefer_passive_wait
+
+prefer_passive_wait()  # before torch loads, through the imports below (see detector/openmp.py)
+
 import logging
 import os
 from pathlib import Path

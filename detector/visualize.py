@@ -9,6 +9,10 @@ Bad inputs end with a one-line message on stderr and exit status 2 (no traceback
 
 from __future__ import annotations
 
+from detector.openmp import prefer_passive_wait
+
+prefer_passive_wait()  # before torch loads, through the imports below (see detector/openmp.py)
+
 import time
 from dataclasses import dataclass
 from itertools import islice

@@ -9,8 +9,8 @@ import torch
 from spconv.pytorch import SparseConvTensor
 from torch import nn
 
-from detector.models.backbone import SubMBlock
 from detector.eval.iou import paired_iou
+from detector.models.backbone import SubMBlock
 from detector.models.box_coding import DEFAULT_ANCHOR_SIZES, BoxCoder
 from detector.models.losses import sigmoid_focal_loss, smooth_l1
 from detector.models.nms import rotated_nms

@@ -7,11 +7,14 @@ the wall time of each run and its ratio to the same variant's idle run: a fair s
 competitors is 2x (3 runnable programs for 2 cores would be 1.5x; the command runs 2 threads).
 
 Variants (``--variants``, comma-separated):
-- ``default``: the command as shipped;
-- ``active``: ``OMP_WAIT_POLICY=ACTIVE`` (threads spin between parallel regions);
+- ``default``: the command as shipped (``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets it:
+  ``detector/openmp.py``);
+- ``active``: ``OMP_WAIT_POLICY=ACTIVE`` (threads spin between parallel regions: torch's default, and
+  the project's before ``detector/openmp.py``);
 - ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep between parallel regions);
 - ``threads1``: ``torch_threads=1``;
-- ``workers1``: ``data.num_workers=1`` (a DataLoader worker process).
+- ``workers1``: ``data.num_workers=1`` (a DataLoader worker process), with the shipped wait policy;
+- ``active_workers1``: both of the previous settings' opposites: spinning threads and a worker.
 
     PYTHONPATH=. .venv/bin/python scripts/bench/under_load.py --store work/demo/store [--steps 10] \\
         [--variants default,passive,workers1] [--repeats 1]
@@ -20,6 +23,7 @@ Variants (``--variants``, comma-separated):
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import subprocess
@@ -35,6 +39,7 @@ VARIANTS = {
     "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, []),
     "threads1": ({}, ["torch_threads=1"]),
     "workers1": ({}, ["data.num_workers=1"]),
+    "active_workers1": ({"OMP_WAIT_POLICY": "ACTIVE"}, ["data.num_workers=1"]),
 }
 BUSY = "import time\nend = time.time() + {secs}\nwhile time.time() < end:\n    pass\n"
 
@@ -43,7 +48,7 @@ def _train(store: str, steps: int, env: dict, overrides: list[str], run_dir: str
     cmd = [sys.executable, "-m", "detector.train", "experiment=demo_synthetic", f"data.root={store}",
            f"trainer.max_steps={steps}", "trainer.limit_val_batches=0", "trainer.enable_progress_bar=false",
            f"hydra.run.dir={run_dir}", *overrides]
-    full_env = {**os.environ, **env}
+    full_env = {**{k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}, **env}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True)
     dt = time.perf_counter() - t0
@@ -83,8 +88,8 @@ def main() -> None:
             for n in names:
                 env, overrides = VARIANTS[n]
                 idle = _train(args.store, args.steps, env, overrides, f"{tmp}/{n}_{rep}_idle")
-                loaded = _with_competitors(args.competitors, lambda env=env, overrides=overrides, n=n: _train(
-                    args.store, args.steps, env, overrides, f"{tmp}/{n}_{rep}_loaded"))
+                loaded = _with_competitors(args.competitors, functools.partial(
+                    _train, args.store, args.steps, env, overrides, f"{tmp}/{n}_{rep}_loaded"))
                 times[n]["idle"].append(idle)
                 times[n]["loaded"].append(loaded)
                 print(f"round {rep}: {n} idle {idle:.1f} s, with {args.competitors} busy {loaded:.1f} s "
