@@ -65,6 +65,11 @@ POINT_SLOTS = 3  # point buffers used in turn (see ViewerWindow._fill_slot)
 #: screen only with a redraw asked for after the renderer has caught up.
 FLUSH_S = 4.0
 FLUSH_EVERY_S = 0.1
+#: ... then once every FLUSH_TAIL_EVERY_S up to FLUSH_TAIL_S after the change: on a loaded machine the
+#: software renderer's first frames (shader compilation included) took longer than FLUSH_S, and a window
+#: that stops asking for redraws then shows nothing until the user moves the mouse.
+FLUSH_TAIL_S = 60.0
+FLUSH_TAIL_EVERY_S = 1.0
 
 
 class NoDisplayError(UnavailableError):
@@ -192,6 +197,7 @@ class ViewerWindow:
         self._next_step_at = 0.0
         self._draw_countdown = -1
         self._flush_until = 0.0
+        self._flush_tail_until = 0.0
         self._last_redraw = 0.0
         self._closed = False
         self._t_created = time.time()
@@ -530,7 +536,7 @@ class ViewerWindow:
             return False
         action()
         self.window.post_redraw()
-        self._flush_until = time.monotonic() + FLUSH_S
+        self._flush_after_change()
         return True
 
     def _toggle_panel(self) -> None:
@@ -577,12 +583,19 @@ class ViewerWindow:
             self._last_status = status
             self._update_caption()
         if changed:
-            self._flush_until = now + FLUSH_S
+            self._flush_after_change(now)
         elif now < self._flush_until and now - self._last_redraw >= FLUSH_EVERY_S:
+            changed = True
+        elif now < self._flush_tail_until and now - self._last_redraw >= FLUSH_TAIL_EVERY_S:
             changed = True
         if changed:
             self._last_redraw = now
         return changed
+
+    def _flush_after_change(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self._flush_until = now + FLUSH_S
+        self._flush_tail_until = now + FLUSH_TAIL_S
 
     def _on_close(self) -> bool:
         if not self._closed:
@@ -657,7 +670,7 @@ class ViewerWindow:
         self._draw_countdown = 1
         self.widget.force_redraw()  # the widget caches its last image: geometry changes need a new one
         self.window.post_redraw()
-        self._flush_until = time.monotonic() + FLUSH_S
+        self._flush_after_change()
 
     def _update_points(self) -> None:
         import open3d as o3d
