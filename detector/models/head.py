@@ -49,8 +49,8 @@ class DetectionHead(nn.Module):
     per-class IoU thresholds (optionally merging suppressed boxes), at most ``max_detections`` a frame.
 
     IoU-aware scores (``iou_weight > 0``): one more per-site output learns the 3D IoU of the site's
-    decoded box with its object (BCE against the IoU, on up to ``iou_max_sites`` random positives a
-    frame: the targets' polygon clipping runs on the CPU); decoding then ranks, merges and
+    decoded box with its object (BCE against the IoU, on up to ``iou_max_sites`` positives a frame,
+    evenly spaced: the targets' polygon clipping runs on the CPU); decoding then ranks, merges and
     reports ``p ** (1 - a) * iou ** a`` (``a = iou_power`` per class) instead of the class probability
     ``p``, so that of an object's many votes the best-fitting box leads its NMS cluster. The score
     thresholds stay on ``p``.
@@ -166,11 +166,14 @@ class DetectionHead(nn.Module):
             bce = nn.functional.binary_cross_entropy_with_logits(out.dir_logits[pos], direction, reduction="none")
             dirl = (bce * site_w).sum() / site_w.sum()
             if out.iou_logits is not None:
-                # the IoU targets (polygon clipping on the CPU) of at most iou_max_sites random positives
+                # the IoU targets (polygon clipping on the CPU) of at most iou_max_sites positives, evenly
+                # spaced in site order (every object keeps its share; no random draw, so a resumed run
+                # repeats an uninterrupted one exactly)
                 rows = torch.nonzero(pos).squeeze(1)
                 pick = torch.arange(rows.numel(), device=rows.device)
                 if rows.numel() > self.iou_max_sites:
-                    pick = torch.randperm(rows.numel(), device=rows.device)[: self.iou_max_sites]
+                    pick = torch.div(pick[: self.iou_max_sites] * rows.numel(), self.iou_max_sites,
+                                     rounding_mode="floor")
                 sub = torch.zeros_like(pos)
                 sub[rows[pick]] = True
                 iou_t = self._iou_targets(out, targets, sub)
