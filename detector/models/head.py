@@ -48,9 +48,11 @@ class DetectionHead(nn.Module):
     ``pre_nms_per_class``), rotated BEV NMS with
     per-class IoU thresholds (optionally merging suppressed boxes), at most ``max_detections`` a frame.
 
-    IoU-aware scores (``iou_weight > 0``): one more per-site output learns the 3D IoU of the site's
-    decoded box with its object (BCE against the IoU, on up to ``iou_max_sites`` positives a frame,
-    evenly spaced: the targets' polygon clipping runs on the CPU); decoding then ranks, merges and
+    IoU-aware scores (``iou_weight > 0``): one more per-site output per class learns the 3D IoU of the
+    site's decoded box with an object of that class: at a positive site of class ``l`` the IoU of its box
+    with its object for output ``l`` and 0 for the others (a car's site holds no pedestrian, whatever its
+    box); BCE, on up to ``iou_max_sites`` positives a frame, evenly spaced: the targets' polygon clipping
+    runs on the CPU; decoding then ranks, merges and
     reports ``p ** (1 - a) * iou ** a`` (``a = iou_power`` per class) instead of the class probability
     ``p``, so that of an object's many votes the best-fitting box leads its NMS cluster. The score
     thresholds stay on ``p``.
@@ -127,7 +129,7 @@ class DetectionHead(nn.Module):
         c = channels if convs > 0 else c_in
         self.cls = nn.Linear(c, n)
         self.reg = nn.Linear(c, BoxCoder.code_size + 1)
-        self.iou = nn.Linear(c, 1) if self.iou_weight > 0 else None
+        self.iou = nn.Linear(c, n) if self.iou_weight > 0 else None
         with torch.no_grad():
             self.cls.bias.fill_(-torch.log(torch.tensor((1 - prior_prob) / prior_prob)).item())
             self.reg.weight.mul_(0.1)
@@ -136,7 +138,7 @@ class DetectionHead(nn.Module):
     def forward(self, x: SparseConvTensor, centres: torch.Tensor) -> HeadOutput:
         f = self.body(x).features
         reg = self.reg(f)
-        iou = self.iou(f)[:, 0] if self.iou is not None else None
+        iou = self.iou(f) if self.iou is not None else None
         return HeadOutput(x.indices, centres, self.cls(f), reg[:, :-1], reg[:, -1], iou)
 
     def targets(self, out: HeadOutput, gt_boxes: torch.Tensor, gt_types: torch.Tensor) -> Targets:
@@ -176,10 +178,11 @@ class DetectionHead(nn.Module):
                                      rounding_mode="floor")
                 sub = torch.zeros_like(pos)
                 sub[rows[pick]] = True
-                iou_t = self._iou_targets(out, targets, sub)
+                iou_t = torch.zeros_like(out.iou_logits[sub])
+                iou_t[torch.arange(iou_t.shape[0]), targets.labels[sub]] = self._iou_targets(out, targets, sub)
                 bce = nn.functional.binary_cross_entropy_with_logits(out.iou_logits[sub], iou_t, reduction="none")
                 w = site_w[pick]
-                ioul = (bce * w).sum() / w.sum()
+                ioul = (bce.sum(dim=1) * w).sum() / w.sum()
         else:
             reg = out.box_reg.sum() * 0.0
             dirl = out.dir_logits.sum() * 0.0
@@ -209,8 +212,7 @@ class DetectionHead(nn.Module):
         rescore = out.iou_logits is not None and any(powers)
         if rescore:
             power = torch.tensor(powers, device=probs.device, dtype=probs.dtype)
-            iou = torch.sigmoid(out.iou_logits)[:, None]
-            ranked = probs.pow(1.0 - power) * iou.pow(power)  # (N, C): what is ranked and reported
+            ranked = probs.pow(1.0 - power) * torch.sigmoid(out.iou_logits).pow(power)  # (N, C): ranked, reported
         batch = out.sites[:, 0].long()
         for b in range(batch_size):
             rows = torch.nonzero(batch == b).squeeze(1)

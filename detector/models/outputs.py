@@ -36,8 +36,8 @@ class HeadOutput:
 
     sites: (N, 4) int32 ``[b, z, y, x]``; centres: (N, 3) voxel centres in metres;
     cls_logits: (N, C) one logit per trained class; box_reg: (N, 8) box code (see ``BoxCoder``);
-    dir_logits: (N,) heading direction logit; iou_logits: (N,) predicted IoU of the site's box with its
-    object (logit), only from a head with the IoU branch (``iou_weight > 0``), else None.
+    dir_logits: (N,) heading direction logit; iou_logits: (N, C) predicted IoU of the site's box with an
+    object of each class (logits), only from a head with the IoU branch (``iou_weight > 0``), else None.
     """
 
     sites: torch.Tensor

@@ -150,7 +150,7 @@ def test_iou_branch_learns_the_iou_of_each_sites_decoded_box():
     code[1, :3] = 0.0  # the second site predicts its own centre: 1 m behind the object
     logits = torch.full((2, 3), -10.0)
     out = HeadOutput(torch.zeros((2, 4), dtype=torch.int32), centres, logits, code, (direction * 2 - 1) * 5,
-                     torch.zeros(2, requires_grad=True))
+                     torch.zeros((2, 3), requires_grad=True))
     targets = Targets(labels, box.repeat(2, 1))
     iou = head._iou_targets(out, targets, torch.tensor([True, True]))
     # same box: 1; shifted 1 m in x: (cos 0.3, sin 0.3) m along and across the 4 x 2 box, same height
@@ -160,19 +160,22 @@ def test_iou_branch_learns_the_iou_of_each_sites_decoded_box():
     losses = head.loss(out, targets)
     assert set(losses) == {"loss", "cls", "reg", "dir", "iou"}
     losses["iou"].backward()
-    # BCE against the IoU, averaged over the positives: d/dlogit = (sigmoid(0) - IoU) / 2
-    assert torch.allclose(out.iou_logits.grad, (0.5 - iou) / 2, atol=1e-6)
+    # BCE against the IoU for the site's own class (vehicle), against 0 for the others (no pedestrian or
+    # cyclist is there), averaged over the positives: d/dlogit = (sigmoid(0) - target) / 2
+    assert torch.allclose(out.iou_logits.grad[:, 0], (0.5 - iou) / 2, atol=1e-6)
+    assert torch.allclose(out.iou_logits.grad[:, 1:], torch.full((2, 2), 0.25), atol=1e-6)
     # at most iou_max_sites positives take part (the rest get no IoU gradient)
     out.iou_logits.grad = None
     DetectionHead(16, iou_weight=1.0, iou_max_sites=1).loss(out, targets)["iou"].backward()
-    assert int((out.iou_logits.grad != 0).sum()) == 1
+    assert int((out.iou_logits.grad.abs().sum(dim=1) != 0).sum()) == 1
 
 
 def test_iou_power_ranks_the_better_fitting_box_first():
     centres = torch.tensor([[0.0, 0.0, 0.0], [30.0, 0.0, 0.0]])
     logits = torch.full((2, 3), -10.0)
     logits[:, 0] = torch.tensor([math.log(0.6 / 0.4), math.log(0.5 / 0.5)])  # the first more confident
-    iou_logits = torch.tensor([math.log(0.3 / 0.7), math.log(0.9 / 0.1)])  # the second fits far better
+    iou_logits = torch.full((2, 3), -5.0)
+    iou_logits[:, 0] = torch.tensor([math.log(0.3 / 0.7), math.log(0.9 / 0.1)])  # the second fits far better
     out = HeadOutput(torch.zeros((2, 4), dtype=torch.int32), centres, logits, torch.zeros((2, 8)),
                      torch.zeros(2), iou_logits)
     plain = DetectionHead(16, iou_weight=1.0).decode(out, 1)[0]
