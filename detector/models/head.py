@@ -167,39 +167,37 @@ class DetectionHead(nn.Module):
             reg = (smooth_l1(out.box_reg[pos], code).sum(dim=1) * site_w).sum()
             bce = nn.functional.binary_cross_entropy_with_logits(out.dir_logits[pos], direction, reduction="none")
             dirl = (bce * site_w).sum() / site_w.sum()
-            if out.iou_logits is not None:
-                # the IoU targets (polygon clipping on the CPU) of at most iou_max_sites positives, evenly
-                # spaced in site order (every object keeps its share; no random draw, so a resumed run
-                # repeats an uninterrupted one exactly)
-                rows = torch.nonzero(pos).squeeze(1)
-                pick = torch.arange(rows.numel(), device=rows.device)
-                if rows.numel() > self.iou_max_sites:
-                    pick = torch.div(pick[: self.iou_max_sites] * rows.numel(), self.iou_max_sites,
-                                     rounding_mode="floor")
-                sub = torch.zeros_like(pos)
-                sub[rows[pick]] = True
-                iou_t = torch.zeros_like(out.iou_logits[sub])
-                iou_t[torch.arange(iou_t.shape[0]), targets.labels[sub]] = self._iou_targets(out, targets, sub)
-                bce = nn.functional.binary_cross_entropy_with_logits(out.iou_logits[sub], iou_t, reduction="none")
-                w = site_w[pick]
-                ioul = (bce.sum(dim=1) * w).sum() / w.sum()
         else:
             reg = out.box_reg.sum() * 0.0
             dirl = out.dir_logits.sum() * 0.0
-            if out.iou_logits is not None:
-                ioul = out.iou_logits.sum() * 0.0
         total = self.cls_weight * cls + self.reg_weight * reg + self.dir_weight * dirl
         losses = {"loss": total, "cls": cls, "reg": reg, "dir": dirl}
         if out.iou_logits is not None:
-            losses["iou"] = ioul
-            losses["loss"] = total + self.iou_weight * ioul
+            losses["iou"] = self._iou_loss(out, targets, site_w)
+            losses["loss"] = total + self.iou_weight * losses["iou"]
         return losses
 
+    def _iou_loss(self, out: HeadOutput, targets: Targets, site_w: torch.Tensor) -> torch.Tensor:
+        """BCE of the IoU branch on at most ``iou_max_sites`` positives, evenly spaced in site order
+        (every object keeps its share; no random draw, so a resumed run repeats an uninterrupted one)."""
+        rows = torch.nonzero(targets.positive).squeeze(1)
+        if rows.numel() == 0:
+            return out.iou_logits.sum() * 0.0
+        pick = torch.arange(rows.numel(), device=rows.device)
+        if rows.numel() > self.iou_max_sites:
+            pick = torch.div(pick[: self.iou_max_sites] * rows.numel(), self.iou_max_sites, rounding_mode="floor")
+        sites = rows[pick]
+        target = torch.zeros_like(out.iou_logits[sites])  # 0 for every class but the site's own
+        target[torch.arange(sites.numel()), targets.labels[sites]] = self._iou_targets(out, targets, sites)
+        bce = nn.functional.binary_cross_entropy_with_logits(out.iou_logits[sites], target, reduction="none")
+        w = site_w[pick]
+        return (bce.sum(dim=1) * w).sum() / w.sum()
+
     @torch.no_grad()
-    def _iou_targets(self, out: HeadOutput, targets: Targets, pos: torch.Tensor) -> torch.Tensor:
-        """3D IoU of every positive site's decoded box (as decoding would make it) with its object."""
-        boxes = self.coder.decode(out.box_reg[pos], out.dir_logits[pos], out.centres[pos], targets.labels[pos])
-        iou = paired_iou(boxes.double().cpu().numpy(), targets.boxes[pos].double().cpu().numpy())
+    def _iou_targets(self, out: HeadOutput, targets: Targets, sites: torch.Tensor) -> torch.Tensor:
+        """3D IoU of the given positive sites' decoded boxes (as decoding would make them) with their objects."""
+        boxes = self.coder.decode(out.box_reg[sites], out.dir_logits[sites], out.centres[sites], targets.labels[sites])
+        iou = paired_iou(boxes.double().cpu().numpy(), targets.boxes[sites].double().cpu().numpy())
         return torch.from_numpy(iou.astype(np.float32)).to(out.iou_logits.device)
 
     @torch.no_grad()
@@ -208,10 +206,9 @@ class DetectionHead(nn.Module):
         probs = torch.sigmoid(out.cls_logits)
         results = []
         thresholds = torch.tensor(self.score_threshold, device=probs.device)
-        powers = _per_class(self.iou_power, probs.shape[1], "iou_power")  # (a setting may be changed after init)
-        rescore = out.iou_logits is not None and any(powers)
+        rescore = out.iou_logits is not None and any(self.iou_power)
         if rescore:
-            power = torch.tensor(powers, device=probs.device, dtype=probs.dtype)
+            power = torch.tensor(self.iou_power, device=probs.device, dtype=probs.dtype)
             ranked = probs.pow(1.0 - power) * torch.sigmoid(out.iou_logits).pow(power)  # (N, C): ranked, reported
         batch = out.sites[:, 0].long()
         for b in range(batch_size):

@@ -146,9 +146,7 @@ def gather_gemm_scatter(
     (row 0 input rows, row 1 output rows; swapped for an inverse convolution) and ``indice_pair_num``
     ``(KV,)`` counts the valid pairs per kernel offset.
     """
-    if indice_pairs.shape[-1] == 0 and bool((indice_pair_num > 0).any()):
-        raise RuntimeError("the torch path got a rule book of the compiled kernels (neighbour maps, no pair lists): "
-                           "run a whole forward pass on one backend")
+    _require_pair_lists(indice_pairs, indice_pair_num)
     return _GatherGemmScatter.apply(features, weight, indice_pairs, indice_pair_num, num_out, subm, inverse)
 
 
@@ -202,12 +200,19 @@ class _NeighbourMaps:
             cached = getattr(datas, "_detector_neighbour_maps", None)
             if cached is not None and cached[0] is indice_pairs:
                 return cached[1]
-        if indice_pairs.shape[-1] == 0 and bool((indice_pair_num > 0).any()):
-            raise RuntimeError("a rule book of the compiled kernels (no pair lists) lost its neighbour maps")
+        _require_pair_lists(indice_pairs, indice_pair_num)
         maps = cls.from_rulebook(indice_pairs, indice_pair_num, n_in, n_out, subm)
         if datas is not None:
             datas._detector_neighbour_maps = (indice_pairs, maps)
         return maps
+
+
+def _require_pair_lists(indice_pairs: torch.Tensor, indice_pair_num: torch.Tensor) -> None:
+    """A compiled rule book (``_no_pairs``) has only neighbour maps: refuse it where spconv's pair lists
+    are needed, rather than convolve over nothing."""
+    if indice_pairs.shape[-1] == 0 and bool((indice_pair_num > 0).any()):
+        raise RuntimeError("a rule book of the compiled kernels (neighbour maps, no pair lists) reached a path that "
+                           "needs spconv's pair lists: run a whole forward pass on one backend")
 
 
 def _no_pairs(kv: int) -> torch.Tensor:
@@ -254,10 +259,7 @@ class _NeighbourConv(torch.autograd.Function):
                 bwd_map = maps.by_out if inverse else maps.by_in
                 grad_f = kern.neighbour_conv(grad_out, bwd_map, _padded(wt), in_channels)
         if ctx.needs_input_grad[1]:
-            # the forward's map, as pair lists for this layer only: row 0 feature rows, row 1 output rows
-            pairs, counts = kern.map_pairs(maps.by_in if inverse else maps.by_out)
-            dw = kern.rulebook_weight_grad(features, grad_out, pairs[0], pairs[1], counts.long())  # (KV, I, O)
-            del pairs
+            dw = kern.map_weight_grad(features, grad_out, maps.by_in if inverse else maps.by_out)  # (KV, I, O)
             grad_w = dw.permute(2, 0, 1).reshape(weight.shape)
         return grad_f, grad_w, None, None, None
 
@@ -320,7 +322,7 @@ class _CpuSafeConv:
             outids, pairs, pair_num = datas.out_indices, datas.indice_pairs, datas.indice_pair_num
             out_spatial_shape = spatial_shape
         elif self.subm and cpu_backend() == "cpp" and all(k % 2 == 1 for k in self.kernel_size):
-            # the compiled submanifold rule book: neighbour map and spconv's pair layout in one pass
+            # the compiled submanifold rule book: its neighbour map (and offset counts), no pair lists
             out_spatial_shape = spatial_shape
             nbr, pair_num = cpu_kernels.load().submanifold_rulebook(
                 indices, list(spatial_shape), list(self.kernel_size), list(self.dilation)

@@ -158,7 +158,11 @@ def main(argv: list[str] | None = None) -> dict:
         name, _, value = kv.partition("=")
         if not hasattr(model.head, name):
             raise SystemExit(f"--head {kv}: the head has no setting {name!r}")
-        setattr(model.head, name, json.loads(value))
+        new = json.loads(value)
+        current = getattr(model.head, name)
+        if isinstance(current, list) and not isinstance(new, list):  # a per-class setting given once for all
+            new = [new] * len(current)
+        setattr(model.head, name, new)
     result: dict = {"checkpoint": str(ckpt), "experiment": args.experiment, "seeds": {}, "synth": args.synth,
                     "eval": args.eval, "head": args.head, "val_segments": args.val_segments, "frames": args.frames}
     for seed in args.seeds:

@@ -245,54 +245,6 @@ torch::Tensor neighbour_conv(const torch::Tensor& src, const torch::Tensor& nbr,
   return dst;
 }
 
-// Weight gradient over a rule book: dw (KV, c_in, c_out) with dw[k] = sum_p feat[in[k, p]]^T grad[out[k, p]]
-// for p < counts[k]; an offset with counts[k] < 0 is the identity map over all rows (a submanifold centre).
-torch::Tensor rulebook_weight_grad(const torch::Tensor& feat, const torch::Tensor& grad, const torch::Tensor& pair_in,
-                                   const torch::Tensor& pair_out, const torch::Tensor& counts) {
-  check_cpu_float(feat, "feat");
-  check_cpu_float(grad, "grad");
-  TORCH_CHECK(pair_in.scalar_type() == torch::kInt32 && pair_out.scalar_type() == torch::kInt32 &&
-                  pair_in.is_contiguous() && pair_out.is_contiguous() && pair_in.dim() == 2,
-              "pair_in / pair_out must be contiguous (KV, P) int32");
-  TORCH_CHECK(counts.scalar_type() == torch::kInt64 && counts.is_contiguous(), "counts must be int64");
-  const int64_t kv = pair_in.size(0), ld_p = pair_in.size(1), c_in = feat.size(1), c_out = grad.size(1);
-  TORCH_CHECK(counts.numel() == kv && pair_out.size(0) == kv && pair_out.size(1) == ld_p, "rule book shapes differ");
-  auto dw = torch::zeros({kv, c_in, c_out}, feat.options());
-  const int64_t ld = (c_out + kLanes - 1) / kLanes * kLanes;
-  const float* pf = feat.data_ptr<float>();
-  const float* pg = grad.data_ptr<float>();
-  const int32_t* pi = pair_in.data_ptr<int32_t>();
-  const int32_t* po = pair_out.data_ptr<int32_t>();
-  const int64_t* pc = counts.data_ptr<int64_t>();
-  float* pdw = dw.data_ptr<float>();
-  const int64_t n_identity = std::min(feat.size(0), grad.size(0));
-  constexpr int64_t kChunk = 256;
-  // one task per offset, handed out dynamically (offsets differ widely in pair count); dw[k] has one owner
-#pragma omp parallel num_threads(at::get_num_threads())
-  {
-    std::vector<float> a(kChunk * c_in), b(kChunk * ld, 0.0f), acc(c_in * ld);
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t k = 0; k < kv; ++k) {
-      const bool identity = pc[k] < 0;
-      const int64_t n = identity ? n_identity : pc[k];
-      if (n == 0) continue;
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t p0 = 0; p0 < n; p0 += kChunk) {
-        const int64_t m = std::min(kChunk, n - p0);
-        for (int64_t p = 0; p < m; ++p) {
-          const int64_t i = identity ? p0 + p : pi[k * ld_p + p0 + p];
-          const int64_t o = identity ? p0 + p : po[k * ld_p + p0 + p];
-          std::memcpy(&a[p * c_in], pf + i * c_in, sizeof(float) * c_in);
-          std::memcpy(&b[p * ld], pg + o * c_out, sizeof(float) * c_out);
-        }
-        dw_accumulate(a.data(), b.data(), acc.data(), m, c_in, ld);
-      }
-      for (int64_t c = 0; c < c_in; ++c) std::memcpy(pdw + (k * c_in + c) * c_out, &acc[c * ld], sizeof(float) * c_out);
-    }
-  }
-  return dw;
-}
-
 // Pairs per offset of a neighbour map (counts (KV,) int32).
 torch::Tensor map_counts(const torch::Tensor& nbr) {
   const int64_t rows = nbr.size(0), kv = nbr.size(1);
@@ -351,6 +303,48 @@ std::vector<torch::Tensor> map_pairs(const torch::Tensor& nbr) {
     }
   });
   return {pairs, counts};
+}
+
+// Weight gradient of a convolution given the neighbour map its forward used (rows: output rows,
+// entries: feature rows): dw (KV, c_in, c_out) with dw[k] = sum_r feat[nbr[r, k]]^T grad[r]. The pair
+// lists are made here (``map_pairs``) and freed on return: no layer keeps them.
+torch::Tensor map_weight_grad(const torch::Tensor& feat, const torch::Tensor& grad, const torch::Tensor& nbr) {
+  check_cpu_float(feat, "feat");
+  check_cpu_float(grad, "grad");
+  TORCH_CHECK(nbr.size(0) == grad.size(0), "the map has one row per output row (grad)");
+  const auto pc_pairs = map_pairs(nbr);
+  const torch::Tensor& pairs = pc_pairs[0];
+  const int64_t kv = pairs.size(1), ld_p = pairs.size(2), c_in = feat.size(1), c_out = grad.size(1);
+  auto dw = torch::zeros({kv, c_in, c_out}, feat.options());
+  const int64_t ld = (c_out + kLanes - 1) / kLanes * kLanes;
+  const float* pf = feat.data_ptr<float>();
+  const float* pg = grad.data_ptr<float>();
+  const int32_t* pi = pairs.data_ptr<int32_t>();
+  const int32_t* po = pi + kv * ld_p;
+  const int32_t* pc = pc_pairs[1].data_ptr<int32_t>();
+  float* pdw = dw.data_ptr<float>();
+  constexpr int64_t kChunk = 256;
+  // one task per offset, handed out dynamically (offsets differ widely in pair count); dw[k] has one owner
+#pragma omp parallel num_threads(at::get_num_threads())
+  {
+    std::vector<float> a(kChunk * c_in), b(kChunk * ld, 0.0f), acc(c_in * ld);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t k = 0; k < kv; ++k) {
+      const int64_t n = pc[k];
+      if (n == 0) continue;
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t p0 = 0; p0 < n; p0 += kChunk) {
+        const int64_t m = std::min(kChunk, n - p0);
+        for (int64_t p = 0; p < m; ++p) {
+          std::memcpy(&a[p * c_in], pf + static_cast<int64_t>(pi[k * ld_p + p0 + p]) * c_in, sizeof(float) * c_in);
+          std::memcpy(&b[p * ld], pg + static_cast<int64_t>(po[k * ld_p + p0 + p]) * c_out, sizeof(float) * c_out);
+        }
+        dw_accumulate(a.data(), b.data(), acc.data(), m, c_in, ld);
+      }
+      for (int64_t c = 0; c < c_in; ++c) std::memcpy(pdw + (k * c_in + c) * c_out, &acc[c * ld], sizeof(float) * c_out);
+    }
+  }
+  return dw;
 }
 
 // Rule book of a regular (strided) convolution: output site o receives input site x through offset k
@@ -508,5 +502,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("submanifold_rulebook", &submanifold_rulebook, "(neighbour map, counts) of a subm conv");
   m.def("strided_rulebook", &strided_rulebook, "(out indices, by_out, by_in, counts) of a strided conv");
   m.def("map_pairs", &map_pairs, "(pairs (2, KV, rows), counts) of a neighbour map, for the weight gradient");
-  m.def("rulebook_weight_grad", &rulebook_weight_grad, "dW[k] = sum over offset k's pairs of feat[i]^T grad[o]");
+  m.def("map_weight_grad", &map_weight_grad, "dW[k] = sum_r feat[nbr[r, k]]^T grad[r] (the forward's map)");
 }
