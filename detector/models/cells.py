@@ -1,7 +1,8 @@
 """Recurrent cells over sparse tensors: the gates are sparse convolutions over ``[x_t, h_{t-1}]``.
 
-All cells work on one set of sites (the union of the current voxels and the moved state), with the
-previous hidden/memory features already scattered onto them (zeros where the state had no site).
+All cells work on one set of sites (the union of the current voxels and the moved state); the
+previous hidden/memory features come as the state's own rows and their places among those sites
+(zeros where the state had no site).
 
 - ``lstm``: i, f, o, g gates; c = f*c + i*g; h = o*tanh(c). Forget-gate bias initialised to 1.0.
 - ``peephole``: LSTM whose i and f gates also see c_{t-1} and whose o gate sees c_t (per-channel
@@ -18,6 +19,7 @@ from torch import nn
 
 from detector.models.backbone import SparseUNet, SubMBlock
 from detector.models.rulebooks import SITES_SUBM3
+from detector.models.state import scatter_rows
 from detector.ops import SubMConv3d
 
 __all__ = ["GateNet", "SparseRecurrentCell", "CELL_KINDS"]
@@ -54,12 +56,20 @@ class GateNet(nn.Module):
     def forward(self, x: SparseConvTensor) -> SparseConvTensor:
         return self.out(self.body(x))
 
+    def forward_rows(self, x: SparseConvTensor, rows: torch.Tensor, features: torch.Tensor) -> SparseConvTensor:
+        """``forward`` on ``x``'s sites with ``features`` at ``rows`` and zeros elsewhere. A net that is one
+        convolution computes only the pairs from those rows (``SubMConv3d.forward_rows``)."""
+        if isinstance(self.body, nn.Sequential) and len(self.body) == 0:
+            return self.out.forward_rows(x, rows, features)
+        return self(x.replace_feature(scatter_rows(features, rows, x.indices.shape[0])))
+
 
 class SparseRecurrentCell(nn.Module):
     """One recurrent layer of kind ``lstm`` | ``peephole`` | ``coupled`` | ``gru`` (see module doc).
 
-    ``forward(x, h, c)`` takes a ``SparseConvTensor`` x (U sites, in_channels) and the previous
-    hidden (U, H) / memory (U, H or None) on the same sites; returns ``(h, c, sites)`` where
+    ``forward(x, h_prev, c_prev, rows)`` takes a ``SparseConvTensor`` x (U sites, in_channels), the
+    previous hidden (S, H) / memory (S, H or None) and the rows (S,) of their sites among x's; returns
+    ``(h, c, sites)`` (h, c on x's U sites) where
     ``sites`` is a ``SparseConvTensor`` carrying the rule books computed on these sites (reusable).
 
     input_kernel: 3 (default) runs the gate network over ``[x, h]``; 1 feeds ``x`` through a per-site
@@ -106,17 +116,22 @@ class SparseRecurrentCell(nn.Module):
         return self.kind != "gru"
 
     def forward(
-        self, x: SparseConvTensor, h: torch.Tensor, c: torch.Tensor | None
+        self, x: SparseConvTensor, h_prev: torch.Tensor, c_prev: torch.Tensor | None, rows: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None, SparseConvTensor]:
         hc = self.hidden_channels
         xf = x.features
+        u = xf.shape[0]
+        c = None if c_prev is None else scatter_rows(c_prev, rows, u)
+        h = None  # on x's sites, built where a gate needs it whole
         if self.input_kernel == 1:
-            pre = self.gates(x.replace_feature(h))
+            pre = self.gates.forward_rows(x, rows, h_prev)
             a = pre.features + self.gates_x(xf)
         else:
+            h = scatter_rows(h_prev, rows, u)
             pre = self.gates(x.replace_feature(torch.cat([xf, h], dim=1)))
             a = pre.features
         if self.kind == "gru":
+            h = scatter_rows(h_prev, rows, u) if h is None else h
             z, r = torch.sigmoid(a[:, :hc]), torch.sigmoid(a[:, hc:])
             if self.input_kernel == 1:
                 n = self.candidate(pre.replace_feature(r * h)).features + self.candidate_x(xf)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
+from detector.ops.sites import compiled_voxel_means, voxel_means
 from detector.point_range import check_point_range, in_point_range
 
 __all__ = ["VoxelGrid", "unique_sites"]
@@ -89,3 +90,17 @@ class VoxelGrid:
             s = f.new_zeros((m, f.shape[1])).index_add_(0, inverse, f)
             pooled.append(s / denom.to(f.dtype))
         return uniq.int().contiguous(), pooled, counts
+
+    def occupied(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The cells of points (P, 1 + C) ``[b, x, y, z, ...]`` inside the range and the mean of each
+        cell's points: ``(sites (M, 4) int32 sorted, means (M, C), counts (M,))``; points outside the
+        range are dropped. One compiled pass on CPU where the kernels run (``detector.ops.sites``)."""
+        points = points.float()
+        if compiled_voxel_means(points):
+            return voxel_means(points, self.point_range[:3], self.voxel_size, self.point_range[3:],
+                               self.grid_size_xyz)
+        cell, inside = self.coords(points[:, 1:4])
+        points, cell = points[inside], cell[inside]
+        sites = torch.cat([points[:, :1].long(), cell], dim=1)
+        uniq, (mean,), counts = self.pool(sites, [points[:, 1:]])
+        return uniq, mean, counts

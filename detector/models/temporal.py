@@ -230,10 +230,7 @@ class RecurrentFusion(TemporalFusion):
         inp = SparseConvTensor(scatter_rows(x.features, rows_x, u), sites, x.spatial_shape, x.batch_size)
         hidden, memory = [], []
         for layer, cell in enumerate(cells):
-            h0 = scatter_rows(prev.hidden[layer], rows_s, u)
-            c_prev = prev.memory[layer]
-            c0 = None if c_prev is None else scatter_rows(c_prev, rows_s, u)
-            h, c, inp = cell(inp, h0, c0)
+            h, c, inp = cell(inp, prev.hidden[layer], prev.memory[layer], rows_s)
             hidden.append(h)
             memory.append(c)
             inp = inp.replace_feature(h)

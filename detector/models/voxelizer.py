@@ -53,12 +53,7 @@ class Voxelizer(VoxelGrid):
         if points.ndim != 2 or points.shape[1] < 5:
             raise ValueError("Voxelizer: points must be (P, >=5) [b, x, y, z, intensity, ...], "
                              f"got {tuple(points.shape)}")
-        points = points.float()
-        cell, inside = self.coords(points[:, 1:4])
-        points, cell = points[inside], cell[inside]
-        b = points[:, :1].long()
-        sites = torch.cat([b, cell], dim=1)
-        (uniq, (mean,), counts) = self.pool(sites, [points[:, 1:]])
+        uniq, mean, counts = self.occupied(points)
         vs, _ = self._tensors(points.device)
         center = self.centers(uniq)
         offset = (mean[:, :3] - center) / vs

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 from spconv.core import ConvAlgo
@@ -157,8 +158,8 @@ class _NeighbourMaps:
 
     ``by_out[o, k]``: input row reaching output ``o`` through offset ``k`` (-1: none); ``by_in[i, k]``:
     output row that input ``i`` reaches through ``k`` (``None`` for a submanifold rule book, whose
-    transpose is ``by_out`` with the offsets mirrored). The weight gradient builds its per-offset pair
-    lists from the forward's map when it runs (``map_pairs``), so no layer holds pair lists.
+    transpose is ``by_out`` with the offsets mirrored). The weight gradient reads the forward's map (one
+    offset's column at a time), so no layer holds pair lists.
     """
 
     def __init__(self, by_out: torch.Tensor, by_in: torch.Tensor | None, subm: bool):
@@ -193,6 +194,19 @@ class _NeighbourMaps:
         by_in.view(-1)[rows_in * kv + offs] = rows_out.to(torch.int32)
         return cls(by_out, by_in, False)
 
+    def from_rows(self, rows: torch.Tensor) -> _NeighbourMaps:
+        """The maps of this submanifold convolution with only the sites ``rows`` (S,) as its input (the
+        others' features zero): ``by_out`` (U, KV) into ``0..S-1``, ``by_in`` (S, KV) the output row each
+        reaches through offset k, which is its neighbour through the mirrored offset."""
+        if self.by_in is not None:
+            raise ValueError("from_rows restricts a submanifold rule book")
+        n = self.by_out.shape[0]
+        pos = torch.full((n + 1,), -1, dtype=torch.int32)  # pos[-1] = pos[n] = -1 keeps a missing entry missing
+        pos[rows] = torch.arange(rows.shape[0], dtype=torch.int32)
+        by_out = pos[self.by_out.long()]
+        by_in = self.by_out[rows].flip(1).contiguous()
+        return _NeighbourMaps(by_out, by_in, False)
+
     @classmethod
     def of(cls, datas: IndiceData | None, indice_pairs, indice_pair_num, n_in: int, n_out: int, subm: bool):
         """The maps of a rule book, built once per ``IndiceData`` (shared by every layer of its key)."""
@@ -225,6 +239,18 @@ def _padded(w: torch.Tensor) -> torch.Tensor:
     """(KV, C_src, C_dst) -> contiguous, last dim zero-padded to a multiple of 8 (the kernel's register width)."""
     pad = (-w.shape[-1]) % 8
     return torch.nn.functional.pad(w, (0, pad)).contiguous() if pad else w.contiguous()
+
+
+class _RuleBook(NamedTuple):
+    """A CPU layer's rule book: output sites, spconv's pairs (empty for a compiled one) and counts, output
+    shape, the ``indice_dict`` to hand on, and the ``IndiceData`` it is kept in (its maps' cache)."""
+
+    outids: torch.Tensor
+    pairs: torch.Tensor
+    pair_num: torch.Tensor
+    out_spatial_shape: list
+    indice_dict: dict
+    datas: IndiceData | None
 
 
 class _NeighbourConv(torch.autograd.Function):
@@ -293,12 +319,42 @@ class _CpuSafeConv:
             return super().forward(input, add_input)
         return self._cpu_forward(input, add_input)
 
+    def _check_channels(self, channels: int) -> None:
+        if channels != self.in_channels:
+            raise ValueError(f"{type(self).__name__}: input has {channels} channels, expected {self.in_channels}")
+
     def _cpu_forward(self, input: SparseConvTensor, add_input: SparseConvTensor | None) -> SparseConvTensor:  # noqa: A002
-        if input.features.shape[1] != self.in_channels:
-            raise ValueError(
-                f"{type(self).__name__}: input has {input.features.shape[1]} channels, expected {self.in_channels}"
-            )
+        self._check_channels(input.features.shape[1])
+        rb = self._cpu_rulebook(input)
         features = input.features.contiguous()
+        if self.conv1x1 and self.subm:
+            out_features = features @ self.weight.reshape(self.out_channels, self.in_channels).T
+        elif cpu_backend() == "cpp":
+            out_features = neighbour_conv(
+                features, self.weight, rb.pairs, rb.pair_num, features.shape[0], rb.outids.shape[0], self.subm,
+                self.inverse, rb.datas,
+            )
+        else:
+            out_features = gather_gemm_scatter(
+                features, self.weight, rb.pairs, rb.pair_num, rb.outids.shape[0], self.subm, self.inverse
+            )
+        return self._cpu_output(input, out_features, rb, add_input)
+
+    def _cpu_output(self, input: SparseConvTensor, out_features: torch.Tensor, rb: _RuleBook,  # noqa: A002
+                    add_input: SparseConvTensor | None = None) -> SparseConvTensor:
+        if self.bias is not None:
+            out_features = out_features + self.bias
+        out = input.shadow_copy()
+        out = out.replace_feature(out_features)
+        out.indices = rb.outids
+        out.indice_dict = rb.indice_dict
+        out.spatial_shape = rb.out_spatial_shape
+        if add_input is not None:
+            out = out.replace_feature(out.features + add_input.features)
+        return out
+
+    def _cpu_rulebook(self, input: SparseConvTensor) -> _RuleBook:  # noqa: A002
+        """The layer's rule book on the CPU: found under ``indice_key`` or built (and stored there)."""
         # spconv reads index memory ignoring strides: a non-contiguous index tensor (e.g. from
         # ``nonzero()``) silently gives a wrong rule book.
         indices = input.indices.contiguous()
@@ -379,31 +435,29 @@ class _CpuSafeConv:
                     padding=self.padding, dilation=self.dilation,
                 )
 
-        if self.conv1x1 and self.subm:
-            out_features = features @ self.weight.reshape(self.out_channels, self.in_channels).T
-        elif cpu_backend() == "cpp":
-            out_features = neighbour_conv(
-                features, self.weight, pairs, pair_num, features.shape[0], outids.shape[0], self.subm, self.inverse,
-                key_datas,
-            )
-        else:
-            out_features = gather_gemm_scatter(
-                features, self.weight, pairs, pair_num, outids.shape[0], self.subm, self.inverse
-            )
-        if self.bias is not None:
-            out_features = out_features + self.bias
-        out = input.shadow_copy()
-        out = out.replace_feature(out_features)
-        out.indices = outids
-        out.indice_dict = indice_dict
-        out.spatial_shape = out_spatial_shape
-        if add_input is not None:
-            out = out.replace_feature(out.features + add_input.features)
-        return out
+        return _RuleBook(outids, pairs, pair_num, out_spatial_shape, indice_dict, key_datas)
 
 
 class SubMConv3d(_CpuSafeConv, spconv_conv.SubMConv3d):
     """Submanifold 3D convolution (output sites = input sites)."""
+
+    def forward_rows(self, input: SparseConvTensor, rows: torch.Tensor, features: torch.Tensor) -> SparseConvTensor:  # noqa: A002
+        """``self(input.replace_feature(F))`` where ``F`` holds ``features`` (S, C_in) at ``rows`` (S,) of
+        ``input``'s sites and zeros elsewhere (``input.features`` is not read).
+
+        On the compiled CPU path only the pairs whose source is one of ``rows`` are computed (the rule
+        book restricted to them, ``_NeighbourMaps.from_rows``): the LSTM's carried state covers a fifth
+        of the fused sites, and its gate convolution costs that fraction. Elsewhere ``F`` is built and
+        the layer runs as usual. Same values and gradients either way (the zero rows add nothing)."""
+        self._check_channels(features.shape[1])
+        if features.is_cuda or cpu_backend() != "cpp" or self.conv1x1:
+            full = features.new_zeros((input.indices.shape[0], features.shape[1])).index_copy(0, rows, features)
+            return self(input.replace_feature(full))
+        rb = self._cpu_rulebook(input)
+        n = input.indices.shape[0]
+        maps = _NeighbourMaps.of(rb.datas, rb.pairs, rb.pair_num, n, n, True).from_rows(rows)
+        out_features = _NeighbourConv.apply(features.contiguous(), self.weight, maps, False, False)
+        return self._cpu_output(input, out_features, rb)
 
 
 class SparseConv3d(_CpuSafeConv, spconv_conv.SparseConv3d):

@@ -47,6 +47,41 @@ def test_voxelizer_means_layout_and_range():
     assert torch.equal(x.indices, y.indices) and torch.allclose(x.features, y.features)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_compiled_voxelizer_equals_the_torch_path(threads):
+    """The compiled voxel means (``detector.ops.sites``) give the torch path's sites and features: points
+    on cell faces and on the range's bounds, outside it, NaN, two streams, many points per cell."""
+    from detector.ops import cpu_kernels
+    from detector.ops.sites import compiled_voxel_means
+    from detector.ops.sparse_conv import use_cpu_backend
+
+    if cpu_kernels.load() is None:
+        pytest.skip("compiled CPU kernels not built or not supported here")
+    gen = torch.Generator().manual_seed(3)
+    n = 20000
+    xyz = torch.rand(n, 3, generator=gen) * torch.tensor([24.0, 24.0, 5.0]) - torch.tensor([12.0, 12.0, 2.5])
+    xyz[:2000] = torch.round(xyz[:2000] * 2) / 2  # on cell faces (and some on the range's bounds)
+    xyz[2000:2010, 0] = 10.0  # the upper bound: outside
+    xyz[2010:2020, 1] = -10.0  # the lower bound: inside
+    xyz[2020:2025, 2] = float("nan")
+    xyz[5000:15000] = xyz[:10000] * 0.1  # many points in few cells
+    pts = torch.cat([torch.randint(0, 2, (n, 1), generator=gen).float(), xyz, torch.randn(n, 2, generator=gen)], 1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert compiled_voxel_means(pts)
+        ours = VOX(pts, batch_size=2)
+        with use_cpu_backend("torch"):
+            assert not compiled_voxel_means(pts)
+            ref = VOX(pts, batch_size=2)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(ours.indices, ref.indices) and ours.indices.dtype == torch.int32
+    assert torch.allclose(ours.features, ref.features, atol=2e-6, rtol=1e-6)
+    # points that need a gradient take the torch path (the kernel's means have none)
+    assert not compiled_voxel_means(pts.clone().requires_grad_(True))
+
+
 def test_voxelizer_rejects_bad_input():
     with pytest.raises(ValueError, match="voxel_size"):
         Voxelizer([0.5, 0.5], [-1, -1, -1, 1, 1, 1])

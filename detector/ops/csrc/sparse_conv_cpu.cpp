@@ -17,6 +17,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -63,17 +64,17 @@ void conv_rows_block(const float* __restrict src, const int32_t* __restrict nbr,
   }
 }
 
-// acc[c0 : c0 + MR, col0 : col0 + 8 NB] += sum_p a[p, c0 : c0 + MR]^T b[p, col0 : ...]: MR x NB registers,
-// the MR values of a row of ``a`` contiguous, ``b``'s row segment read sequentially.
+// acc[c0 : c0 + MR, col0 : col0 + 8 NB] += sum_p a_p[c0 : c0 + MR]^T b_p[col0 : ...] over the rows a_p = a[p],
+// b_p = b[p] read in place (pointers: no gathered copies): MR x NB registers.
 template <int MR, int NB>
-void dw_tile(const float* __restrict a, const float* __restrict b, float* __restrict acc, int64_t m, int64_t c_in,
+void dw_tile(const float* const* __restrict a, const float* const* __restrict b, float* __restrict acc, int64_t m,
              int64_t ld, int64_t c0, int64_t col0) {
   __m256 r[MR][NB];
   for (int q = 0; q < MR; ++q)
     for (int j = 0; j < NB; ++j) r[q][j] = _mm256_loadu_ps(acc + (c0 + q) * ld + col0 + j * kLanes);
   for (int64_t p = 0; p < m; ++p) {
-    const float* ar = a + p * c_in + c0;
-    const float* br = b + p * ld + col0;
+    const float* ar = a[p] + c0;
+    const float* br = b[p] + col0;
     __m256 v[NB];
     for (int j = 0; j < NB; ++j) v[j] = _mm256_loadu_ps(br + j * kLanes);
     for (int q = 0; q < MR; ++q) {
@@ -85,22 +86,24 @@ void dw_tile(const float* __restrict a, const float* __restrict b, float* __rest
     for (int j = 0; j < NB; ++j) _mm256_storeu_ps(acc + (c0 + q) * ld + col0 + j * kLanes, r[q][j]);
 }
 
-// acc (c_in, ld) += a (m, c_in)^T b (m, ld): tiles of 6 input channels x 16 columns (8 at a ragged end).
+// acc (c_in, ld) += sum_p a_p^T b_p (a_p: c_in values, b_p: ld values): tiles of 6 input channels x 16
+// columns (8 at a ragged end).
 template <int NB>
-void dw_columns(const float* a, const float* b, float* acc, int64_t m, int64_t c_in, int64_t ld, int64_t col0) {
+void dw_columns(const float* const* a, const float* const* b, float* acc, int64_t m, int64_t c_in, int64_t ld,
+                int64_t col0) {
   int64_t c = 0;
-  for (; c + 6 <= c_in; c += 6) dw_tile<6, NB>(a, b, acc, m, c_in, ld, c, col0);
+  for (; c + 6 <= c_in; c += 6) dw_tile<6, NB>(a, b, acc, m, ld, c, col0);
   switch (c_in - c) {
-    case 5: dw_tile<5, NB>(a, b, acc, m, c_in, ld, c, col0); break;
-    case 4: dw_tile<4, NB>(a, b, acc, m, c_in, ld, c, col0); break;
-    case 3: dw_tile<3, NB>(a, b, acc, m, c_in, ld, c, col0); break;
-    case 2: dw_tile<2, NB>(a, b, acc, m, c_in, ld, c, col0); break;
-    case 1: dw_tile<1, NB>(a, b, acc, m, c_in, ld, c, col0); break;
+    case 5: dw_tile<5, NB>(a, b, acc, m, ld, c, col0); break;
+    case 4: dw_tile<4, NB>(a, b, acc, m, ld, c, col0); break;
+    case 3: dw_tile<3, NB>(a, b, acc, m, ld, c, col0); break;
+    case 2: dw_tile<2, NB>(a, b, acc, m, ld, c, col0); break;
+    case 1: dw_tile<1, NB>(a, b, acc, m, ld, c, col0); break;
     default: break;
   }
 }
 
-void dw_accumulate(const float* a, const float* b, float* acc, int64_t m, int64_t c_in, int64_t ld) {
+void dw_accumulate(const float* const* a, const float* const* b, float* acc, int64_t m, int64_t c_in, int64_t ld) {
   int64_t col0 = 0;
   for (; col0 + 2 * kLanes <= ld; col0 += 2 * kLanes) dw_columns<2>(a, b, acc, m, c_in, ld, col0);
   if (col0 < ld) dw_columns<1>(a, b, acc, m, c_in, ld, col0);
@@ -256,91 +259,63 @@ torch::Tensor map_counts(const torch::Tensor& nbr) {
   return counts;
 }
 
-// The pair lists of a neighbour map (rows: destination rows, entries: source rows), for the weight
-// gradient: pairs (2, KV, rows) (row 0 source rows, row 1 destination rows; entries past counts[k]
-// unset), counts (KV,). Rows are split into blocks: a counting pass per block, offsets from the
-// per-offset prefix sums over the blocks, then each block writes its pairs: in row order, as one pass
-// would, whatever the thread count.
-std::vector<torch::Tensor> map_pairs(const torch::Tensor& nbr) {
-  TORCH_CHECK(nbr.device().is_cpu() && nbr.scalar_type() == torch::kInt32 && nbr.is_contiguous() && nbr.dim() == 2,
-              "nbr must be a contiguous (rows, KV) int32 CPU tensor");
-  const int64_t rows = nbr.size(0), kv = nbr.size(1);
-  auto pairs = torch::empty({2, kv, std::max<int64_t>(rows, 1)}, nbr.options());
-  auto counts = torch::zeros({kv}, nbr.options());
-  const int64_t p_max = pairs.size(2);
-  constexpr int64_t kBlock = 8192;
-  const int64_t nblocks = (rows + kBlock - 1) / kBlock;
-  std::vector<int64_t> start(nblocks * kv, 0);  // per block and offset: first slot, after the prefix sums
-  const int32_t* pn = nbr.data_ptr<int32_t>();
-  at::parallel_for(0, nblocks, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b)
-      for (int64_t r = b * kBlock; r < std::min(rows, (b + 1) * kBlock); ++r)
-        for (int64_t k = 0; k < kv; ++k) start[b * kv + k] += pn[r * kv + k] >= 0;
-  });
-  int32_t* pc = counts.data_ptr<int32_t>();
-  for (int64_t k = 0; k < kv; ++k) {
-    int64_t total = 0;
-    for (int64_t b = 0; b < nblocks; ++b) {
-      const int64_t c = start[b * kv + k];
-      start[b * kv + k] = total;
-      total += c;
-    }
-    pc[k] = static_cast<int32_t>(total);
-  }
-  int32_t* pin = pairs.data_ptr<int32_t>();
-  int32_t* pout = pin + kv * p_max;
-  at::parallel_for(0, nblocks, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      int64_t* slot = &start[b * kv];
-      for (int64_t r = b * kBlock; r < std::min(rows, (b + 1) * kBlock); ++r)
-        for (int64_t k = 0; k < kv; ++k) {
-          const int32_t i = pn[r * kv + k];
-          if (i < 0) continue;
-          const int64_t m = slot[k]++;
-          pin[k * p_max + m] = i;
-          pout[k * p_max + m] = static_cast<int32_t>(r);
-        }
-    }
-  });
-  return {pairs, counts};
-}
-
 // Weight gradient of a convolution given the neighbour map its forward used (rows: output rows,
-// entries: feature rows): dw (KV, c_in, c_out) with dw[k] = sum_r feat[nbr[r, k]]^T grad[r]. The pair
-// lists are made here (``map_pairs``) and freed on return: no layer keeps them.
+// entries: feature rows): dw (KV, c_in, c_out) with dw[k] = sum_r feat[nbr[r, k]]^T grad[r]. The map is
+// transposed first (parallel row blocks), so that each offset's task scans its own contiguous column and
+// takes its pairs in row order, in chunks of kChunk, straight into the tiles: no pair lists are built or
+// kept (building them cost as much as the products on the 7-16-channel layers).
 torch::Tensor map_weight_grad(const torch::Tensor& feat, const torch::Tensor& grad, const torch::Tensor& nbr) {
   check_cpu_float(feat, "feat");
   check_cpu_float(grad, "grad");
+  TORCH_CHECK(nbr.device().is_cpu() && nbr.scalar_type() == torch::kInt32 && nbr.is_contiguous() && nbr.dim() == 2,
+              "nbr must be a contiguous (rows, KV) int32 CPU tensor");
   TORCH_CHECK(nbr.size(0) == grad.size(0), "the map has one row per output row (grad)");
-  const auto pc_pairs = map_pairs(nbr);
-  const torch::Tensor& pairs = pc_pairs[0];
-  const int64_t kv = pairs.size(1), ld_p = pairs.size(2), c_in = feat.size(1), c_out = grad.size(1);
+  const int64_t rows = nbr.size(0), kv = nbr.size(1), c_in = feat.size(1), c_out = grad.size(1);
   auto dw = torch::zeros({kv, c_in, c_out}, feat.options());
+  if (rows == 0 || c_in == 0 || c_out == 0) return dw;
+  const int32_t* pn = nbr.data_ptr<int32_t>();
+  std::vector<int32_t> column(kv * rows);  // column[k * rows + r] = nbr[r, k]
+  at::parallel_for(0, rows, 4096, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t k = 0; k < kv; ++k) column[k * rows + r] = pn[r * kv + k];
+  });
   const int64_t ld = (c_out + kLanes - 1) / kLanes * kLanes;
   const float* pf = feat.data_ptr<float>();
   const float* pg = grad.data_ptr<float>();
-  const int32_t* pi = pairs.data_ptr<int32_t>();
-  const int32_t* po = pi + kv * ld_p;
-  const int32_t* pc = pc_pairs[1].data_ptr<int32_t>();
   float* pdw = dw.data_ptr<float>();
-  constexpr int64_t kChunk = 256;
+  constexpr int64_t kChunk = 64;
   // one task per offset, handed out dynamically (offsets differ widely in pair count); dw[k] has one owner
 #pragma omp parallel num_threads(at::get_num_threads())
   {
-    std::vector<float> a(kChunk * c_in), b(kChunk * ld, 0.0f), acc(c_in * ld);
+    // rows are read in place through pointers; only where c_out is not a multiple of 8 are the gradient
+    // rows copied, zero-padded, into a panel (the registers' width)
+    const bool pad_b = ld != c_out;
+    std::vector<float> b(pad_b ? kChunk * ld : 0, 0.0f), acc(c_in * ld);
+    std::vector<const float*> arow(kChunk), brow(kChunk);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t k = 0; k < kv; ++k) {
-      const int64_t n = pc[k];
-      if (n == 0) continue;
+      const int32_t* col = column.data() + k * rows;
       std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t p0 = 0; p0 < n; p0 += kChunk) {
-        const int64_t m = std::min(kChunk, n - p0);
-        for (int64_t p = 0; p < m; ++p) {
-          std::memcpy(&a[p * c_in], pf + static_cast<int64_t>(pi[k * ld_p + p0 + p]) * c_in, sizeof(float) * c_in);
-          std::memcpy(&b[p * ld], pg + static_cast<int64_t>(po[k * ld_p + p0 + p]) * c_out, sizeof(float) * c_out);
+      int64_t m = 0, total = 0;
+      for (int64_t r = 0; r <= rows; ++r) {
+        if (r < rows) {
+          const int32_t i = col[r];
+          if (i < 0) continue;
+          arow[m] = pf + static_cast<int64_t>(i) * c_in;
+          const float* g = pg + r * c_out;
+          if (pad_b) {
+            std::memcpy(&b[m * ld], g, sizeof(float) * c_out);
+            brow[m] = &b[m * ld];
+          } else {
+            brow[m] = g;
+          }
+          if (++m < kChunk) continue;
         }
-        dw_accumulate(a.data(), b.data(), acc.data(), m, c_in, ld);
+        if (m > 0) dw_accumulate(arow.data(), brow.data(), acc.data(), m, c_in, ld);
+        total += m;
+        m = 0;
       }
+      if (total == 0) continue;
       for (int64_t c = 0; c < c_in; ++c) std::memcpy(pdw + (k * c_in + c) * c_out, &acc[c * ld], sizeof(float) * c_out);
     }
   }
@@ -439,8 +414,8 @@ std::vector<torch::Tensor> strided_rulebook(const torch::Tensor& indices, std::v
 // like spconv's weight (k = (kz * KH + ky) * KW + kx). The sites are sorted by linear key once; then for
 // every offset one merge pass walks the sorted keys with a pointer that only moves forward, so the
 // whole map costs O(KV N) sequential reads. Rows are split over threads (each owns its rows).
-// Also returns the pairs per offset (counts (KV,)). No pair lists are kept: the weight gradient builds
-// them from the map when it runs (``map_pairs``), one layer at a time.
+// Also returns the pairs per offset (counts (KV,)). No pair lists are kept: the weight gradient reads the
+// map itself.
 std::vector<torch::Tensor> submanifold_rulebook(const torch::Tensor& indices, std::vector<int64_t> shape,
                                                 std::vector<int64_t> ksize, std::vector<int64_t> dilation) {
   TORCH_CHECK(indices.device().is_cpu() && indices.scalar_type() == torch::kInt32 && indices.is_contiguous() &&
@@ -497,10 +472,151 @@ std::vector<torch::Tensor> submanifold_rulebook(const torch::Tensor& indices, st
   return {nbr, map_counts(nbr)};
 }
 
+// --- voxel means --------------------------------------------------------------------------------------
+//
+// The occupied cells of a frame's points: an open-addressing hash table finds the distinct cells in one
+// pass over the points, only those are sorted (radix), and the points are renumbered: O(P + M) for P
+// points in M cells, against torch's sort of all P. Single-threaded and in point order, so the result
+// never depends on the thread count. (For site sets that are mostly distinct already, torch.unique's
+// sort is as fast: measured, so those stay on torch.)
+
+// Sort non-negative keys in place: least-significant-digit radix sort, 11 bits a pass, as many passes as
+// the largest key needs (two for the demo's grid).
+void radix_sort_keys(std::vector<int64_t>& keys) {
+  const int64_t m = static_cast<int64_t>(keys.size());
+  int64_t top = 0;
+  for (int64_t k : keys) top = std::max(top, k);
+  constexpr int kBits = 11;
+  constexpr int64_t kBuckets = int64_t{1} << kBits;
+  std::vector<int64_t> tmp(m);
+  std::vector<int64_t> count(kBuckets);
+  for (int shift = 0; shift < 63 && (top >> shift) > 0; shift += kBits) {
+    std::fill(count.begin(), count.end(), 0);
+    for (int64_t k : keys) ++count[(k >> shift) & (kBuckets - 1)];
+    int64_t sum = 0;
+    for (int64_t& c : count) {
+      const int64_t here = c;
+      c = sum;
+      sum += here;
+    }
+    for (int64_t k : keys) tmp[count[(k >> shift) & (kBuckets - 1)]++] = k;
+    keys.swap(tmp);
+  }
+}
+
+// slot[i] = rank of key[i] among the sorted distinct non-negative keys (-1 where key[i] < 0); the sorted
+// distinct keys are returned.
+std::vector<int64_t> rank_keys(const int64_t* key, int64_t n, int64_t* slot) {
+  int64_t cap = 16;
+  while (cap < 2 * n) cap <<= 1;
+  int shift = 64;
+  for (int64_t c = cap; c > 1; c >>= 1) --shift;
+  const uint64_t mask = static_cast<uint64_t>(cap - 1);
+  auto home = [&](int64_t k) { return (static_cast<uint64_t>(k) * 0x9E3779B97F4A7C15ull) >> shift; };
+  std::vector<int64_t> table_key(cap, -1);
+  std::vector<int32_t> table_rank(cap);
+  std::vector<int64_t> distinct;
+  distinct.reserve(std::min<int64_t>(n, 1 << 16));
+  for (int64_t i = 0; i < n; ++i) {  // slot[i] = the key's table position for now
+    const int64_t k = key[i];
+    if (k < 0) {
+      slot[i] = -1;
+      continue;
+    }
+    uint64_t h = home(k);
+    while (table_key[h] != -1 && table_key[h] != k) h = (h + 1) & mask;
+    if (table_key[h] == -1) {
+      table_key[h] = k;
+      distinct.push_back(k);
+    }
+    slot[i] = static_cast<int64_t>(h);
+  }
+  radix_sort_keys(distinct);
+  const int64_t m = static_cast<int64_t>(distinct.size());
+  for (int64_t j = 0; j < m; ++j) {
+    uint64_t h = home(distinct[j]);
+    while (table_key[h] != distinct[j]) h = (h + 1) & mask;
+    table_rank[h] = static_cast<int32_t>(j);
+  }
+  for (int64_t i = 0; i < n; ++i)
+    if (slot[i] >= 0) slot[i] = table_rank[slot[i]];
+  return distinct;
+}
+
+// Points (P, 1 + C) float32 [b, x, y, z, ...] -> the occupied cells of a grid and the mean of each
+// cell's points' C channels. A point's cell is floor((xyz - lo) / size) in float32 (as the torch path
+// computes it); it is kept when the cell lies in the grid and lo <= xyz < hi (lower bounds inclusive,
+// upper exclusive). Returns sites (M, 4) int32 [b, z, y, x] sorted by (b, z, y, x), means (M, C) float32
+// (sums in double, in point order) and counts (M,) int64.
+std::vector<torch::Tensor> voxel_means(const torch::Tensor& points, std::vector<double> lo, std::vector<double> size,
+                                       std::vector<double> hi, std::vector<int64_t> grid_xyz) {
+  TORCH_CHECK(points.device().is_cpu() && points.scalar_type() == torch::kFloat32 && points.is_contiguous() &&
+                  points.dim() == 2 && points.size(1) >= 4,
+              "points must be a contiguous (P, >= 4) float32 CPU tensor [b, x, y, z, ...]");
+  TORCH_CHECK(lo.size() == 3 && size.size() == 3 && hi.size() == 3 && grid_xyz.size() == 3,
+              "lo, size, hi and grid_xyz need 3 values each");
+  const int64_t p = points.size(0), cols = points.size(1), c = cols - 1;
+  const float* pts = points.data_ptr<float>();
+  float flo[3], fsize[3], fhi[3];
+  for (int d = 0; d < 3; ++d) {
+    flo[d] = static_cast<float>(lo[d]);
+    fsize[d] = static_cast<float>(size[d]);
+    fhi[d] = static_cast<float>(hi[d]);
+  }
+  const int64_t nx = grid_xyz[0], ny = grid_xyz[1], nz = grid_xyz[2];
+  std::vector<int64_t> key(p), slot(p);
+  for (int64_t i = 0; i < p; ++i) {
+    const float* row = pts + i * cols;
+    const float bf = row[0];
+    TORCH_CHECK(bf >= 0.0f && bf < 2147483648.0f, "voxel_means: point ", i, " has batch index ", bf);
+    const int64_t b = static_cast<int64_t>(bf);
+    int64_t cell[3];
+    bool inside = true;
+    for (int d = 0; d < 3; ++d) {
+      const float v = row[1 + d];
+      const float t = (v - flo[d]) / fsize[d];
+      const float f = std::floor(t);
+      // NaN and far-out coordinates fail these comparisons and are dropped, as the torch path drops them
+      inside = inside && v >= flo[d] && v < fhi[d] && f >= 0.0f && f < static_cast<float>(grid_xyz[d]);
+      cell[d] = inside ? static_cast<int64_t>(f) : 0;
+    }
+    key[i] = inside ? ((b * nz + cell[2]) * ny + cell[1]) * nx + cell[0] : -1;
+  }
+  const std::vector<int64_t> sorted = rank_keys(key.data(), p, slot.data());
+  const int64_t m = static_cast<int64_t>(sorted.size());
+  auto sites = torch::empty({m, 4}, points.options().dtype(torch::kInt32));
+  auto counts = torch::zeros({m}, points.options().dtype(torch::kInt64));
+  auto means = torch::empty({m, c}, points.options());
+  int32_t* ps = sites.data_ptr<int32_t>();
+  int64_t* pc = counts.data_ptr<int64_t>();
+  float* pm = means.data_ptr<float>();
+  for (int64_t j = 0; j < m; ++j) {
+    int64_t k = sorted[j];
+    ps[4 * j + 3] = static_cast<int32_t>(k % nx);
+    k /= nx;
+    ps[4 * j + 2] = static_cast<int32_t>(k % ny);
+    k /= ny;
+    ps[4 * j + 1] = static_cast<int32_t>(k % nz);
+    ps[4 * j + 0] = static_cast<int32_t>(k / nz);
+  }
+  std::vector<double> sums(m * c, 0.0);
+  for (int64_t i = 0; i < p; ++i) {
+    const int64_t j = slot[i];
+    if (j < 0) continue;
+    ++pc[j];
+    const float* row = pts + i * cols + 1;
+    double* s = sums.data() + j * c;
+    for (int64_t q = 0; q < c; ++q) s[q] += row[q];
+  }
+  for (int64_t j = 0; j < m; ++j)
+    for (int64_t q = 0; q < c; ++q) pm[j * c + q] = static_cast<float>(sums[j * c + q] / static_cast<double>(pc[j]));
+  return {sites, means, counts};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("neighbour_conv", &neighbour_conv, "dst[r] = sum_k src[nbr[r, k]] @ w[k] (fused gather-GEMM-scatter)");
   m.def("submanifold_rulebook", &submanifold_rulebook, "(neighbour map, counts) of a subm conv");
   m.def("strided_rulebook", &strided_rulebook, "(out indices, by_out, by_in, counts) of a strided conv");
-  m.def("map_pairs", &map_pairs, "(pairs (2, KV, rows), counts) of a neighbour map, for the weight gradient");
   m.def("map_weight_grad", &map_weight_grad, "dW[k] = sum_r feat[nbr[r, k]]^T grad[r] (the forward's map)");
+  m.def("voxel_means", &voxel_means, "(sites, means, counts) of points on a grid");
 }
