@@ -262,7 +262,7 @@ torch::Tensor map_counts(const torch::Tensor& nbr) {
 // Weight gradient of a convolution given the neighbour map its forward used (rows: output rows,
 // entries: feature rows): dw (KV, c_in, c_out) with dw[k] = sum_r feat[nbr[r, k]]^T grad[r]. The map is
 // transposed first (parallel row blocks), so that each offset's task scans its own contiguous column and
-// takes its pairs in row order, in chunks of kChunk, straight into the tiles: no pair lists are built or
+// takes its pairs in row order, a chunk at a time, straight into the tiles: no pair lists are built or
 // kept (building them cost as much as the products on the 7-16-channel layers).
 torch::Tensor map_weight_grad(const torch::Tensor& feat, const torch::Tensor& grad, const torch::Tensor& nbr) {
   check_cpu_float(feat, "feat");
@@ -276,22 +276,32 @@ torch::Tensor map_weight_grad(const torch::Tensor& feat, const torch::Tensor& gr
   const int32_t* pn = nbr.data_ptr<int32_t>();
   std::vector<int32_t> column(kv * rows);  // column[k * rows + r] = nbr[r, k]
   at::parallel_for(0, rows, 4096, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r)
-      for (int64_t k = 0; k < kv; ++k) column[k * rows + r] = pn[r * kv + k];
+    constexpr int64_t kTile = 256;  // a tile's rows of the map stay in L1 while each column run is written
+    for (int64_t t0 = r0; t0 < r1; t0 += kTile) {
+      const int64_t t1 = std::min(r1, t0 + kTile);
+      for (int64_t k = 0; k < kv; ++k) {
+        int32_t* out = column.data() + k * rows;
+        for (int64_t r = t0; r < t1; ++r) out[r] = pn[r * kv + k];
+      }
+    }
   });
   const int64_t ld = (c_out + kLanes - 1) / kLanes * kLanes;
   const float* pf = feat.data_ptr<float>();
   const float* pg = grad.data_ptr<float>();
   float* pdw = dw.data_ptr<float>();
-  constexpr int64_t kChunk = 64;
+  // Narrow rows (< 64 input channels) are read in place through pointers, 64 pairs a chunk (so that a
+  // chunk's rows stay in L1 over its tiles); wide ones are copied into contiguous panels of 256 pairs,
+  // which stream from the cache (measured: in place is 1.2-1.4x faster on the demo model's 7-32-channel
+  // layers, copying 1.1x faster on the 64-96-channel ones). Gradient rows are also copied, zero-padded,
+  // where c_out is not a multiple of 8 (the registers' width).
+  const bool copy_rows = c_in >= 64;
+  const int64_t chunk = copy_rows ? 256 : 64;
   // one task per offset, handed out dynamically (offsets differ widely in pair count); dw[k] has one owner
 #pragma omp parallel num_threads(at::get_num_threads())
   {
-    // rows are read in place through pointers; only where c_out is not a multiple of 8 are the gradient
-    // rows copied, zero-padded, into a panel (the registers' width)
-    const bool pad_b = ld != c_out;
-    std::vector<float> b(pad_b ? kChunk * ld : 0, 0.0f), acc(c_in * ld);
-    std::vector<const float*> arow(kChunk), brow(kChunk);
+    const bool pad_b = copy_rows || ld != c_out;
+    std::vector<float> a(copy_rows ? chunk * c_in : 0), b(pad_b ? chunk * ld : 0, 0.0f), acc(c_in * ld);
+    std::vector<const float*> arow(chunk), brow(chunk);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t k = 0; k < kv; ++k) {
       const int32_t* col = column.data() + k * rows;
@@ -301,7 +311,13 @@ torch::Tensor map_weight_grad(const torch::Tensor& feat, const torch::Tensor& gr
         if (r < rows) {
           const int32_t i = col[r];
           if (i < 0) continue;
-          arow[m] = pf + static_cast<int64_t>(i) * c_in;
+          const float* x = pf + static_cast<int64_t>(i) * c_in;
+          if (copy_rows) {
+            std::memcpy(&a[m * c_in], x, sizeof(float) * c_in);
+            arow[m] = &a[m * c_in];
+          } else {
+            arow[m] = x;
+          }
           const float* g = pg + r * c_out;
           if (pad_b) {
             std::memcpy(&b[m * ld], g, sizeof(float) * c_out);
@@ -309,7 +325,7 @@ torch::Tensor map_weight_grad(const torch::Tensor& feat, const torch::Tensor& gr
           } else {
             brow[m] = g;
           }
-          if (++m < kChunk) continue;
+          if (++m < chunk) continue;
         }
         if (m > 0) dw_accumulate(arow.data(), brow.data(), acc.data(), m, c_in, ld);
         total += m;
