@@ -15,12 +15,13 @@ step "set-up"
 "$ROOT/scripts/setup.sh"
 
 step "synthesize Waymo-format segments -> $DEMO_DIR/records"
-if [ ! -f "$DEMO_DIR/records/.done32" ]; then
-  # 32 training scenes seen twice each, not 8 seen eight times: the same training steps, a model that
-  # holds on scenes it never saw (docs/RESULTS.md, "Detection quality")
-  "$PY" -m data_tools.synthesize out_dir="$DEMO_DIR/records" segments=32 val_segments=2 seed=0 \
+SEGMENTS="${DEMO_SEGMENTS:-32}"
+if [ ! -f "$DEMO_DIR/records/.done$SEGMENTS" ]; then
+  # many training scenes seen twice each, not a few seen many times: a model that holds on scenes it
+  # never saw (docs/RESULTS.md, "Detection quality")
+  "$PY" -m data_tools.synthesize out_dir="$DEMO_DIR/records" segments="$SEGMENTS" val_segments=2 seed=0 \
     hydra.run.dir="$DEMO_DIR/logs/synthesize"
-  touch "$DEMO_DIR/records/.done32"
+  touch "$DEMO_DIR/records/.done$SEGMENTS"
 fi
 
 step "convert records -> frame store $DEMO_DIR/store"

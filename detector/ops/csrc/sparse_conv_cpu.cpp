@@ -338,6 +338,19 @@ torch::Tensor map_weight_grad(const torch::Tensor& feat, const torch::Tensor& gr
   return dw;
 }
 
+// Linear keys ((b * D + z) * H + y) * W + x -> rows [b, z, y, x] of out (keys.size(), 4).
+static void decode_sites(const std::vector<int64_t>& keys, int64_t D, int64_t H, int64_t W, int32_t* out) {
+  for (size_t j = 0; j < keys.size(); ++j) {
+    int64_t key = keys[j];
+    out[4 * j + 3] = static_cast<int32_t>(key % W);
+    key /= W;
+    out[4 * j + 2] = static_cast<int32_t>(key % H);
+    key /= H;
+    out[4 * j + 1] = static_cast<int32_t>(key % D);
+    out[4 * j + 0] = static_cast<int32_t>(key / D);
+  }
+}
+
 // Rule book of a regular (strided) convolution: output site o receives input site x through offset k
 // where o * stride - padding + k * dilation = x in every dimension. Output sites are the distinct
 // reachable ones inside ``out_shape``, in (batch, z, y, x) order. Returns (out_indices (M, 4),
@@ -400,16 +413,7 @@ std::vector<torch::Tensor> strided_rulebook(const torch::Tensor& indices, std::v
   ukeys.erase(std::unique(ukeys.begin(), ukeys.end()), ukeys.end());
   const int64_t m = static_cast<int64_t>(ukeys.size());
   auto out_idx = torch::empty({m, 4}, indices.options());
-  int32_t* po = out_idx.data_ptr<int32_t>();
-  for (int64_t j = 0; j < m; ++j) {
-    int64_t key = ukeys[j];
-    po[4 * j + 3] = static_cast<int32_t>(key % OW);
-    key /= OW;
-    po[4 * j + 2] = static_cast<int32_t>(key % OH);
-    key /= OH;
-    po[4 * j + 1] = static_cast<int32_t>(key % OD);
-    po[4 * j + 0] = static_cast<int32_t>(key / OD);
-  }
+  decode_sites(ukeys, OD, OH, OW, out_idx.data_ptr<int32_t>());
   auto by_out = torch::full({m, kv}, -1, indices.options());
   auto by_in = torch::full({n, kv}, -1, indices.options());
   int32_t* pbo = by_out.data_ptr<int32_t>();
@@ -498,7 +502,7 @@ std::vector<torch::Tensor> submanifold_rulebook(const torch::Tensor& indices, st
 
 // Sort non-negative keys in place: least-significant-digit radix sort, 11 bits a pass, as many passes as
 // the largest key needs (two for the demo's grid).
-void radix_sort_keys(std::vector<int64_t>& keys) {
+static void radix_sort_keys(std::vector<int64_t>& keys) {
   const int64_t m = static_cast<int64_t>(keys.size());
   int64_t top = 0;
   for (int64_t k : keys) top = std::max(top, k);
@@ -522,7 +526,7 @@ void radix_sort_keys(std::vector<int64_t>& keys) {
 
 // slot[i] = rank of key[i] among the sorted distinct non-negative keys (-1 where key[i] < 0); the sorted
 // distinct keys are returned.
-std::vector<int64_t> rank_keys(const int64_t* key, int64_t n, int64_t* slot) {
+static std::vector<int64_t> rank_keys(const int64_t* key, int64_t n, int64_t* slot) {
   int64_t cap = 16;
   while (cap < 2 * n) cap <<= 1;
   int shift = 64;
@@ -603,18 +607,9 @@ std::vector<torch::Tensor> voxel_means(const torch::Tensor& points, std::vector<
   auto sites = torch::empty({m, 4}, points.options().dtype(torch::kInt32));
   auto counts = torch::zeros({m}, points.options().dtype(torch::kInt64));
   auto means = torch::empty({m, c}, points.options());
-  int32_t* ps = sites.data_ptr<int32_t>();
   int64_t* pc = counts.data_ptr<int64_t>();
   float* pm = means.data_ptr<float>();
-  for (int64_t j = 0; j < m; ++j) {
-    int64_t k = sorted[j];
-    ps[4 * j + 3] = static_cast<int32_t>(k % nx);
-    k /= nx;
-    ps[4 * j + 2] = static_cast<int32_t>(k % ny);
-    k /= ny;
-    ps[4 * j + 1] = static_cast<int32_t>(k % nz);
-    ps[4 * j + 0] = static_cast<int32_t>(k / nz);
-  }
+  decode_sites(sorted, nz, ny, nx, sites.data_ptr<int32_t>());
   std::vector<double> sums(m * c, 0.0);
   for (int64_t i = 0; i < p; ++i) {
     const int64_t j = slot[i];
