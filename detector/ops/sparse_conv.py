@@ -200,12 +200,16 @@ class _NeighbourMaps:
         reaches through offset k, which is its neighbour through the mirrored offset."""
         if self.by_in is not None:
             raise ValueError("from_rows restricts a submanifold rule book")
+        cached = getattr(self, "_from_rows", None)
+        if cached is not None and cached[0] is rows:  # stacked cells: every layer's gates, the same rows
+            return cached[1]
         n = self.by_out.shape[0]
         pos = torch.full((n + 1,), -1, dtype=torch.int32)  # pos[-1] = pos[n] = -1 keeps a missing entry missing
         pos[rows] = torch.arange(rows.shape[0], dtype=torch.int32)
         by_out = pos[self.by_out.long()]
         by_in = self.by_out[rows].flip(1).contiguous()
-        return _NeighbourMaps(by_out, by_in, False)
+        self._from_rows = (rows, _NeighbourMaps(by_out, by_in, False))
+        return self._from_rows[1]
 
     @classmethod
     def of(cls, datas: IndiceData | None, indice_pairs, indice_pair_num, n_in: int, n_out: int, subm: bool):

@@ -9,7 +9,9 @@ demo's range:
 - streamed inference: ``Detector.step`` frame after frame with the LSTM state carried, per frame.
 
 Both CPU paths of ``detector.ops`` run in this one process on two copies of the same model (same
-weights), interleaved step by step and frame by frame, so that load changes on a shared machine hit
+weights; the voxelizer's compiled pass and the gate convolution's restricted rule book follow the path
+too, so ``torch`` is the whole implementation before the kernels), interleaved step by step and frame
+by frame, so that load changes on a shared machine hit
 them alike; the median over the repeats is reported with the ratio ``cpp / torch``.
 
     .venv/bin/python -m data_tools.synthesize out_dir=/tmp/synth12 segments=1 val_segments=0 frames=12 seed=3 workers=1

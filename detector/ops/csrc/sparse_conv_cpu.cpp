@@ -9,8 +9,9 @@
 // gradient. Every destination row is computed by one thread, in a fixed offset order, with
 // accumulators held in registers: no atomics, and the result does not depend on the thread count.
 //
-// The weight gradient dW[k] = sum_pairs src[i]^T grad[o] runs one task per offset (each dW[k] is owned
-// by one thread, pairs taken in rule-book order), over chunks of gathered rows.
+// The weight gradient dW[k] = sum_r src[nbr[r, k]]^T grad[r] runs one task per offset (each dW[k] is
+// owned by one thread, pairs taken in row order) over chunks of rows, read in place or copied into
+// panels by width.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -307,31 +308,23 @@ torch::Tensor map_weight_grad(const torch::Tensor& feat, const torch::Tensor& gr
       const int32_t* col = column.data() + k * rows;
       std::fill(acc.begin(), acc.end(), 0.0f);
       int64_t m = 0, total = 0;
-      for (int64_t r = 0; r <= rows; ++r) {
-        if (r < rows) {
-          const int32_t i = col[r];
-          if (i < 0) continue;
-          const float* x = pf + static_cast<int64_t>(i) * c_in;
-          if (copy_rows) {
-            std::memcpy(&a[m * c_in], x, sizeof(float) * c_in);
-            arow[m] = &a[m * c_in];
-          } else {
-            arow[m] = x;
-          }
-          const float* g = pg + r * c_out;
-          if (pad_b) {
-            std::memcpy(&b[m * ld], g, sizeof(float) * c_out);
-            brow[m] = &b[m * ld];
-          } else {
-            brow[m] = g;
-          }
-          if (++m < chunk) continue;
+      for (int64_t r = 0; r < rows; ++r) {
+        const int32_t i = col[r];
+        if (i < 0) continue;
+        const float* x = pf + static_cast<int64_t>(i) * c_in;
+        const float* g = pg + r * c_out;
+        if (copy_rows) std::memcpy(&a[m * c_in], x, sizeof(float) * c_in);
+        if (pad_b) std::memcpy(&b[m * ld], g, sizeof(float) * c_out);
+        arow[m] = copy_rows ? &a[m * c_in] : x;
+        brow[m] = pad_b ? &b[m * ld] : g;
+        if (++m == chunk) {
+          dw_accumulate(arow.data(), brow.data(), acc.data(), m, c_in, ld);
+          total += m;
+          m = 0;
         }
-        if (m > 0) dw_accumulate(arow.data(), brow.data(), acc.data(), m, c_in, ld);
-        total += m;
-        m = 0;
       }
-      if (total == 0) continue;
+      if (m > 0) dw_accumulate(arow.data(), brow.data(), acc.data(), m, c_in, ld);
+      if (total + m == 0) continue;
       for (int64_t c = 0; c < c_in; ++c) std::memcpy(pdw + (k * c_in + c) * c_out, &acc[c * ld], sizeof(float) * c_out);
     }
   }
