@@ -42,7 +42,9 @@ class DetectionHead(nn.Module):
     """Per-site predictions for ``classes`` (Waymo type ids, default vehicle, pedestrian, cyclist).
 
     A submanifold block (``convs`` of them) on the fused sites, then per-site linear layers for the
-    class logits (focal loss), the 8-number box code (smooth L1) and the direction bit (BCE).
+    class logits (focal loss), the 8-number box code (smooth L1) and the direction bit (BCE): one logit
+    shared by the classes, or one per class (``direction_per_class``), from the shared block or from a
+    branch of its own (``direction_convs``, optionally ``direction_detach``-ed from the backbone).
     Decoding: per-class score thresholds (on the best class of a site, or on every class with
     ``multi_label``), the ``pre_nms`` best sites per stream (per class and stream with
     ``pre_nms_per_class``), rotated BEV NMS with
@@ -86,6 +88,9 @@ class DetectionHead(nn.Module):
         iou_weight: float = 0.0,
         iou_power: float | Sequence[float] = 0.0,
         iou_max_sites: int = 512,
+        direction_per_class: bool = False,
+        direction_convs: int = 0,
+        direction_detach: bool = False,
     ) -> None:
         super().__init__()
         self.classes = [int(c) for c in classes]
@@ -116,6 +121,20 @@ class DetectionHead(nn.Module):
         self.iou_weight = float(iou_weight)
         self.iou_power = _per_class(iou_power, n, "iou_power")
         self.iou_max_sites = int(iou_max_sites)
+        #: one direction logit per class instead of one shared by all (a pedestrian's front/back, mostly
+        #: undecidable, then does not pull on the cars' direction)
+        self.direction_per_class = bool(direction_per_class)
+        #: > 0: the direction logit(s) come from a branch of their own (this many submanifold blocks of
+        #: ``channels`` on the head's input), so that learning the front of a car does not take the
+        #: shared body's channels from the class and box outputs; 0: from the shared body
+        self.direction_convs = int(direction_convs)
+        if self.direction_convs < 0:
+            raise ValueError(f"DetectionHead: direction_convs={direction_convs} must be >= 0")
+        #: the direction branch reads the features without sending its gradient into them (the backbone
+        #: learns for the class and box outputs alone); needs ``direction_convs > 0``
+        self.direction_detach = bool(direction_detach)
+        if self.direction_detach and not self.direction_convs:
+            raise ValueError("DetectionHead: direction_detach needs a direction branch (direction_convs > 0)")
         if self.iou_max_sites < 1:
             raise ValueError(f"DetectionHead: iou_max_sites={iou_max_sites} must be >= 1")
         if self.iou_weight < 0 or any(not 0.0 <= a <= 1.0 for a in self.iou_power):
@@ -128,18 +147,36 @@ class DetectionHead(nn.Module):
                                     for i in range(convs)])
         c = channels if convs > 0 else c_in
         self.cls = nn.Linear(c, n)
-        self.reg = nn.Linear(c, BoxCoder.code_size + 1)
+        n_dir = n if self.direction_per_class else 1
+        if self.direction_convs:
+            self.dir_body = nn.Sequential(*[SubMBlock(c_in if i == 0 else channels, channels, SITES_SUBM3)
+                                            for i in range(self.direction_convs)])
+            self.dir = nn.Linear(channels, n_dir)
+            self.reg = nn.Linear(c, BoxCoder.code_size)
+        else:
+            self.dir_body = self.dir = None
+            self.reg = nn.Linear(c, BoxCoder.code_size + n_dir)
         self.iou = nn.Linear(c, n) if self.iou_weight > 0 else None
         with torch.no_grad():
             self.cls.bias.fill_(-torch.log(torch.tensor((1 - prior_prob) / prior_prob)).item())
-            self.reg.weight.mul_(0.1)
-            self.reg.bias.zero_()
+            for layer in (self.reg, self.dir):
+                if layer is not None:
+                    layer.weight.mul_(0.1)
+                    layer.bias.zero_()
 
     def forward(self, x: SparseConvTensor, centres: torch.Tensor) -> HeadOutput:
         f = self.body(x).features
         reg = self.reg(f)
         iou = self.iou(f) if self.iou is not None else None
-        return HeadOutput(x.indices, centres, self.cls(f), reg[:, :-1], reg[:, -1], iou)
+        k = BoxCoder.code_size
+        if self.dir is not None:
+            xd = x.replace_feature(x.features.detach()) if self.direction_detach else x
+            direction = self.dir(self.dir_body(xd).features)
+        else:
+            direction = reg[:, k:]
+        if not self.direction_per_class:
+            direction = direction[:, 0]
+        return HeadOutput(x.indices, centres, self.cls(f), reg[:, :k], direction, iou)
 
     def targets(self, out: HeadOutput, gt_boxes: torch.Tensor, gt_types: torch.Tensor) -> Targets:
         return assign_targets(out.centres, out.sites[:, 0], gt_boxes, gt_types, self.classes, self.assign_margin,
@@ -165,7 +202,8 @@ class DetectionHead(nn.Module):
         if bool(pos.any()):
             code, direction = self.coder.encode(targets.boxes[pos], out.centres[pos], targets.labels[pos])
             reg = (smooth_l1(out.box_reg[pos], code).sum(dim=1) * site_w).sum()
-            bce = nn.functional.binary_cross_entropy_with_logits(out.dir_logits[pos], direction, reduction="none")
+            logits = out.direction(torch.nonzero(pos).squeeze(1), targets.labels[pos])
+            bce = nn.functional.binary_cross_entropy_with_logits(logits, direction, reduction="none")
             dirl = (bce * site_w).sum() / site_w.sum()
         else:
             reg = out.box_reg.sum() * 0.0
@@ -196,7 +234,8 @@ class DetectionHead(nn.Module):
     @torch.no_grad()
     def _iou_targets(self, out: HeadOutput, targets: Targets, sites: torch.Tensor) -> torch.Tensor:
         """3D IoU of the given positive sites' decoded boxes (as decoding would make them) with their objects."""
-        boxes = self.coder.decode(out.box_reg[sites], out.dir_logits[sites], out.centres[sites], targets.labels[sites])
+        cls = targets.labels[sites]
+        boxes = self.coder.decode(out.box_reg[sites], out.direction(sites, cls), out.centres[sites], cls)
         iou = paired_iou(boxes.double().cpu().numpy(), targets.boxes[sites].double().cpu().numpy())
         return torch.from_numpy(iou.astype(np.float32)).to(out.iou_logits.device)
 
@@ -238,7 +277,7 @@ class DetectionHead(nn.Module):
             elif score.numel() > self.pre_nms:
                 top = torch.topk(score, self.pre_nms).indices
                 rows, score, cls = rows[top], score[top], cls[top]
-            boxes = self.coder.decode(out.box_reg[rows], out.dir_logits[rows], out.centres[rows], cls)
+            boxes = self.coder.decode(out.box_reg[rows], out.direction(rows, cls), out.centres[rows], cls)
             kept_boxes, kept_scores, kept_cls = [], [], []
             for k in torch.unique(cls).tolist():
                 m = cls == k

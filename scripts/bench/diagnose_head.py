@@ -14,7 +14,9 @@ the labelled objects with at least one point whose centre lies in the model's ra
 - ``det_recall``: share of objects matched (IoU at threshold, same class) by a decoded detection of any
   score, and the median score of those matches;
 - ``dir_acc_sites``: share of positive sites whose decoded heading is within 90 degrees of the truth;
-  ``dir_acc_dets``: the same for the matched detections;
+  ``dir_acc_dets``: the same for the matched detections, after the stream's motion heading when the
+  head has it on; ``_moving`` / ``_static``: the same split by the object's own world speed (from its
+  track id and the poses; moving at >= 0.5 m/s, static below 0.2 m/s, others in neither);
 - ``detections``: detections of the class emitted (after the score threshold and NMS).
 """
 
@@ -40,29 +42,65 @@ def _heading_ok(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return d < math.pi / 2
 
 
+def _world_speeds(frame, pose: np.ndarray, stamp: int, last_seen: dict) -> np.ndarray:
+    """Per labelled object, its world BEV speed (m/s) since the previous frame: the distance to the
+    nearest object of its type there (objects never overlap, and none moves 2 m between frames; nan
+    when none is that near). ``last_seen`` holds the previous frame's (world xy, types, seconds)."""
+    boxes = frame.boxes[:, 1:].double().numpy()
+    types = frame.types.numpy()
+    world = boxes[:, :2] @ pose[:2, :2].T + pose[:2, 3]
+    t = stamp * 1e-6
+    speeds = np.full(len(boxes), np.nan)
+    if last_seen and t > last_seen["t"]:
+        for j in range(len(boxes)):
+            prev = last_seen["xy"][last_seen["types"] == types[j]]
+            if len(prev):
+                d = float(np.min(np.hypot(*(prev - world[j]).T)))
+                if d < 2.0:
+                    speeds[j] = d / (t - last_seen["t"])
+    last_seen.update(xy=world, types=types, t=t)
+    return speeds
+
+
+def _motion_kind(speed: float) -> str | None:
+    if not np.isfinite(speed):
+        return None
+    return "moving" if speed >= 0.5 else "static" if speed < 0.2 else None
+
+
 def diagnose(model, frames, point_range) -> dict:
     import torch
 
     from detector.eval.iou import iou3d, paired_iou
+    from detector.models.motion_heading import MotionHeading
 
-    acc: dict[int, dict[str, list]] = {t: {k: [] for k in ("pos", "best_score", "mean_score", "site_iou", "match",
-                                                            "match_score", "dir_sites", "dir_dets")}
-                                       for t in model.classes}
+    keys = ("pos", "best_score", "mean_score", "site_iou", "match", "match_score", "dir_sites", "dir_dets",
+            "dir_sites_moving", "dir_sites_static", "dir_dets_moving", "dir_dets_static")
+    acc: dict[int, dict[str, list]] = {t: {k: [] for k in keys} for t in model.classes}
     emitted = {t: 0 for t in model.classes}
     xmin, ymin, _, xmax, ymax, _ = point_range
-    state, segment = None, None
+    state, segment, last_seen = None, None, {}
+    motion = MotionHeading() if getattr(model.head, "motion_heading", False) else None
     with torch.no_grad():
         for frame in frames:
             if state is None or frame.segments[0] != segment:
-                state, segment = model.init_state(1), frame.segments[0]
+                state, segment, last_seen = model.init_state(1), frame.segments[0], {}
+                if motion is not None:
+                    motion.reset()
             out, state = model._causal_frame(frame, state)
             state = state.detach()
             det = model.head.decode(out, 1)[0]
+            pose = frame.poses[0].double().numpy()
+            stamp = int(frame.timestamps[0])
+            if motion is not None:
+                det = motion(det, pose, stamp)
+            speeds = _world_speeds(frame, pose, stamp, last_seen)
             targets = model.head.targets(out, frame.boxes, frame.types)
             labels = targets.labels.numpy()
             probs = torch.sigmoid(out.cls_logits).numpy()
             cls_idx = torch.clamp(targets.labels, min=0)
-            site_boxes = model.head.coder.decode(out.box_reg, out.dir_logits, out.centres, cls_idx).numpy()
+            site_boxes = model.head.coder.decode(out.box_reg, out.direction(torch.arange(len(cls_idx)), cls_idx),
+                                                 out.centres, cls_idx).numpy()
             gt_boxes = frame.boxes[:, 1:].double().numpy()
             gt_types = frame.types.numpy()
             npts = frame.num_points.numpy()
@@ -89,7 +127,10 @@ def diagnose(model, frames, point_range) -> dict:
                     ious = paired_iou(site_boxes[mine].astype(np.float64),
                                       np.broadcast_to(gt_boxes[j], (int(mine.sum()), 7)))
                     a["site_iou"].append(float(ious.max()))
-                    a["dir_sites"].extend(_heading_ok(site_boxes[mine, 6], gt_boxes[j, 6]).tolist())
+                    ok_sites = _heading_ok(site_boxes[mine, 6], gt_boxes[j, 6]).tolist()
+                    a["dir_sites"].extend(ok_sites)
+                    if (kind := _motion_kind(speeds[j])) is not None:
+                        a[f"dir_sites_{kind}"].extend(ok_sites)
                 same = dtypes == t
                 if same.any():
                     ious = iou3d(dboxes[same], gt_boxes[j:j + 1])[:, 0]
@@ -98,7 +139,10 @@ def diagnose(model, frames, point_range) -> dict:
                     a["match"].append(bool(ok))
                     if ok:
                         a["match_score"].append(float(dscores[same][best]))
-                        a["dir_dets"].append(bool(_heading_ok(dboxes[same][best, 6:7], gt_boxes[j, 6:7])[0]))
+                        ok_det = bool(_heading_ok(dboxes[same][best, 6:7], gt_boxes[j, 6:7])[0])
+                        a["dir_dets"].append(ok_det)
+                        if (kind := _motion_kind(speeds[j])) is not None:
+                            a[f"dir_dets_{kind}"].append(ok_det)
                 else:
                     a["match"].append(False)
     report = {}
@@ -115,6 +159,8 @@ def diagnose(model, frames, point_range) -> dict:
             "best_site_iou_at_threshold_share": mean(np.array(a["site_iou"]) >= IOU_THRESHOLD[t]),
             "det_recall": mean(a["match"]), "det_match_score_median": med(a["match_score"]),
             "dir_acc_sites": mean(a["dir_sites"]), "dir_acc_dets": mean(a["dir_dets"]),
+            **{f"dir_acc_{w}_{k}": mean(a[f"dir_{w}_{k}"]) for w in ("sites", "dets") for k in ("moving", "static")},
+            "matched_moving": len(a["dir_dets_moving"]), "matched_static": len(a["dir_dets_static"]),
             "detections": emitted[t],
         }
     return report

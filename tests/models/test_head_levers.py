@@ -185,3 +185,52 @@ def test_iou_power_ranks_the_better_fitting_box_first():
     assert det.scores.tolist() == pytest.approx([(0.5 * 0.9) ** 0.5, (0.6 * 0.3) ** 0.5], abs=1e-5)
     with pytest.raises(ValueError, match="iou_power needs the IoU branch"):
         DetectionHead(16, iou_power=0.5)
+
+
+def test_direction_per_class_trains_and_decodes_each_class_by_its_own_logit():
+    head = DetectionHead(16, direction_per_class=True)
+    assert head.reg.out_features == 8 + 3
+    # a vehicle site and a pedestrian site, both with heading pi (direction bit 1)
+    boxes = torch.tensor([[10.0, 0.0, 0.0, 4.0, 2.0, 1.5, math.pi - 0.1],
+                          [0.0, 10.0, 0.0, 0.8, 0.8, 1.7, math.pi - 0.1]])
+    centres = boxes[:, :3].clone()
+    labels = torch.tensor([0, 1])
+    code, direction = head.coder.encode(boxes, centres, labels)
+    assert direction.tolist() == [1.0, 1.0]
+    dir_logits = torch.full((2, 3), -5.0)
+    dir_logits[0, 0], dir_logits[1, 1] = 5.0, 5.0  # right for the site's own class only
+    dir_logits.requires_grad_(True)
+    logits = torch.full((2, 3), -10.0)
+    logits[0, 0], logits[1, 1] = 5.0, 5.0
+    out = HeadOutput(torch.zeros((2, 4), dtype=torch.int32), centres, logits, code, dir_logits)
+    loss = head.loss(out, Targets(labels, boxes))
+    assert loss["dir"].item() == pytest.approx(math.log1p(math.exp(-5.0)), rel=1e-5)
+    loss["dir"].backward()
+    # only the logit of the site's own class gets a gradient
+    assert (dir_logits.grad != 0).tolist() == [[True, False, False], [False, True, False]]
+    det = head.decode(out, 1)[0]
+    assert sorted(det.types.tolist()) == [1, 2]
+    assert torch.allclose(det.boxes[:, 6].abs(), torch.full((2,), math.pi - 0.1), atol=1e-5)
+    # the shared logit (the default) reads one column for every class
+    shared = DetectionHead(16)
+    assert shared.reg.out_features == 9
+    out1 = HeadOutput(out.sites, centres, logits, code, torch.tensor([5.0, -5.0]))
+    assert out1.direction(torch.tensor([0, 1]), labels).tolist() == [5.0, -5.0]
+
+
+def test_direction_branch_of_its_own_leaves_the_shared_body_to_class_and_box():
+    from spconv.pytorch import SparseConvTensor
+
+    torch.manual_seed(0)
+    head = DetectionHead(8, channels=16, direction_convs=1, direction_per_class=True)
+    assert head.reg.out_features == 8 and head.dir.out_features == 3
+    sites = torch.tensor([[0, 1, 2, 3], [0, 1, 2, 4], [0, 1, 3, 3]], dtype=torch.int32)
+    x = SparseConvTensor(torch.randn(3, 8), sites, [4, 8, 8], 1)
+    out = head(x, torch.zeros(3, 3))
+    assert out.box_reg.shape == (3, 8) and out.dir_logits.shape == (3, 3)
+    # the direction's gradient reaches its own branch and the input, never the shared body
+    out.dir_logits.sum().backward()
+    assert all(p.grad is None for p in head.body.parameters())
+    assert all(p.grad is not None for p in head.dir_body.parameters())
+    with pytest.raises(ValueError, match="direction_convs"):
+        DetectionHead(8, direction_convs=-1)
