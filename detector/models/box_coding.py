@@ -64,3 +64,19 @@ class BoxCoder:
         axis = 0.5 * torch.atan2(code[:, 6], code[:, 7])
         heading = wrap_angle(axis + math.pi * (dir_logits > 0).float())
         return torch.cat([centre, size, heading[:, None]], dim=1)
+
+    @staticmethod
+    def axial_offset(code: torch.Tensor) -> torch.Tensor:
+        """(N,) metres from the voxel to its box centre along the code's box axis (the axis angle in
+        (-pi/2, pi/2], so the sign says on which side of the voxel the centre lies, front or back unknown)."""
+        axis = 0.5 * torch.atan2(code[:, 6], code[:, 7])
+        return code[:, 0] * torch.cos(axis) + code[:, 1] * torch.sin(axis)
+
+    @staticmethod
+    def relative_direction(code: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+        """(N,) float 0/1 from ``encode``'s outputs: 1 where the box's front lies beyond its centre as seen
+        from the voxel (the voxel is in the rear half). Unlike the direction bit, which says whether the
+        heading points along -x of the vehicle frame, this depends only on the object's own shape around
+        the voxel: no absolute frame to combine it with."""
+        return ((BoxCoder.axial_offset(code) > 0).float() - direction).abs()
+

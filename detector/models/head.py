@@ -28,6 +28,12 @@ __all__ = ["DetectionHead", "LOSS_NORMS"]
 #: the weight their IoU-0.7 boxes need.
 LOSS_NORMS = ("all", "per_class", "per_class_cls")
 
+#: the site-relative direction: sites this far (m, along the axis) from their box centre weigh fully in its
+#: loss (less when nearer, 0 at the centre); decoding reads the side of the centre as tanh(offset / softness)
+REL_FULL_WEIGHT_M = 0.4
+REL_SOFTNESS_M = 0.2
+
+
 
 def _per_class(value: float | Sequence[float], n: int, name: str) -> list[float]:
     if isinstance(value, (int, float)):
@@ -91,6 +97,7 @@ class DetectionHead(nn.Module):
         direction_per_class: bool = False,
         direction_convs: int = 0,
         direction_detach: bool = False,
+        direction_relative: bool = False,
     ) -> None:
         super().__init__()
         self.classes = [int(c) for c in classes]
@@ -135,6 +142,10 @@ class DetectionHead(nn.Module):
         self.direction_detach = bool(direction_detach)
         if self.direction_detach and not self.direction_convs:
             raise ValueError("DetectionHead: direction_detach needs a direction branch (direction_convs > 0)")
+        #: one more logit, the site-relative direction (``BoxCoder.relative_direction``): is the front on
+        #: the far side of the box centre as seen from the site? It is trained besides the direction bit,
+        #: and decoding adds it, turned into the bit's terms by the side the site's box centre lies on
+        self.direction_relative = bool(direction_relative)
         if self.iou_max_sites < 1:
             raise ValueError(f"DetectionHead: iou_max_sites={iou_max_sites} must be >= 1")
         if self.iou_weight < 0 or any(not 0.0 <= a <= 1.0 for a in self.iou_power):
@@ -147,7 +158,7 @@ class DetectionHead(nn.Module):
                                     for i in range(convs)])
         c = channels if convs > 0 else c_in
         self.cls = nn.Linear(c, n)
-        n_dir = n if self.direction_per_class else 1
+        n_dir = (n if self.direction_per_class else 1) + int(self.direction_relative)
         if self.direction_convs:
             self.dir_body = nn.Sequential(*[SubMBlock(c_in if i == 0 else channels, channels, SITES_SUBM3)
                                             for i in range(self.direction_convs)])
@@ -174,9 +185,22 @@ class DetectionHead(nn.Module):
             direction = self.dir(self.dir_body(xd).features)
         else:
             direction = reg[:, k:]
+        rel = None
+        if self.direction_relative:
+            direction, rel = direction[:, :-1], direction[:, -1]
         if not self.direction_per_class:
             direction = direction[:, 0]
-        return HeadOutput(x.indices, centres, self.cls(f), reg[:, :k], direction, iou)
+        return HeadOutput(x.indices, centres, self.cls(f), reg[:, :k], direction, iou, rel)
+
+    def direction_logits(self, out: HeadOutput, rows: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+        """The direction-bit logits of ``rows`` read as class ``cls``, the site-relative logit added in
+        the bit's terms: the front beyond the centre means heading ``axis + pi`` when the centre lies at
+        -axis from the site, ``axis`` when it lies at +axis (a soft sign over ``REL_SOFTNESS_M``)."""
+        logits = out.direction(rows, cls)
+        if out.rel_dir_logits is None:
+            return logits
+        side = torch.tanh(BoxCoder.axial_offset(out.box_reg[rows]) / REL_SOFTNESS_M)
+        return logits - side * out.rel_dir_logits[rows]
 
     def targets(self, out: HeadOutput, gt_boxes: torch.Tensor, gt_types: torch.Tensor) -> Targets:
         return assign_targets(out.centres, out.sites[:, 0], gt_boxes, gt_types, self.classes, self.assign_margin,
@@ -205,14 +229,26 @@ class DetectionHead(nn.Module):
             logits = out.direction(torch.nonzero(pos).squeeze(1), targets.labels[pos])
             bce = nn.functional.binary_cross_entropy_with_logits(logits, direction, reduction="none")
             dirl = (bce * site_w).sum() / site_w.sum()
+            if out.rel_dir_logits is not None:
+                # sites near the centre (along the axis) cannot tell which half they are in: weight 0 at
+                # the centre, 1 from REL_FULL_WEIGHT_M on
+                rel_w = site_w * (BoxCoder.axial_offset(code).abs() / REL_FULL_WEIGHT_M).clamp(max=1.0)
+                rel_bce = nn.functional.binary_cross_entropy_with_logits(
+                    out.rel_dir_logits[pos], BoxCoder.relative_direction(code, direction), reduction="none")
+                rel = (rel_bce * rel_w).sum() / rel_w.sum().clamp(min=1e-12)
         else:
             reg = out.box_reg.sum() * 0.0
             dirl = out.dir_logits.sum() * 0.0
+            if out.rel_dir_logits is not None:
+                rel = out.rel_dir_logits.sum() * 0.0
         total = self.cls_weight * cls + self.reg_weight * reg + self.dir_weight * dirl
         losses = {"loss": total, "cls": cls, "reg": reg, "dir": dirl}
+        if out.rel_dir_logits is not None:
+            losses["dir_rel"] = rel
+            losses["loss"] = total + self.dir_weight * rel
         if out.iou_logits is not None:
             losses["iou"] = self._iou_loss(out, targets, site_w)
-            losses["loss"] = total + self.iou_weight * losses["iou"]
+            losses["loss"] = losses["loss"] + self.iou_weight * losses["iou"]
         return losses
 
     def _iou_loss(self, out: HeadOutput, targets: Targets, site_w: torch.Tensor) -> torch.Tensor:
@@ -235,7 +271,7 @@ class DetectionHead(nn.Module):
     def _iou_targets(self, out: HeadOutput, targets: Targets, sites: torch.Tensor) -> torch.Tensor:
         """3D IoU of the given positive sites' decoded boxes (as decoding would make them) with their objects."""
         cls = targets.labels[sites]
-        boxes = self.coder.decode(out.box_reg[sites], out.direction(sites, cls), out.centres[sites], cls)
+        boxes = self.coder.decode(out.box_reg[sites], self.direction_logits(out, sites, cls), out.centres[sites], cls)
         iou = paired_iou(boxes.double().cpu().numpy(), targets.boxes[sites].double().cpu().numpy())
         return torch.from_numpy(iou.astype(np.float32)).to(out.iou_logits.device)
 
@@ -277,7 +313,7 @@ class DetectionHead(nn.Module):
             elif score.numel() > self.pre_nms:
                 top = torch.topk(score, self.pre_nms).indices
                 rows, score, cls = rows[top], score[top], cls[top]
-            boxes = self.coder.decode(out.box_reg[rows], out.direction(rows, cls), out.centres[rows], cls)
+            boxes = self.coder.decode(out.box_reg[rows], self.direction_logits(out, rows, cls), out.centres[rows], cls)
             kept_boxes, kept_scores, kept_cls = [], [], []
             for k in torch.unique(cls).tolist():
                 m = cls == k

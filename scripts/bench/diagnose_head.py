@@ -99,8 +99,9 @@ def diagnose(model, frames, point_range) -> dict:
             labels = targets.labels.numpy()
             probs = torch.sigmoid(out.cls_logits).numpy()
             cls_idx = torch.clamp(targets.labels, min=0)
-            site_boxes = model.head.coder.decode(out.box_reg, out.direction(torch.arange(len(cls_idx)), cls_idx),
-                                                 out.centres, cls_idx).numpy()
+            dir_logits = model.head.direction_logits(out, torch.arange(len(cls_idx)), cls_idx)
+            site_boxes = model.head.coder.decode(out.box_reg, dir_logits, out.centres, cls_idx).numpy()
+
             gt_boxes = frame.boxes[:, 1:].double().numpy()
             gt_types = frame.types.numpy()
             npts = frame.num_points.numpy()

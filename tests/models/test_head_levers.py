@@ -234,3 +234,39 @@ def test_direction_branch_of_its_own_leaves_the_shared_body_to_class_and_box():
     assert all(p.grad is not None for p in head.dir_body.parameters())
     with pytest.raises(ValueError, match="direction_convs"):
         DetectionHead(8, direction_convs=-1)
+    # the site-relative logit rides along as the last output, of the branch or of the shared body
+    for convs in (0, 1):
+        head = DetectionHead(8, channels=16, direction_convs=convs, direction_relative=True)
+        out = head(x, torch.zeros(3, 3))
+        assert out.dir_logits.shape == (3,) and out.rel_dir_logits.shape == (3,) and out.box_reg.shape == (3, 8)
+
+
+
+@pytest.mark.parametrize("heading", [0.3, 0.3 + math.pi, -1.2, -1.2 + math.pi])
+def test_site_relative_direction_decodes_the_front_from_either_end_of_the_box(heading):
+    head = DetectionHead(16, direction_relative=True)
+    assert head.reg.out_features == 8 + 2
+    box = torch.tensor([[10.0, 5.0, 0.0, 4.5, 2.0, 1.5, heading]])
+    front = torch.tensor([math.cos(heading), math.sin(heading), 0.0])
+    # a site near the front bumper, one near the rear, one at the side 0.1 m behind the centre
+    centres = box[0, :3] + torch.stack([1.8 * front, -1.8 * front, -0.1 * front + torch.tensor([0.0, 0.0, 0.5])])
+    labels = torch.zeros(3, dtype=torch.long)
+    code, direction = head.coder.encode(box.repeat(3, 1), centres, labels)
+    rel = head.coder.relative_direction(code, direction)
+    assert rel.tolist() == [0.0, 1.0, 1.0]  # the front lies beyond the centre for the rear sites only
+    # the direction bit says nothing (logit 0); the site-relative logit alone turns every box right
+    out = HeadOutput(torch.zeros((3, 4), dtype=torch.int32), centres, torch.full((3, 3), -10.0), code,
+                     torch.zeros(3), None, (rel * 2 - 1) * 4)
+    boxes = head.coder.decode(code, head.direction_logits(out, torch.arange(3), labels), centres, labels)
+    err = torch.remainder(boxes[:, 6] - heading + math.pi, 2 * math.pi) - math.pi
+    assert err.abs().max().item() < 1e-4
+    # its loss: BCE on the relative target, the site 0.1 m from the centre weighted 0.1 / 0.4
+    out.rel_dir_logits.requires_grad_(True)
+    losses = head.loss(out, Targets(labels, box.repeat(3, 1)))
+    losses["dir_rel"].backward()
+    g = out.rel_dir_logits.grad
+    w = torch.tensor([1.0, 1.0, 0.25])
+    expect = (torch.sigmoid(out.rel_dir_logits.detach()) - rel) * w / w.sum()
+    assert torch.allclose(g, expect, atol=1e-6)
+    assert losses["loss"].item() == pytest.approx(
+        (losses["cls"] + 2.0 * losses["reg"] + 0.2 * (losses["dir"] + losses["dir_rel"])).item(), rel=1e-5)
