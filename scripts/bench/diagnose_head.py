@@ -17,7 +17,9 @@ the labelled objects with at least one point whose centre lies in the model's ra
   ``dir_acc_dets``: the same for the matched detections, after the stream's motion heading when the
   head has it on; ``_moving`` / ``_static``: the same split by the object's own world speed (from its
   track id and the poses; moving at >= 0.5 m/s, static below 0.2 m/s, others in neither);
-- ``detections``: detections of the class emitted (after the score threshold and NMS).
+- ``detections``: detections of the class emitted (after the score threshold and NMS);
+- ``long_*``: positives, best site IoU and recall of the objects at least ``LONG_M`` long (trucks, buses).
+
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 NAMES = {1: "vehicle", 2: "pedestrian", 4: "cyclist"}
 IOU_THRESHOLD = {1: 0.7, 2: 0.5, 4: 0.5}
+LONG_M = 6.5  # objects at least this long (trucks and buses among the vehicles) are also reported apart
+
 
 
 def _heading_ok(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -75,7 +79,8 @@ def diagnose(model, frames, point_range) -> dict:
     from detector.models.motion_heading import MotionHeading
 
     keys = ("pos", "best_score", "mean_score", "site_iou", "match", "match_score", "dir_sites", "dir_dets",
-            "dir_sites_moving", "dir_sites_static", "dir_dets_moving", "dir_dets_static")
+            "dir_sites_moving", "dir_sites_static", "dir_dets_moving", "dir_dets_static",
+            "long_pos", "long_site_iou", "long_match")
     acc: dict[int, dict[str, list]] = {t: {k: [] for k in keys} for t in model.classes}
     emitted = {t: 0 for t in model.classes}
     xmin, ymin, _, xmax, ymax, _ = point_range
@@ -121,6 +126,9 @@ def diagnose(model, frames, point_range) -> dict:
                 # sites assigned to this object: positive of its class with exactly its box as target
                 mine = (labels == k) & np.all(np.abs(tb - gt_boxes[j].astype(np.float32)) < 1e-4, axis=1)
                 a["pos"].append(int(mine.sum()))
+                long = gt_boxes[j, 3] >= LONG_M
+                if long:
+                    a["long_pos"].append(int(mine.sum()))
                 if mine.any():
                     s = probs[mine, k]
                     a["best_score"].append(float(s.max()))
@@ -128,6 +136,8 @@ def diagnose(model, frames, point_range) -> dict:
                     ious = paired_iou(site_boxes[mine].astype(np.float64),
                                       np.broadcast_to(gt_boxes[j], (int(mine.sum()), 7)))
                     a["site_iou"].append(float(ious.max()))
+                    if long:
+                        a["long_site_iou"].append(float(ious.max()))
                     ok_sites = _heading_ok(site_boxes[mine, 6], gt_boxes[j, 6]).tolist()
                     a["dir_sites"].extend(ok_sites)
                     if (kind := _motion_kind(speeds[j])) is not None:
@@ -138,6 +148,8 @@ def diagnose(model, frames, point_range) -> dict:
                     best = int(np.argmax(ious))
                     ok = ious[best] >= IOU_THRESHOLD[t]
                     a["match"].append(bool(ok))
+                    if long:
+                        a["long_match"].append(bool(ok))
                     if ok:
                         a["match_score"].append(float(dscores[same][best]))
                         ok_det = bool(_heading_ok(dboxes[same][best, 6:7], gt_boxes[j, 6:7])[0])
@@ -146,6 +158,8 @@ def diagnose(model, frames, point_range) -> dict:
                             a[f"dir_dets_{kind}"].append(ok_det)
                 else:
                     a["match"].append(False)
+                    if long:
+                        a["long_match"].append(False)
     report = {}
     for t, a in acc.items():
         pos = np.array(a["pos"])
@@ -162,6 +176,10 @@ def diagnose(model, frames, point_range) -> dict:
             "dir_acc_sites": mean(a["dir_sites"]), "dir_acc_dets": mean(a["dir_dets"]),
             **{f"dir_acc_{w}_{k}": mean(a[f"dir_{w}_{k}"]) for w in ("sites", "dets") for k in ("moving", "static")},
             "matched_moving": len(a["dir_dets_moving"]), "matched_static": len(a["dir_dets_static"]),
+            "long_objects": len(a["long_pos"]), "long_pos_sites_median": med(a["long_pos"]),
+            "long_best_site_iou_median": med(a["long_site_iou"]),
+            "long_best_site_iou_at_threshold_share": mean(np.array(a["long_site_iou"]) >= IOU_THRESHOLD[t]),
+            "long_det_recall": mean(a["long_match"]),
             "detections": emitted[t],
         }
     return report
