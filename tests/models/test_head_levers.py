@@ -234,7 +234,15 @@ def test_direction_branch_of_its_own_leaves_the_shared_body_to_class_and_box():
     assert all(p.grad is not None for p in head.dir_body.parameters())
     with pytest.raises(ValueError, match="direction_convs"):
         DetectionHead(8, direction_convs=-1)
+    # detached, the branch sends nothing into its input (the backbone's features)
+    feats = torch.randn(3, 8, requires_grad=True)
+    head_d = DetectionHead(8, channels=16, direction_convs=1, direction_detach=True)
+    head_d(SparseConvTensor(feats, sites, [4, 8, 8], 1), torch.zeros(3, 3)).dir_logits.sum().backward()
+    assert feats.grad is None
+    with pytest.raises(ValueError, match="direction_detach"):
+        DetectionHead(8, direction_detach=True)
     # the site-relative logit rides along as the last output, of the branch or of the shared body
+
     for convs in (0, 1):
         head = DetectionHead(8, channels=16, direction_convs=convs, direction_relative=True)
         out = head(x, torch.zeros(3, 3))
