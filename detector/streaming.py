@@ -18,7 +18,16 @@ import torch
 from detector.data.batch import FrameBatch
 from detector.models.motion_heading import MotionHeading
 
-__all__ = ["FrameResult", "Stream", "StreamStep", "frame_result", "stream", "stream_segments"]
+__all__ = ["FrameResult", "Stream", "StreamStep", "frame_result", "motion_heading_of", "stream", "stream_segments"]
+
+
+def motion_heading_of(model: torch.nn.Module) -> MotionHeading | None:
+    """The motion-heading step a stream of ``model`` applies (None when its head has it off); its tracks
+    break at the model's own gap threshold."""
+    if not getattr(getattr(model, "head", None), "motion_heading", False):
+        return None
+    gap = getattr(model, "max_gap_s", None)
+    return MotionHeading() if gap is None else MotionHeading(max_gap_s=float(gap))
 
 
 @dataclass
@@ -73,12 +82,9 @@ class Stream:
         self.model = model
         self.device = device
         self.reset_every = reset_every
-        head = getattr(model, "head", None)
-        self.motion = None
-        if getattr(head, "motion_heading", False):  # its tracks break at the model's own gap threshold
-            gap = getattr(model, "max_gap_s", None)
-            self.motion = MotionHeading() if gap is None else MotionHeading(max_gap_s=float(gap))
+        self.motion = motion_heading_of(model)
         self.reset()
+
 
     def reset(self) -> None:
         """Forget the state: the next frame starts afresh."""

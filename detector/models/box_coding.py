@@ -79,4 +79,3 @@ class BoxCoder:
         heading points along -x of the vehicle frame, this depends only on the object's own shape around
         the voxel: no absolute frame to combine it with."""
         return ((BoxCoder.axial_offset(code) > 0).float() - direction).abs()
-

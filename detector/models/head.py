@@ -34,7 +34,6 @@ REL_FULL_WEIGHT_M = 0.4
 REL_SOFTNESS_M = 0.2
 
 
-
 def _per_class(value: float | Sequence[float], n: int, name: str) -> list[float]:
     if isinstance(value, (int, float)):
         return [float(value)] * n

@@ -51,7 +51,6 @@ class HeadOutput:
     iou_logits: torch.Tensor | None = None
     rel_dir_logits: torch.Tensor | None = None
 
-
     def direction(self, rows: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
         """Direction logits of ``rows`` (site indices) read as class index ``cls`` (one per row)."""
         if self.dir_logits.ndim == 1:

@@ -15,11 +15,10 @@ the labelled objects with at least one point whose centre lies in the model's ra
   score, and the median score of those matches;
 - ``dir_acc_sites``: share of positive sites whose decoded heading is within 90 degrees of the truth;
   ``dir_acc_dets``: the same for the matched detections, after the stream's motion heading when the
-  head has it on; ``_moving`` / ``_static``: the same split by the object's own world speed (from its
-  track id and the poses; moving at >= 0.5 m/s, static below 0.2 m/s, others in neither);
+  head has it on; ``_moving`` / ``_static``: the same split by the object's own world speed (from the
+  labels and the poses, ``_world_speeds``; moving at >= 0.5 m/s, static below 0.2 m/s, others in neither);
 - ``detections``: detections of the class emitted (after the score threshold and NMS);
 - ``long_*``: positives, best site IoU and recall of the objects at least ``LONG_M`` long (trucks, buses).
-
 """
 
 from __future__ import annotations
@@ -38,7 +37,6 @@ sys.path.insert(0, str(ROOT))
 NAMES = {1: "vehicle", 2: "pedestrian", 4: "cyclist"}
 IOU_THRESHOLD = {1: 0.7, 2: 0.5, 4: 0.5}
 LONG_M = 6.5  # objects at least this long (trucks and buses among the vehicles) are also reported apart
-
 
 
 def _heading_ok(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -76,7 +74,7 @@ def diagnose(model, frames, point_range) -> dict:
     import torch
 
     from detector.eval.iou import iou3d, paired_iou
-    from detector.models.motion_heading import MotionHeading
+    from detector.streaming import motion_heading_of
 
     keys = ("pos", "best_score", "mean_score", "site_iou", "match", "match_score", "dir_sites", "dir_dets",
             "dir_sites_moving", "dir_sites_static", "dir_dets_moving", "dir_dets_static",
@@ -85,7 +83,7 @@ def diagnose(model, frames, point_range) -> dict:
     emitted = {t: 0 for t in model.classes}
     xmin, ymin, _, xmax, ymax, _ = point_range
     state, segment, last_seen = None, None, {}
-    motion = MotionHeading() if getattr(model.head, "motion_heading", False) else None
+    motion = motion_heading_of(model)
     with torch.no_grad():
         for frame in frames:
             if state is None or frame.segments[0] != segment:
@@ -106,7 +104,6 @@ def diagnose(model, frames, point_range) -> dict:
             cls_idx = torch.clamp(targets.labels, min=0)
             dir_logits = model.head.direction_logits(out, torch.arange(len(cls_idx)), cls_idx)
             site_boxes = model.head.coder.decode(out.box_reg, dir_logits, out.centres, cls_idx).numpy()
-
             gt_boxes = frame.boxes[:, 1:].double().numpy()
             gt_types = frame.types.numpy()
             npts = frame.num_points.numpy()
@@ -143,23 +140,21 @@ def diagnose(model, frames, point_range) -> dict:
                     if (kind := _motion_kind(speeds[j])) is not None:
                         a[f"dir_sites_{kind}"].extend(ok_sites)
                 same = dtypes == t
+                ok = False
                 if same.any():
                     ious = iou3d(dboxes[same], gt_boxes[j:j + 1])[:, 0]
                     best = int(np.argmax(ious))
-                    ok = ious[best] >= IOU_THRESHOLD[t]
-                    a["match"].append(bool(ok))
-                    if long:
-                        a["long_match"].append(bool(ok))
+                    ok = bool(ious[best] >= IOU_THRESHOLD[t])
                     if ok:
                         a["match_score"].append(float(dscores[same][best]))
                         ok_det = bool(_heading_ok(dboxes[same][best, 6:7], gt_boxes[j, 6:7])[0])
                         a["dir_dets"].append(ok_det)
                         if (kind := _motion_kind(speeds[j])) is not None:
                             a[f"dir_dets_{kind}"].append(ok_det)
-                else:
-                    a["match"].append(False)
-                    if long:
-                        a["long_match"].append(False)
+                a["match"].append(ok)
+                if long:
+                    a["long_match"].append(ok)
+
     report = {}
     for t, a in acc.items():
         pos = np.array(a["pos"])
