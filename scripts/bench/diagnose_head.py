@@ -18,7 +18,11 @@ the labelled objects with at least one point whose centre lies in the model's ra
   head has it on; ``_moving`` / ``_static``: the same split by the object's own world speed (from the
   labels and the poses, ``_world_speeds``; moving at >= 0.5 m/s, static below 0.2 m/s, others in neither);
 - ``detections``: detections of the class emitted (after the score threshold and NMS);
-- ``long_*``: positives, best site IoU and recall of the objects at least ``LONG_M`` long (trucks, buses).
+- ``long_*``: positives, best site IoU and recall of the objects at least ``LONG_M`` long (trucks, buses);
+- ``static_*``: per static object (its world position), how many have their matched detections' heading
+  right in >= 80% / <= 20% of their frames, the share right under a causal majority vote over each
+  object's frames, and the share of static detections facing +x of the vehicle frame.
+
 """
 
 from __future__ import annotations
@@ -64,7 +68,27 @@ def _world_speeds(frame, pose: np.ndarray, stamp: int, last_seen: dict) -> np.nd
     return speeds
 
 
+def _static_report(objects: dict[tuple, list[bool]], facing_x: list[bool]) -> dict:
+    """Whether a static object's heading errors are per object or per frame: its share of right frames,
+    and what a causal majority vote over its frames so far would give."""
+    shares = np.array([np.mean(o) for o in objects.values()])
+    frames = sum(len(o) for o in objects.values())
+    vote = 0
+    for o in objects.values():
+        tally = 0
+        for ok in o:
+            tally += 1 if ok else -1
+            vote += tally > 0 or (tally == 0 and ok)
+    return {"static_objects": len(objects),
+            "static_objects_right_80": int((shares >= 0.8).sum()),
+            "static_objects_right_20": int((shares <= 0.2).sum()),
+
+            "dir_acc_dets_static_vote": vote / frames if frames else float("nan"),
+            "static_dets_facing_x": float(np.mean(facing_x)) if facing_x else float("nan")}
+
+
 def _motion_kind(speed: float) -> str | None:
+
     if not np.isfinite(speed):
         return None
     return "moving" if speed >= 0.5 else "static" if speed < 0.2 else None
@@ -78,8 +102,10 @@ def diagnose(model, frames, point_range) -> dict:
 
     keys = ("pos", "best_score", "mean_score", "site_iou", "match", "match_score", "dir_sites", "dir_dets",
             "dir_sites_moving", "dir_sites_static", "dir_dets_moving", "dir_dets_static",
-            "long_pos", "long_site_iou", "long_match")
+            "long_pos", "long_site_iou", "long_match", "static_facing_x")
     acc: dict[int, dict[str, list]] = {t: {k: [] for k in keys} for t in model.classes}
+    # per static object (segment, world position to 1 m): its matched detections' heading right or not
+    static_objects: dict[int, dict[tuple, list[bool]]] = {t: {} for t in model.classes}
     emitted = {t: 0 for t in model.classes}
     xmin, ymin, _, xmax, ymax, _ = point_range
     state, segment, last_seen = None, None, {}
@@ -105,6 +131,7 @@ def diagnose(model, frames, point_range) -> dict:
             dir_logits = model.head.direction_logits(out, torch.arange(len(cls_idx)), cls_idx)
             site_boxes = model.head.coder.decode(out.box_reg, dir_logits, out.centres, cls_idx).numpy()
             gt_boxes = frame.boxes[:, 1:].double().numpy()
+            gt_world = gt_boxes[:, :2] @ pose[:2, :2].T + pose[:2, 3]
             gt_types = frame.types.numpy()
             npts = frame.num_points.numpy()
             tb = targets.boxes.numpy()
@@ -151,6 +178,10 @@ def diagnose(model, frames, point_range) -> dict:
                         a["dir_dets"].append(ok_det)
                         if (kind := _motion_kind(speeds[j])) is not None:
                             a[f"dir_dets_{kind}"].append(ok_det)
+                        if kind == "static":
+                            a["static_facing_x"].append(bool(math.cos(dboxes[same][best, 6]) > 0))
+                            where = (segment, *np.round(gt_world[j]).astype(int).tolist())
+                            static_objects[t].setdefault(where, []).append(ok_det)
                 a["match"].append(ok)
                 if long:
                     a["long_match"].append(ok)
@@ -175,6 +206,7 @@ def diagnose(model, frames, point_range) -> dict:
             "long_best_site_iou_median": med(a["long_site_iou"]),
             "long_best_site_iou_at_threshold_share": mean(np.array(a["long_site_iou"]) >= IOU_THRESHOLD[t]),
             "long_det_recall": mean(a["long_match"]),
+            **_static_report(static_objects[t], a["static_facing_x"]),
             "detections": emitted[t],
         }
     return report
