@@ -60,6 +60,14 @@ class DetectorModule(L.LightningModule):
         self.log("lr", opt.param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=bs)
         return losses["loss"]
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # the total gradient norm before Lightning clips it (trainer.gradient_clip_val): how often and by
+        # how much a loss term's gradient drives the clipping shows in the learning curves
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if grads:
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+            self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+
     def configure_optimizers(self):
         hp = self.hparams
         decay, no_decay = [], []

@@ -29,6 +29,7 @@ from torch import nn
 from detector.data.batch import ClipBatch, FrameBatch
 from detector.data.clips import max_gap_micros
 from detector.models.backbone import SparseUNet
+from detector.models.box_direction import BoxDirection
 from detector.models.head import DetectionHead
 from detector.models.losses import sigmoid_focal_loss
 from detector.models.outputs import ClipOutput, Detections, HeadOutput
@@ -50,12 +51,18 @@ class Detector(nn.Module):
         temporal: TemporalFusion,
         head: DetectionHead,
         max_gap_s: float | None = 0.5,
+        box_direction: BoxDirection | None = None,
     ) -> None:
         super().__init__()
         self.voxelizer = voxelizer
         self.backbone = backbone
         self.temporal = temporal
         self.head = head
+        #: optional second look at each box's front from the points in it (``detector.models.box_direction``)
+        self.box_direction = box_direction
+        if box_direction is not None and list(box_direction.classes) != list(head.classes):
+            raise ValueError(f"Detector: box_direction.classes={box_direction.classes} must be the head's "
+                             f"classes {list(head.classes)} (one output per head class, in its order)")
         self.max_gap_s = None if max_gap_s is None else float(max_gap_s)
         self._max_gap_micros = max_gap_micros(max_gap_s)  # None: no limit
         want = voxelizer.num_features(temporal.point_channels)
@@ -110,8 +117,9 @@ class Detector(nn.Module):
             if compute_loss:
                 frame_losses.append(self.head.loss(out, self.head.targets(out, frame.boxes, frame.types)))
             if decode:
-                detections.append(self.head.decode(out, frame.batch_size))
-        return ClipOutput(self._average(frame_losses), frame_losses, detections, state.detach())
+                detections.append(self._decode(out, frame))
+        losses = self._with_box_direction(self._average(frame_losses), clip.frames[-1]) if compute_loss else {}
+        return ClipOutput(losses, frame_losses, detections, state.detach())
 
     @property
     def bidirectional(self) -> bool:
@@ -132,9 +140,10 @@ class Detector(nn.Module):
         if state.batch_size != frame.batch_size:
             raise ValueError(f"Detector.step: state has {state.batch_size} streams, frame has {frame.batch_size}")
         out, state = self._causal_frame(frame, state)
-        detections = self.head.decode(out, frame.batch_size)
+        detections = self._decode(out, frame)
         if return_losses:
-            losses = self.head.loss(out, self.head.targets(out, frame.boxes, frame.types))
+            losses = self._with_box_direction(self.head.loss(out, self.head.targets(out, frame.boxes, frame.types)),
+                                              frame)
             return detections, state.detach(), losses
         return detections, state.detach()
 
@@ -169,6 +178,22 @@ class Detector(nn.Module):
 
     def _head(self, fused: SparseConvTensor) -> HeadOutput:
         return self.head(fused, self.voxelizer.centers(fused.indices))
+
+    def _decode(self, out: HeadOutput, frame: FrameBatch) -> list[Detections]:
+        """The head's detections per stream, their fronts set by the box-direction stage if there is one."""
+        detections = self.head.decode(out, frame.batch_size)
+        if self.box_direction is None:
+            return detections
+        stream = frame.points[:, 0].long()
+        return [self.box_direction.apply(frame.points[stream == b, 1:4], det) for b, det in enumerate(detections)]
+
+    def _with_box_direction(self, losses: dict[str, torch.Tensor], frame: FrameBatch) -> dict[str, torch.Tensor]:
+        """``losses`` plus the box-direction stage's term on ``frame``'s labelled boxes (one frame a clip:
+        the stage sees single frames, and its cost stays small next to the clip's)."""
+        if self.box_direction is None or not losses:
+            return losses
+        term = self.box_direction.loss(frame.points, frame.boxes, frame.types, frame.num_points)
+        return {**losses, "dir_box": term, "loss": losses["loss"] + self.box_direction.weight * term}
 
     def _causal_frame(self, frame: FrameBatch, state: State) -> tuple[HeadOutput, State]:
         state = state.drop_streams(self._reset_mask(frame, state))
@@ -241,10 +266,12 @@ class Detector(nn.Module):
                 losses["loss"] = losses["loss"] + aux
                 frame_losses.append(losses)
             if decode:
-                detections.append(self.head.decode(out, batch_size))
+                detections.append(self._decode(out, frame))
             state = State(frame.poses.double(), frame.timestamps.long(), torch.ones_like(state.valid))
             state.recurrent = temporal.prune(out_f, score_f.detach())
-        return ClipOutput(self._average(frame_losses), frame_losses, detections, None)
+        losses = self._with_box_direction(self._average(frame_losses), frames[-1]) if compute_loss else {}
+        return ClipOutput(losses, frame_losses, detections, None)
+
 
     def _objectness_loss(self, out: FusedOutput, logits: torch.Tensor, frame: FrameBatch) -> torch.Tensor:
         """Class-agnostic focal loss of a direction's objectness on its own sites (bidirectional)."""
