@@ -118,7 +118,7 @@ def diagnose(model, frames, point_range) -> dict:
                     motion.reset()
             out, state = model._causal_frame(frame, state)
             state = state.detach()
-            det = model.head.decode(out, 1)[0]
+            det = model._decode(out, frame)[0]  # the head and the box-direction stage, as Detector.step
             pose = frame.poses[0].double().numpy()
             stamp = int(frame.timestamps[0])
             if motion is not None:

@@ -1,0 +1,124 @@
+"""The box-direction stage: its grid of a box's points, the antisymmetric logit, learning the front of
+a car-like shape from labelled boxes, and its place in the Detector (loss and decoding)."""
+
+import math
+
+import pytest
+import torch
+
+from detector.models import Detections, build_model
+from detector.models.box_direction import BoxDirection, box_grid_counts
+from detector.models.detector import Detector
+from tests.helpers.scenes import make_clip
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _car_points(box: torch.Tensor, g: torch.Generator, n: int = 300) -> torch.Tensor:
+    """Points on a car-like shape in ``box`` (7,): a low body over the whole length and a cabin on its rear
+    half reaching the roof, seen from all around (the front is the +length end of the heading)."""
+    l, w, h = (float(v) for v in box[3:6])
+    u = torch.rand(n, generator=g) - 0.5
+    v = torch.rand(n, generator=g) - 0.5
+    top = torch.where(u < 0.05, torch.full_like(u, 1.0), torch.full_like(u, 0.5))  # cabin: rear half
+    z = torch.rand(n, generator=g) * top
+    # each point pushed out to one face of its slab: the sides, the hood or the roof
+    face = torch.randint(0, 3, (n,), generator=g)
+    v = torch.where(face == 0, torch.sign(v) * 0.5, v)
+    z = torch.where(face == 1, top, z)
+    local = torch.stack([u * l, v * w, z * h - h / 2], dim=1)
+    c, s = math.cos(float(box[6])), math.sin(float(box[6]))
+    x = box[0] + c * local[:, 0] - s * local[:, 1]
+    y = box[1] + s * local[:, 0] + c * local[:, 1]
+    return torch.stack([x, y, box[2] + local[:, 2]], dim=1)
+
+
+def _cars(k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``k`` car boxes (random places and headings over the full circle) and their points."""
+    g = torch.Generator().manual_seed(seed)
+    boxes = torch.zeros(k, 7)
+    boxes[:, 0] = torch.arange(k) * 8.0 + torch.rand(k, generator=g)
+    boxes[:, 1] = torch.rand(k, generator=g) * 20 - 10
+    boxes[:, 2] = 0.85
+    boxes[:, 3:6] = torch.tensor([4.6, 2.0, 1.7]) * (0.9 + 0.2 * torch.rand(k, 1, generator=g))
+    boxes[:, 6] = torch.rand(k, generator=g) * 2 * math.pi - math.pi
+    points = torch.cat([_car_points(b, g) for b in boxes])
+    return boxes, points
+
+
+def test_grid_counts_each_point_in_its_cell_of_the_box_frame():
+    a = math.pi / 3
+    box = torch.tensor([[10.0, -3.0, 1.0, 4.0, 2.0, 2.0, a]])
+    # in the box frame (u along the axis, v across to its left): u = +1.5, v = +0.5, z 0.5 above the
+    # centre; and one point beyond the grid; margins 0 so the grid is the box
+    u, v = 1.5, 0.5
+    points = torch.tensor([[10.0 + u * math.cos(a) - v * math.sin(a), -3.0 + u * math.sin(a) + v * math.cos(a), 1.5],
+                           [10.0, 3.0, 1.0]])
+
+    grid = box_grid_counts(points, box, (4, 2, 2), (0.0, 0.0, 0.0))
+    assert grid.shape == (1, 4, 2, 2)
+    assert grid.sum() == 1
+    # u = 1.5 of half-length 2 -> cell 3 of 4; v = 0.5 of half-width 1 -> cell 1 of 2; z -> cell 1 of 2
+    assert grid[0, 3, 1, 1] == 1
+
+
+
+def test_grid_is_the_same_for_a_box_and_its_turn_by_pi_and_the_logit_is_antisymmetric():
+    boxes, points = _cars(3, seed=1)
+    turned = boxes.clone()
+    turned[:, 6] = turned[:, 6] + math.pi
+    a, b = box_grid_counts(points, boxes, (12, 4, 6), (0.2, 0.4, 0.2)), box_grid_counts(
+        points, turned, (12, 4, 6), (0.2, 0.4, 0.2))
+    torch.testing.assert_close(a, b)  # the grid depends on the box's axis only
+    stage = BoxDirection([1, 2, 4])
+    cls = torch.zeros(3, dtype=torch.long)
+    torch.testing.assert_close(stage.logits(a, cls), -stage.logits(torch.flip(a, dims=(1, 2)), cls))
+    # the target says which way along the axis the heading points: opposite for the turned boxes
+    assert torch.equal(BoxDirection.target(boxes), 1 - BoxDirection.target(turned))
+
+
+def test_stage_learns_the_front_from_labelled_boxes_and_sets_the_heading_of_detections():
+    torch.manual_seed(0)
+    stage = BoxDirection([1, 2, 4], apply_to=[1])
+    opt = torch.optim.Adam(stage.parameters(), lr=3e-3)
+    for step in range(120):
+        boxes, points = _cars(16, seed=100 + step)
+        pts = torch.cat([torch.zeros(len(points), 1), points, torch.zeros(len(points), 2)], dim=1)
+        rows = torch.cat([torch.zeros(16, 1), boxes], dim=1)
+        loss = stage.loss(pts, rows, torch.ones(16, dtype=torch.long), torch.full((16,), 300))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    stage.eval()
+    boxes, points = _cars(40, seed=7)
+    # detections with the right axis but every front reversed, plus a pedestrian (not applied to) and a
+    # car far from any point (keeps its own heading)
+    wrong = boxes.clone()
+    wrong[:, 6] = wrong[:, 6] + math.pi
+    extra = torch.tensor([[boxes[0, 0], boxes[0, 1], 0.85, 0.9, 0.9, 1.7, 2.0],
+                          [500.0, 500.0, 0.85, 4.6, 2.0, 1.7, 1.0]])
+    dets = Detections(torch.cat([wrong, extra]), torch.ones(42), torch.tensor([1] * 40 + [2, 1]))
+    out = stage.apply(points, dets)
+    right = torch.cos(out.boxes[:40, 6] - boxes[:, 6]) > 0.99
+    assert right.float().mean() >= 0.95, float(right.float().mean())
+    torch.testing.assert_close(out.boxes[40:], extra)  # the pedestrian and the empty box keep theirs
+    torch.testing.assert_close(out.boxes[:, :6], dets.boxes[:, :6])  # only the heading changes
+    assert (out.boxes[:, 6] >= -math.pi).all() and (out.boxes[:, 6] < math.pi).all()
+
+
+def test_stage_refuses_classes_it_does_not_train():
+    with pytest.raises(ValueError, match="apply_to"):
+        BoxDirection([1, 2, 4], apply_to=[3])
+
+
+def test_detector_adds_the_stage_loss_and_checks_its_classes():
+    model = build_model("lstm")
+    assert model.box_direction is not None and model.box_direction.classes == model.head.classes
+    clip = make_clip(num_frames=2, batch_size=2, num_points=2500, seed=0)
+    out = model(clip)
+    assert "dir_box" in out.losses and torch.isfinite(out.losses["dir_box"])
+    out.losses["loss"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.box_direction.parameters())
+    with pytest.raises(ValueError, match="box_direction.classes"):
+        Detector(model.voxelizer, model.backbone, model.temporal, model.head, box_direction=BoxDirection([1]))
