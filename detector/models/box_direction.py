@@ -118,6 +118,9 @@ class BoxDirection(nn.Module):
         )
         self.register_buffer("_type_to_index", self._lookup(self.classes), persistent=False)
         self.register_buffer("_applies", torch.tensor([c in self.apply_to for c in self.classes]), persistent=False)
+        #: training draws so far: the jitter and subsets come from a generator seeded by it, and it is saved
+        #: with the weights, so a run resumed from a checkpoint draws what the uninterrupted run would have
+        self.register_buffer("draws", torch.zeros((), dtype=torch.long))
 
     @staticmethod
     def _lookup(types: list[int]) -> torch.Tensor:
@@ -156,12 +159,12 @@ class BoxDirection(nn.Module):
         """(K,) 1.0 where the heading is the axis + pi (the front at the grid's -length end)."""
         return (torch.cos(boxes[:, 6] - _axis(boxes[:, 6])) < 0).float()
 
-    def _jittered(self, boxes: torch.Tensor) -> torch.Tensor:
+    def _jittered(self, boxes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Labelled boxes moved like a detector's: centre along its axes, heading, size."""
         dc, dh, ds = self.jitter
         k = boxes.shape[0]
         out = boxes.clone()
-        g = torch.randn(k, 5, device=boxes.device, dtype=boxes.dtype)
+        g = torch.randn(k, 5, generator=gen, dtype=boxes.dtype).to(boxes.device)
         c, s = torch.cos(boxes[:, 6]), torch.sin(boxes[:, 6])
         along, across = g[:, 0] * dc, g[:, 1] * dc
         out[:, 0] = boxes[:, 0] + c * along - s * across
@@ -177,17 +180,22 @@ class BoxDirection(nn.Module):
         ``min_points`` points; 0 (with a gradient path) when there is none."""
         terms = []
         cls_all = self._index(types)
+        gen = None
+        if self.training:
+            gen = torch.Generator().manual_seed(1_000_003 * int(self.draws) + 12_345)
+            self.draws += 1
         for b in torch.unique(boxes[:, 0]).tolist() if boxes.numel() else []:
             m = (boxes[:, 0] == b) & (cls_all >= 0) & (num_points >= self.min_points)
             idx = torch.nonzero(m).squeeze(1)
             if idx.numel() == 0:
                 continue
             if idx.numel() > self.max_boxes:  # a random subset in training, the first ones otherwise
-                pick = torch.randperm(idx.numel(), device=idx.device) if self.training else torch.arange(idx.numel())
+                pick = torch.randperm(idx.numel(), generator=gen) if self.training else torch.arange(idx.numel())
                 idx = idx[pick[: self.max_boxes].to(idx.device)]
             gt = boxes[idx, 1:]
             with torch.no_grad():
-                grid = self.features(points[points[:, 0] == b][:, 1:4], self._jittered(gt) if self.training else gt)
+                grid = self.features(points[points[:, 0] == b][:, 1:4], self._jittered(gt, gen) if self.training else gt)
+
 
             logit = self.logits(grid, cls_all[idx])
             terms.append(nn.functional.binary_cross_entropy_with_logits(logit, self.target(gt), reduction="none"))
