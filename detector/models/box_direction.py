@@ -194,7 +194,9 @@ class BoxDirection(nn.Module):
                 idx = idx[pick[: self.max_boxes].to(idx.device)]
             gt = boxes[idx, 1:]
             with torch.no_grad():
-                grid = self.features(points[points[:, 0] == b][:, 1:4], self._jittered(gt, gen) if self.training else gt)
+                seen = self._jittered(gt, gen) if self.training else gt
+                grid = self.features(points[points[:, 0] == b][:, 1:4], seen)
+
 
 
             logit = self.logits(grid, cls_all[idx])

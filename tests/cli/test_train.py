@@ -71,7 +71,6 @@ def test_train_evaluate_predict_end_to_end(store, tmp_path):
     assert Path(result["learning_curves"]).is_file()
     csv = (tmp_path / "train" / "logs" / "csv" / "metrics.csv").read_text()
     assert "val/AP_vehicle_level_1" in csv and "val/loss" in csv and "train/loss_epoch" in csv
-    assert "train/grad_norm" in csv and "train/dir_box" in csv  # the norm before clipping, the box-direction term
     assert load_checkpoint(str(ckpt)).temporal_mode == "lstm"
 
     ecfg = _compose("evaluate", ["experiment=demo_synthetic", f"data.root={store}", f"ckpt_path={ckpt}",

@@ -11,7 +11,6 @@ from detector.models.box_direction import BoxDirection, box_grid_counts
 from detector.models.detector import Detector
 from tests.helpers.scenes import make_clip
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
