@@ -4,7 +4,9 @@ Contract (used by training and evaluation; plain attributes, no hparams):
 
 - ``forward(clip, decode=False, compute_loss=True) -> ClipOutput``: the clip's frames in order from a
   fresh state, gradients flowing through the temporal state across frames. ``losses["loss"]`` is the
-  total averaged over frames. ``detections[t][b]`` only with ``decode=True``.
+  total averaged over frames, plus the box-direction stage's term (``dir_box``) on the clip's last frame
+  when the model has one. ``detections[t][b]`` only with ``decode=True``.
+
 - ``init_state(batch_size) -> State``; ``step(frame, state) -> (list[Detections], State)`` (with
   ``return_losses=True``: ``(detections, state, losses)``): online, no gradients, bounded state;
   honours ``frame.reset`` per stream and resets a stream whose timestamp gap exceeds ``max_gap_s``
@@ -271,7 +273,6 @@ class Detector(nn.Module):
             state.recurrent = temporal.prune(out_f, score_f.detach())
         losses = self._with_box_direction(self._average(frame_losses), frames[-1]) if compute_loss else {}
         return ClipOutput(losses, frame_losses, detections, None)
-
 
     def _objectness_loss(self, out: FusedOutput, logits: torch.Tensor, frame: FrameBatch) -> torch.Tensor:
         """Class-agnostic focal loss of a direction's objectness on its own sites (bidirectional)."""
