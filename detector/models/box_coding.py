@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["BoxCoder", "DEFAULT_ANCHOR_SIZES", "wrap_angle"]
+__all__ = ["BoxCoder", "DEFAULT_ANCHOR_SIZES", "axis_angle", "heading_direction", "wrap_angle"]
+
 
 #: Typical (length, width, height) in metres per Waymo type, the reference of the log-size code.
 DEFAULT_ANCHOR_SIZES = {1: (4.7, 2.1, 1.7), 2: (0.9, 0.9, 1.75), 3: (0.6, 0.6, 1.5), 4: (1.8, 0.8, 1.7)}
@@ -23,6 +24,16 @@ DEFAULT_ANCHOR_SIZES = {1: (4.7, 2.1, 1.7), 2: (0.9, 0.9, 1.75), 3: (0.6, 0.6, 1
 def wrap_angle(theta: torch.Tensor) -> torch.Tensor:
     """Angle(s) into [-pi, pi)."""
     return torch.remainder(theta + math.pi, 2 * math.pi) - math.pi
+
+
+def axis_angle(heading: torch.Tensor) -> torch.Tensor:
+    """The axis angle of heading(s), ``atan2(sin 2t, cos 2t) / 2`` in (-pi/2, pi/2]: front or back unknown."""
+    return 0.5 * torch.atan2(torch.sin(2 * heading), torch.cos(2 * heading))
+
+
+def heading_direction(heading: torch.Tensor) -> torch.Tensor:
+    """The direction bit of heading(s), float 0/1: 1 where the heading is its axis angle + pi."""
+    return (torch.cos(heading - axis_angle(heading)) < 0).float()
 
 
 class BoxCoder:
@@ -50,9 +61,7 @@ class BoxCoder:
             ],
             dim=1,
         )
-        axis = 0.5 * torch.atan2(code[:, 6], code[:, 7])
-        direction = (torch.cos(theta - axis) < 0).float()
-        return code, direction
+        return code, heading_direction(theta)
 
     def decode(
         self, code: torch.Tensor, dir_logits: torch.Tensor, centres: torch.Tensor, cls: torch.Tensor

@@ -22,14 +22,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from detector.models.box_coding import axis_angle, heading_direction, wrap_angle
 from detector.models.outputs import Detections
+from detector.models.targets import class_indices
 
 __all__ = ["BoxDirection", "box_grid_counts"]
-
-
-def _axis(heading: torch.Tensor) -> torch.Tensor:
-    """The axis angle of a heading, in (-pi/2, pi/2] (the box coder's convention)."""
-    return 0.5 * torch.atan2(torch.sin(2 * heading), torch.cos(2 * heading))
 
 
 def box_grid_counts(
@@ -60,7 +57,7 @@ def box_grid_counts(
     pos = torch.arange(total, device=boxes.device) - start[box] + lo[box]
     p = points[order[pos]]
     b = boxes[box]
-    a = _axis(b[:, 6])
+    a = axis_angle(b[:, 6])
     c, s = torch.cos(a), torch.sin(a)
     dx, dy = p[:, 0] - b[:, 0], p[:, 1] - b[:, 1]
     h = half[box]
@@ -116,25 +113,9 @@ class BoxDirection(nn.Module):
             nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
             nn.Linear(hidden, len(self.classes)),
         )
-        self.register_buffer("_type_to_index", self._lookup(self.classes), persistent=False)
-        self.register_buffer("_applies", torch.tensor([c in self.apply_to for c in self.classes]), persistent=False)
         #: training draws so far: the jitter and subsets come from a generator seeded by it, and it is saved
         #: with the weights, so a run resumed from a checkpoint draws what the uninterrupted run would have
         self.register_buffer("draws", torch.zeros((), dtype=torch.long))
-
-    @staticmethod
-    def _lookup(types: list[int]) -> torch.Tensor:
-        table = torch.full((max(types, default=0) + 1,), -1, dtype=torch.long)
-        for i, t in enumerate(types):
-            table[t] = i
-        return table
-
-    def _index(self, types: torch.Tensor) -> torch.Tensor:
-        """Head class index of Waymo ``types`` (-1 for a type not trained)."""
-        table = self._type_to_index
-        t = types.long()
-        ok = (t >= 0) & (t < table.numel())
-        return torch.where(ok, table[t.clamp(0, table.numel() - 1)], torch.full_like(t, -1))
 
     def features(self, points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """(K, Bl, Bw, Bh) point counts in the grid of each box (points (P, >=3), boxes (K, 7))."""
@@ -157,7 +138,7 @@ class BoxDirection(nn.Module):
     @staticmethod
     def target(boxes: torch.Tensor) -> torch.Tensor:
         """(K,) 1.0 where the heading is the axis + pi (the front at the grid's -length end)."""
-        return (torch.cos(boxes[:, 6] - _axis(boxes[:, 6])) < 0).float()
+        return heading_direction(boxes[:, 6])
 
     def _jittered(self, boxes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Labelled boxes moved like a detector's: centre along its axes, heading, size."""
@@ -179,7 +160,7 @@ class BoxDirection(nn.Module):
         stream in column 0, boxes (M, 8) likewise), at most ``max_boxes`` a stream, each with at least
         ``min_points`` points; 0 (with a gradient path) when there is none."""
         terms = []
-        cls_all = self._index(types)
+        cls_all = class_indices(types, self.classes)
         gen = None
         if self.training:
             gen = torch.Generator().manual_seed(1_000_003 * int(self.draws) + 12_345)
@@ -209,15 +190,17 @@ class BoxDirection(nn.Module):
     def apply(self, points: torch.Tensor, dets: Detections) -> Detections:
         """``dets`` of one stream with the heading of its ``apply_to`` boxes set by the stage (points
         (P, >=3) of that stream's frame, vehicle frame); a box with no point in its grid keeps its own."""
-        cls = self._index(dets.types)
-        rows = torch.nonzero((cls >= 0) & self._applies[cls.clamp(min=0)]).squeeze(1)
+        cls = class_indices(dets.types, self.classes)
+        applies = class_indices(dets.types, self.apply_to) >= 0  # apply_to is a subset of classes
+        rows = torch.nonzero(applies).squeeze(1)
         if rows.numel() == 0:
             return dets
         boxes = dets.boxes[rows]
         grid = self.features(points, boxes)
         logit = self.logits(grid, cls[rows])
-        axis = _axis(boxes[:, 6])
-        turned = torch.remainder(axis + math.pi * (logit > 0).to(axis.dtype) + math.pi, 2 * math.pi) - math.pi
+        axis = axis_angle(boxes[:, 6])
+        turned = wrap_angle(axis + math.pi * (logit > 0).to(axis.dtype))
+
         heading = torch.where(grid.flatten(1).sum(dim=1) > 0, turned, boxes[:, 6])
         out = dets.boxes.clone()
         out[rows, 6] = heading.to(out.dtype)

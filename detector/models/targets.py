@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Targets", "points_in_boxes", "points_in_boxes_paired", "assign_targets"]
+__all__ = ["Targets", "points_in_boxes", "points_in_boxes_paired", "assign_targets", "class_indices"]
 
 
 @dataclass
@@ -57,6 +57,13 @@ def points_in_boxes_paired(
     return (lx.abs() <= half[:, 0]) & (ly.abs() <= half[:, 1]) & (d[:, 2] <= half[:, 2]) & (d[:, 2] >= -below)
 
 
+def class_indices(types: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+    """(M,) head class index of each Waymo type in ``types`` (its place in ``classes``; -1 if absent)."""
+    type_to_class = {int(t): i for i, t in enumerate(classes)}
+    return torch.tensor([type_to_class.get(int(t), -1) for t in types.tolist()], dtype=torch.long,
+                        device=types.device)
+
+
 def assign_targets(
     centres: torch.Tensor,
     batch: torch.Tensor,
@@ -72,10 +79,8 @@ def assign_targets(
     n = centres.shape[0]
     labels = torch.full((n,), -1, dtype=torch.long, device=centres.device)
     boxes = centres.new_zeros((n, 7))
-    type_to_class = {int(t): i for i, t in enumerate(classes)}
-    cls_of_box = torch.tensor(
-        [type_to_class.get(int(t), -1) for t in gt_types.tolist()], dtype=torch.long, device=centres.device
-    )
+    cls_of_box = class_indices(gt_types, classes).to(centres.device)
+
     trained = cls_of_box >= 0
     gt_boxes, cls_of_box = gt_boxes[trained], cls_of_box[trained]
     if gt_boxes.shape[0] == 0 or n == 0:
