@@ -32,6 +32,7 @@ from detector.data.batch import ClipBatch, FrameBatch
 from detector.data.clips import max_gap_micros
 from detector.models.backbone import SparseUNet
 from detector.models.box_direction import BoxDirection
+from detector.models.box_refine import BoxRefine
 from detector.models.head import DetectionHead
 from detector.models.losses import sigmoid_focal_loss
 from detector.models.outputs import ClipOutput, Detections, HeadOutput
@@ -54,6 +55,7 @@ class Detector(nn.Module):
         head: DetectionHead,
         max_gap_s: float | None = 0.5,
         box_direction: BoxDirection | None = None,
+        box_refine: BoxRefine | None = None,
     ) -> None:
         super().__init__()
         self.voxelizer = voxelizer
@@ -62,9 +64,12 @@ class Detector(nn.Module):
         self.head = head
         #: optional second look at each box's front from the points in it (``detector.models.box_direction``)
         self.box_direction = box_direction
-        if box_direction is not None and list(box_direction.classes) != list(head.classes):
-            raise ValueError(f"Detector: box_direction.classes={box_direction.classes} must be the head's "
-                             f"classes {list(head.classes)} (one output per head class, in its order)")
+        #: optional second look at each box's extent from the points in it (``detector.models.box_refine``)
+        self.box_refine = box_refine
+        for key, stage in (("box_direction", box_direction), ("box_refine", box_refine)):
+            if stage is not None and list(stage.classes) != list(head.classes):
+                raise ValueError(f"Detector: {key}.classes={stage.classes} must be the head's "
+                                 f"classes {list(head.classes)} (one output per head class, in its order)")
         self.max_gap_s = None if max_gap_s is None else float(max_gap_s)
         self._max_gap_micros = max_gap_micros(max_gap_s)  # None: no limit
         want = voxelizer.num_features(temporal.point_channels)
@@ -120,7 +125,7 @@ class Detector(nn.Module):
                 frame_losses.append(self.head.loss(out, self.head.targets(out, frame.boxes, frame.types)))
             if decode:
                 detections.append(self._decode(out, frame))
-        losses = self._with_box_direction(self._average(frame_losses), clip.frames[-1]) if compute_loss else {}
+        losses = self._with_box_stages(self._average(frame_losses), clip.frames[-1]) if compute_loss else {}
         return ClipOutput(losses, frame_losses, detections, state.detach())
 
     @property
@@ -144,8 +149,8 @@ class Detector(nn.Module):
         out, state = self._causal_frame(frame, state)
         detections = self._decode(out, frame)
         if return_losses:
-            losses = self._with_box_direction(self.head.loss(out, self.head.targets(out, frame.boxes, frame.types)),
-                                              frame)
+            losses = self._with_box_stages(self.head.loss(out, self.head.targets(out, frame.boxes, frame.types)),
+                                           frame)
             return detections, state.detach(), losses
         return detections, state.detach()
 
@@ -181,21 +186,36 @@ class Detector(nn.Module):
     def _head(self, fused: SparseConvTensor) -> HeadOutput:
         return self.head(fused, self.voxelizer.centers(fused.indices))
 
+    @property
+    def _box_stages(self) -> list[BoxRefine | BoxDirection]:
+        """The stages after decoding, in their order: the extent first, then the front of the moved box."""
+        return [s for s in (self.box_refine, self.box_direction) if s is not None]
+
     def _decode(self, out: HeadOutput, frame: FrameBatch) -> list[Detections]:
-        """The head's detections per stream, their fronts set by the box-direction stage if there is one."""
+        """The head's detections per stream, moved and turned by the box stages if there are any."""
         detections = self.head.decode(out, frame.batch_size)
-        if self.box_direction is None:
+        stages = self._box_stages
+        if not stages:
             return detections
         stream = frame.points[:, 0].long()
-        return [self.box_direction.apply(frame.points[stream == b, 1:4], det) for b, det in enumerate(detections)]
+        result = []
+        for b, det in enumerate(detections):
+            points = frame.points[stream == b, 1:4]
+            for stage in stages:
+                det = stage.apply(points, det)
+            result.append(det)
+        return result
 
-    def _with_box_direction(self, losses: dict[str, torch.Tensor], frame: FrameBatch) -> dict[str, torch.Tensor]:
-        """``losses`` plus the box-direction stage's term on ``frame``'s labelled boxes (one frame a clip:
-        the stage sees single frames, and its cost stays small next to the clip's)."""
-        if self.box_direction is None or not losses:
+    def _with_box_stages(self, losses: dict[str, torch.Tensor], frame: FrameBatch) -> dict[str, torch.Tensor]:
+        """``losses`` plus each box stage's term (under its ``name``) on ``frame``'s labelled boxes (one frame a
+        clip: the stages see single frames, and their cost stays small next to the clip's)."""
+        if not losses:
             return losses
-        term = self.box_direction.loss(frame.points, frame.boxes, frame.types, frame.num_points)
-        return {**losses, "dir_box": term, "loss": losses["loss"] + self.box_direction.weight * term}
+        for stage in self._box_stages:
+            term = stage.loss(frame.points, frame.boxes, frame.types, frame.num_points)
+            losses = {**losses, stage.name: term, "loss": losses["loss"] + stage.weight * term}
+        return losses
+
 
     def _causal_frame(self, frame: FrameBatch, state: State) -> tuple[HeadOutput, State]:
         state = state.drop_streams(self._reset_mask(frame, state))
@@ -271,7 +291,7 @@ class Detector(nn.Module):
                 detections.append(self._decode(out, frame))
             state = State(frame.poses.double(), frame.timestamps.long(), torch.ones_like(state.valid))
             state.recurrent = temporal.prune(out_f, score_f.detach())
-        losses = self._with_box_direction(self._average(frame_losses), frames[-1]) if compute_loss else {}
+        losses = self._with_box_stages(self._average(frame_losses), frames[-1]) if compute_loss else {}
         return ClipOutput(losses, frame_losses, detections, None)
 
     def _objectness_loss(self, out: FusedOutput, logits: torch.Tensor, frame: FrameBatch) -> torch.Tensor:

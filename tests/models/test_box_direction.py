@@ -9,41 +9,10 @@ import torch
 from detector.models import Detections, build_model
 from detector.models.box_direction import BoxDirection, box_grid_counts
 from detector.models.detector import Detector
+from tests.helpers.scenes import car_boxes_and_points as _cars
 from tests.helpers.scenes import make_clip
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _car_points(box: torch.Tensor, g: torch.Generator, n: int = 300) -> torch.Tensor:
-    """Points on a car-like shape in ``box`` (7,): a low body over the whole length and a cabin on its rear
-    half reaching the roof, seen from all around (the front is the +length end of the heading)."""
-    l, w, h = (float(v) for v in box[3:6])
-    u = torch.rand(n, generator=g) - 0.5
-    v = torch.rand(n, generator=g) - 0.5
-    top = torch.where(u < 0.05, torch.full_like(u, 1.0), torch.full_like(u, 0.5))  # cabin: rear half
-    z = torch.rand(n, generator=g) * top
-    # each point pushed out to one face of its slab: the sides, the hood or the roof
-    face = torch.randint(0, 3, (n,), generator=g)
-    v = torch.where(face == 0, torch.sign(v) * 0.5, v)
-    z = torch.where(face == 1, top, z)
-    local = torch.stack([u * l, v * w, z * h - h / 2], dim=1)
-    c, s = math.cos(float(box[6])), math.sin(float(box[6]))
-    x = box[0] + c * local[:, 0] - s * local[:, 1]
-    y = box[1] + s * local[:, 0] + c * local[:, 1]
-    return torch.stack([x, y, box[2] + local[:, 2]], dim=1)
-
-
-def _cars(k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``k`` car boxes (random places and headings over the full circle) and their points."""
-    g = torch.Generator().manual_seed(seed)
-    boxes = torch.zeros(k, 7)
-    boxes[:, 0] = torch.arange(k) * 8.0 + torch.rand(k, generator=g)
-    boxes[:, 1] = torch.rand(k, generator=g) * 20 - 10
-    boxes[:, 2] = 0.85
-    boxes[:, 3:6] = torch.tensor([4.6, 2.0, 1.7]) * (0.9 + 0.2 * torch.rand(k, 1, generator=g))
-    boxes[:, 6] = torch.rand(k, generator=g) * 2 * math.pi - math.pi
-    points = torch.cat([_car_points(b, g) for b in boxes])
-    return boxes, points
 
 
 def test_grid_counts_each_point_in_its_cell_of_the_box_frame():

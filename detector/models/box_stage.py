@@ -1,0 +1,178 @@
+"""What the stages after decoding share: the points of a frame in each box's own axes, and training on
+the frame's labelled boxes jittered like a detector's.
+
+A box stage (``detector.models.box_direction``, ``detector.models.box_refine``) looks at each decoded
+box again, through the current frame's points in and around it, in the box's axis frame (the axis angle
+in (-pi/2, pi/2], so the frame does not depend on which end is the front). It trains on the labelled
+boxes of one frame a clip, moved like a detector's boxes, not on the head's outputs: no gradient
+reaches the backbone and the stage does not wait for the head to find anything. Its jitter and subsets
+come from a generator seeded by a draw counter saved with its weights, so a resumed run draws what the
+uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from detector.models.box_coding import axis_angle
+from detector.models.targets import class_indices
+
+__all__ = ["BoxStage", "box_grid_counts", "jitter_boxes", "points_in_box_frames"]
+
+#: width (m) of the x strips of the candidate search, and the key offset between strips (beyond any |y|)
+_STRIP_M = 1.0
+_KEY_SPAN = 1.0e6
+
+
+
+def points_in_box_frames(
+    points: torch.Tensor, boxes: torch.Tensor, margin: Sequence[float]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The points (P, 3) in each box's (K, 7) grown extent, in its axis frame: ``(box (n,), uvw (n, 3))``.
+
+    ``uvw`` are the coordinates along the axis, across it and up from the box centre, divided by
+    ``(1 + margin[i])`` half-sizes, so each lies in (-1, 1); a point in two grown boxes appears twice.
+    """
+    k = int(boxes.shape[0])
+    empty = (torch.zeros(0, dtype=torch.long, device=boxes.device), boxes.new_zeros(0, 3))
+    if k == 0 or points.shape[0] == 0:
+        return empty
+    half = 0.5 * boxes[:, 3:6] * (1.0 + torch.as_tensor(margin, dtype=boxes.dtype, device=boxes.device))
+    reach = torch.hypot(half[:, 0], half[:, 1])
+    # candidates: the points within each box's circumradius square, found as runs of the points sorted by
+    # (x strip of _STRIP_M, y): one run per strip the square crosses
+    strip = torch.floor(points[:, 0].double() / _STRIP_M)
+    keys, order = torch.sort(strip * _KEY_SPAN + points[:, 1].double())
+    bx, by, r = boxes[:, 0].double(), boxes[:, 1].double(), reach.double()
+    first = torch.floor((bx - r) / _STRIP_M)
+    strips = (torch.floor((bx + r) / _STRIP_M) - first).long() + 1
+    pair_box = torch.repeat_interleave(torch.arange(k, device=boxes.device), strips)
+    pair_strip = first[pair_box] + (torch.arange(pair_box.numel(), device=boxes.device)
+                                    - (torch.cumsum(strips, 0) - strips)[pair_box])
+    lo = torch.searchsorted(keys, pair_strip * _KEY_SPAN + (by - r)[pair_box])
+    hi = torch.searchsorted(keys, pair_strip * _KEY_SPAN + (by + r)[pair_box], right=True)
+    n = (hi - lo).clamp(min=0)
+    total = int(n.sum())
+    if total == 0:
+        return empty
+    pair = torch.repeat_interleave(torch.arange(pair_box.numel(), device=boxes.device), n)
+    start = torch.cumsum(n, 0) - n
+    pos = torch.arange(total, device=boxes.device) - start[pair] + lo[pair]
+    box = pair_box[pair]
+    p = points[order[pos]]
+    b = boxes[box]
+    a = axis_angle(b[:, 6])
+    c, s = torch.cos(a), torch.sin(a)
+    dx, dy = p[:, 0] - b[:, 0], p[:, 1] - b[:, 1]
+    h = half[box]
+    uvw = torch.stack([(c * dx + s * dy) / h[:, 0], (-s * dx + c * dy) / h[:, 1], (p[:, 2] - b[:, 2]) / h[:, 2]], 1)
+    inside = (uvw.abs() < 1).all(dim=1)
+    return box[inside], uvw[inside]
+
+
+def box_grid_counts(
+    points: torch.Tensor, boxes: torch.Tensor, bins: Sequence[int], margin: Sequence[float]
+) -> torch.Tensor:
+    """Counts (K, Bl, Bw, Bh) of ``points`` (P, 3) in the grid of each box (K, 7) in its axis frame.
+
+    The grid spans ``(1 + margin[i])`` half-sizes either side of the box centre along the axis, across
+    it and in height, cut into ``bins[i]`` cells; points outside it are not counted.
+    """
+    bl, bw, bh = (int(b) for b in bins)
+    k = int(boxes.shape[0])
+    out = torch.zeros(k, bl * bw * bh, dtype=torch.float32, device=boxes.device)
+    box, uvw = points_in_box_frames(points, boxes, margin)
+    if box.numel():
+        iu = ((uvw[:, 0] + 1) * (0.5 * bl)).long().clamp(0, bl - 1)
+        iv = ((uvw[:, 1] + 1) * (0.5 * bw)).long().clamp(0, bw - 1)
+        iw = ((uvw[:, 2] + 1) * (0.5 * bh)).long().clamp(0, bh - 1)
+        cell = box * (bl * bw * bh) + (iu * bw + iv) * bh + iw
+        out.view(-1).index_add_(0, cell, torch.ones_like(cell, dtype=torch.float32))
+    return out.view(k, bl, bw, bh)
+
+
+def jitter_boxes(boxes: torch.Tensor, gen: torch.Generator | None, centre: Sequence[float], heading: float,
+                 size: Sequence[float], relative: bool = False) -> torch.Tensor:
+    """Boxes (K, 7) moved like a detector's: the centre along the box's axis, across it (and up, with a
+    third ``centre`` value) by normal draws of those standard deviations (in metres, or in fractions of
+    the box's length / width / height with ``relative``), the heading by ``heading`` radians and the
+    length, width (and height) by ``exp`` of draws of ``size``. One ``randn`` of
+    ``len(centre) + 1 + len(size)`` columns, in that order."""
+    nc, ns = len(centre), len(size)
+    k = boxes.shape[0]
+    g = torch.randn(k, nc + 1 + ns, generator=gen, dtype=boxes.dtype).to(boxes.device)
+    sd = torch.as_tensor([*centre], dtype=boxes.dtype, device=boxes.device)
+    shift = g[:, :nc] * sd
+    if relative:
+        shift = shift * boxes[:, 3:3 + nc]
+    out = boxes.clone()
+    c, s = torch.cos(boxes[:, 6]), torch.sin(boxes[:, 6])
+    out[:, 0] = boxes[:, 0] + c * shift[:, 0] - s * shift[:, 1]
+    out[:, 1] = boxes[:, 1] + s * shift[:, 0] + c * shift[:, 1]
+    if nc > 2:
+        out[:, 2] = boxes[:, 2] + shift[:, 2]
+    out[:, 6] = boxes[:, 6] + g[:, nc] * heading
+    out[:, 3:3 + ns] = boxes[:, 3:3 + ns] * torch.exp(
+        g[:, nc + 1:] * torch.as_tensor([*size], dtype=boxes.dtype, device=boxes.device))
+    return out
+
+
+class BoxStage(nn.Module):
+    """Base of the stages after decoding: ``classes`` are the head's Waymo types in its order (one output
+    each), ``apply_to`` the types whose boxes the stage changes (default: all of ``classes``); it trains on
+    at most ``max_boxes`` labelled boxes a stream with at least ``min_points`` points, loss weight
+    ``weight``. Subclasses set ``name`` (their loss key)."""
+
+    name = "box"
+
+    def __init__(self, classes: Sequence[int], apply_to: Sequence[int] | None, weight: float, max_boxes: int,
+                 min_points: int) -> None:
+        super().__init__()
+        kind = type(self).__name__
+        self.classes = [int(c) for c in classes]
+        self.apply_to = list(self.classes) if apply_to is None else [int(c) for c in apply_to]
+        unknown = sorted(set(self.apply_to) - set(self.classes))
+        if unknown:
+            raise ValueError(f"{kind}: apply_to {unknown} are not among the trained classes {self.classes}")
+        self.weight = float(weight)
+        self.max_boxes = int(max_boxes)
+        self.min_points = int(min_points)
+        #: training draws so far: the jitter and subsets come from a generator seeded by it, and it is saved
+        #: with the weights, so a run resumed from a checkpoint draws what the uninterrupted run would have
+        self.register_buffer("draws", torch.zeros((), dtype=torch.long))
+
+    def _generator(self) -> torch.Generator | None:
+        """The training draw's generator (None outside training: no jitter, no random subsets)."""
+        if not self.training:
+            return None
+        gen = torch.Generator().manual_seed(1_000_003 * int(self.draws) + 12_345)
+        self.draws += 1
+        return gen
+
+    def _labelled(self, points: torch.Tensor, boxes: torch.Tensor, types: torch.Tensor, num_points: torch.Tensor,
+                  gen: torch.Generator | None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per stream of a frame batch (``FrameBatch`` fields: points (P, 6) with the stream in column 0,
+        boxes (M, 8) likewise): ``(stream points (p, 3), labelled boxes (k, 7), their class indices)``, the
+        boxes of the head's classes with at least ``min_points`` points, at most ``max_boxes`` (a random
+        subset in training, the first ones otherwise)."""
+        cls_all = class_indices(types, self.classes)
+        for b in torch.unique(boxes[:, 0]).tolist() if boxes.numel() else []:
+            m = (boxes[:, 0] == b) & (cls_all >= 0) & (num_points >= self.min_points)
+            idx = torch.nonzero(m).squeeze(1)
+            if idx.numel() == 0:
+                continue
+            if idx.numel() > self.max_boxes:
+                pick = torch.randperm(idx.numel(), generator=gen) if gen is not None else torch.arange(idx.numel())
+                idx = idx[pick[: self.max_boxes].to(idx.device)]
+            yield points[points[:, 0] == b][:, 1:4], boxes[idx, 1:], cls_all[idx]
+
+    def _zero_loss(self) -> torch.Tensor:
+        """0 with a gradient path to every weight (no labelled box in the batch)."""
+        return sum(p.sum() for p in self.parameters()) * 0.0
+
+    def _applies(self, types: torch.Tensor) -> torch.Tensor:
+        """Rows of detections (by Waymo type) that the stage changes."""
+        return torch.nonzero(class_indices(types, self.apply_to) >= 0).squeeze(1)

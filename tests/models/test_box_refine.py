@@ -1,0 +1,104 @@
+"""The box-refinement stage: its residual code, one answer for both readings of a box's axis, learning
+to move jittered car boxes back onto their points, and its place in the Detector (loss and decoding)."""
+
+import math
+
+import pytest
+import torch
+
+from detector.eval.iou import paired_iou
+from detector.models import Detections, build_model
+from detector.models.box_refine import BoxRefine, apply_residuals, box_residuals
+from detector.models.box_stage import jitter_boxes
+from detector.models.detector import Detector
+from tests.helpers.scenes import car_boxes_and_points, make_clip
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(paired_iou(a.double().numpy(), b.double().numpy()))
+
+
+def test_residuals_take_a_box_to_its_truth_and_keep_its_front():
+    boxes, _ = car_boxes_and_points(20, seed=3)
+    moved = jitter_boxes(boxes, torch.Generator().manual_seed(0), (0.1, 0.1, 0.05), 0.2, (0.1, 0.1, 0.1),
+                         relative=True)
+    back = apply_residuals(moved, box_residuals(moved, boxes))
+    torch.testing.assert_close(back[:, :6], boxes[:, :6], atol=1e-4, rtol=1e-4)
+    # the heading comes back to the truth's, on the side of the moved box's front
+    assert (torch.cos(back[:, 6] - boxes[:, 6]) > 0.9999).all()
+    turned = moved.clone()
+    turned[:, 6] += math.pi
+    back_turned = apply_residuals(turned, box_residuals(turned, boxes))
+    torch.testing.assert_close(back_turned[:, :6], boxes[:, :6], atol=1e-4, rtol=1e-4)
+    assert (torch.cos(back_turned[:, 6] - boxes[:, 6]) < -0.9999).all()  # the front stays the input's
+
+
+def test_a_box_and_its_turn_by_pi_are_moved_to_the_same_place():
+    boxes, points = car_boxes_and_points(6, seed=4)
+    stage = BoxRefine([1, 2, 4]).eval()
+    for p in stage.parameters():  # large random weights: residuals far from 0
+        torch.nn.init.normal_(p, std=0.3)
+    turned = boxes.clone()
+    turned[:, 6] = turned[:, 6] + math.pi
+    cls = torch.zeros(6, dtype=torch.long)
+    a, _ = stage.residuals(points, boxes, cls)
+    b, _ = stage.residuals(points, turned, cls)
+    assert a.abs().max() > 1e-3
+    pa = apply_residuals(boxes, a * stage.scale)
+    pb = apply_residuals(turned, b * stage.scale)
+    torch.testing.assert_close(pa[:, :6], pb[:, :6], atol=1e-4, rtol=1e-4)
+    assert (torch.cos(pa[:, 6] - pb[:, 6]) < -0.9999).all()
+
+
+def test_stage_learns_to_move_jittered_boxes_onto_their_points():
+    torch.manual_seed(0)
+    stage = BoxRefine([1, 2, 4], apply_to=[1])
+    opt = torch.optim.Adam(stage.parameters(), lr=3e-3)
+    for step in range(150):
+        boxes, points = car_boxes_and_points(16, seed=100 + step)
+        pts = torch.cat([torch.zeros(len(points), 1), points, torch.zeros(len(points), 2)], dim=1)
+        rows = torch.cat([torch.zeros(16, 1), boxes], dim=1)
+        loss = stage.loss(pts, rows, torch.ones(16, dtype=torch.long), torch.full((16,), 300))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    stage.eval()
+    boxes, points = car_boxes_and_points(40, seed=7)
+    seen = jitter_boxes(boxes, torch.Generator().manual_seed(1), stage.jitter_centre, stage.jitter_heading,
+                        stage.jitter_size, relative=True)
+    # a pedestrian on a car (not applied to) and a car far from any point (too few points: kept)
+    extra = torch.tensor([[boxes[0, 0], boxes[0, 1], 0.85, 0.9, 0.9, 1.7, 2.0],
+                          [500.0, 500.0, 0.85, 4.6, 2.0, 1.7, 1.0]])
+    dets = Detections(torch.cat([seen, extra]), torch.ones(42), torch.tensor([1] * 40 + [2, 1]))
+    out = stage.apply(points, dets)
+    before, after = _iou(seen, boxes), _iou(out.boxes[:40], boxes)
+    assert float(after.mean()) >= float(before.mean()) + 0.08, (float(before.mean()), float(after.mean()))
+    assert float((after >= 0.7).float().mean()) >= float((before >= 0.7).float().mean()) + 0.2
+    torch.testing.assert_close(out.boxes[40:], extra)
+    torch.testing.assert_close(out.scores, dets.scores)
+
+
+def test_stage_refuses_bad_settings():
+    with pytest.raises(ValueError, match="apply_to"):
+        BoxRefine([1, 2, 4], apply_to=[3])
+    with pytest.raises(ValueError, match="jitter"):
+        BoxRefine([1, 2, 4], jitter_heading=0.0)
+
+
+def test_detector_adds_the_stage_loss_and_checks_its_classes():
+    model = build_model("lstm", ["+model.box_refine._target_=detector.models.box_refine.BoxRefine",
+                                 "+model.box_refine.classes=${model.head.classes}"])
+    assert isinstance(model.box_refine, BoxRefine)
+    clip = make_clip(num_frames=2, batch_size=2, num_points=2500, seed=0)
+    out = model(clip)
+    assert "refine_box" in out.losses and torch.isfinite(out.losses["refine_box"])
+    out.losses["loss"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.box_refine.parameters())
+    model.eval()
+    state = model.init_state(2)
+    dets, _ = model.step(clip.frames[0], state)
+    assert len(dets) == 2
+    with pytest.raises(ValueError, match="box_refine.classes"):
+        Detector(model.voxelizer, model.backbone, model.temporal, model.head, box_refine=BoxRefine([1]))
