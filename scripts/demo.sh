@@ -15,7 +15,7 @@ step "set-up"
 "$ROOT/scripts/setup.sh"
 
 step "synthesize Waymo-format segments -> $DEMO_DIR/records"
-SEGMENTS="${DEMO_SEGMENTS:-32}"
+SEGMENTS="${DEMO_SEGMENTS:-28}"
 if [ ! -f "$DEMO_DIR/records/.done$SEGMENTS" ]; then
   # many training scenes seen twice each, not a few seen many times: a model that holds on scenes it
   # never saw (docs/RESULTS.md, "Detection quality")
@@ -32,7 +32,9 @@ step "convert records -> frame store $DEMO_DIR/store"
 step "train experiment=demo_synthetic"
 TRAIN_DIR="$DEMO_DIR/train"
 rm -rf "$TRAIN_DIR"
-"$PY" -m detector.train experiment=demo_synthetic data.root="$DEMO_DIR/store" hydra.run.dir="$TRAIN_DIR" "$@"
+# no validation inside the training: the next step evaluates the same split (and writes predictions.bin)
+"$PY" -m detector.train experiment=demo_synthetic data.root="$DEMO_DIR/store" hydra.run.dir="$TRAIN_DIR" \
+  trainer.limit_val_batches=0 module.validation_metrics=false checkpoint.monitor=null "$@"
 CKPT="$TRAIN_DIR/checkpoints/last.ckpt"
 
 step "evaluate on the validation split"

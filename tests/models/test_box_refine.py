@@ -88,9 +88,9 @@ def test_stage_refuses_bad_settings():
 
 
 def test_detector_adds_the_stage_loss_and_checks_its_classes():
-    model = build_model("lstm", ["+model.box_refine._target_=detector.models.box_refine.BoxRefine",
-                                 "+model.box_refine.classes=${model.head.classes}"])
-    assert isinstance(model.box_refine, BoxRefine)
+    model = build_model("lstm")
+    assert isinstance(model.box_refine, BoxRefine) and model.box_refine.classes == model.head.classes
+    assert build_model("lstm_paper_head").box_refine is None
     clip = make_clip(num_frames=2, batch_size=2, num_points=2500, seed=0)
     out = model(clip)
     assert "refine_box" in out.losses and torch.isfinite(out.losses["refine_box"])
