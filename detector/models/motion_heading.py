@@ -6,8 +6,10 @@ ways). A moving object shows its front by moving: ``MotionHeading`` keeps short 
 frames' detections in the world frame (the frame poses), matches each new detection to the nearest
 track end of its type within ``gate`` metres, and, when the track has moved at least ``min_speed``
 (m/s, per class) along the box axis over up to ``history`` frames, turns the box (by pi) to face its
-motion. A track keeps the direction it last moved in, so a car that stops keeps its heading; an object
-never seen moving keeps the head's direction bit.
+motion. A track keeps the direction it last moved in, so a car that stops keeps its heading. An object
+never seen moving gets, with ``vote_static``, the majority of the fronts its detections have had so far
+(each frame's front as decoded, a unit vector in the world frame, summed over the track): a parked car
+whose front the box-direction stage reads wrongly in a few frames keeps the front of the others.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class _Track:
     times: list[float]  # seconds
     type: int
     direction: float | None = None  # world heading it last moved in
+    fronts: np.ndarray = field(default_factory=lambda: np.zeros(2))  # sum of its decoded world fronts
 
 
 @dataclass
@@ -41,6 +44,7 @@ class MotionHeading:
     history: int = 4
     min_alignment: float = 0.8  # |cos| between the motion and the box axis
     max_gap_s: float = 0.5
+    vote_static: bool = True  # a track never seen moving takes the majority of its decoded fronts
     _tracks: list[_Track] = field(default_factory=list, repr=False)
     _last_time: float | None = field(default=None, repr=False)
 
@@ -77,9 +81,11 @@ class MotionHeading:
                     old = self._tracks[j]
                     keep = -(self.history - 1)
                     track = _Track(old.centres[keep:] + [centres[i]], old.times[keep:] + [t],
-                                   ty, old.direction)
+                                   ty, old.direction, old.fronts.copy())
             if track is None:
                 track = _Track([centres[i]], [t], ty)
+            front = np.array([math.cos(boxes[i, 6] + yaw), math.sin(boxes[i, 6] + yaw)])
+            track.fronts = track.fronts + front
             new_tracks.append(track)
             span = track.times[-1] - track.times[0]
             if span > 0:
@@ -94,6 +100,9 @@ class MotionHeading:
                 axis = boxes[i, 6] + yaw
                 if math.cos(track.direction - axis) < 0:
                     boxes[i, 6] = (boxes[i, 6] + 2 * math.pi) % (2 * math.pi) - math.pi
+            elif self.vote_static and float(track.fronts @ front) < 0:
+                boxes[i, 6] = (boxes[i, 6] + 2 * math.pi) % (2 * math.pi) - math.pi
+
         self._tracks = new_tracks
         out = torch.as_tensor(boxes, dtype=det.boxes.dtype, device=det.boxes.device)
         return Detections(out, det.scores, det.types)

@@ -129,7 +129,31 @@ def test_motion_heading_turns_moving_boxes_to_face_their_motion():
     assert math.isclose(float(motion(det, pose, 10**6).boxes[0, 6]), heading, abs_tol=1e-6)
 
 
+def test_motion_heading_keeps_the_majority_front_of_a_parked_car():
+    from detector.models.motion_heading import MotionHeading
+    from detector.models.outputs import Detections
+    from tests.helpers.scenes import pose_matrix
+
+    # a parked car (world (-5, 30)) whose decoded front is +x in frames 0, 1, 3, 4 and -x in frame 2;
+    # the ego drives +y, turned by 90 degrees
+    fronts = [0.0, 0.0, math.pi, 0.0, 0.0]
+    out = {True: [], False: []}
+    for vote in (True, False):
+        motion = MotionHeading(vote_static=vote)
+        for f, world_heading in enumerate(fronts):
+            t = 0.1 * f
+            pose = pose_matrix(0.0, 5.0 * t, math.pi / 2)
+            inv = torch.linalg.inv(torch.as_tensor(pose))
+            local = (torch.tensor([[-5.0, 30.0, 0.0, 1.0]], dtype=torch.float64) @ inv.T)[0, :2]
+            boxes = torch.tensor([[*local.tolist(), 0.8, 4.5, 2.0, 1.6, world_heading - math.pi / 2]])
+            det = motion(Detections(boxes, torch.tensor([0.9]), torch.tensor([1])), pose, int(t * 1e6))
+            out[vote].append(math.remainder(float(det.boxes[0, 6]) + math.pi / 2, 2 * math.pi))
+    assert all(abs(h) < 1e-5 for h in out[True])  # the odd frame takes the majority's front
+    assert abs(abs(out[False][2]) - math.pi) < 1e-5  # without the vote it keeps its own
+
+
 def test_multi_label_decodes_a_class_that_is_never_the_best_of_its_sites():
+
     centres = torch.tensor([[0.0, 0.0, 0.0], [20.0, 0.0, 0.0]])
     logits = torch.full((2, 3), -10.0)
     logits[0, 0] = 2.0  # a vehicle
