@@ -19,8 +19,8 @@ import torch
 
 from detector.data.batch import ClipBatch, FrameBatch
 
-__all__ = ["SceneObject", "Scene", "car_boxes_and_points", "car_points", "make_scene", "make_clip", "make_stream_frames",
-           "pose_matrix"]
+__all__ = ["SceneObject", "Scene", "car_boxes_and_points", "car_points", "make_scene", "make_clip",
+           "make_stream_frames", "pose_matrix"]
 
 SENSOR_HEIGHT = 2.0
 _SIZES = {1: (4.6, 2.0, 1.6), 2: (0.8, 0.8, 1.75), 4: (1.8, 0.7, 1.7)}
