@@ -9,6 +9,7 @@ import torch
 from detector.models import Detections, build_model
 from detector.models.box_direction import BoxDirection, box_grid_counts
 from detector.models.detector import Detector
+from tests.helpers.box_stages import fit_on_cars
 from tests.helpers.scenes import car_boxes_and_points as _cars
 from tests.helpers.scenes import make_clip
 
@@ -47,18 +48,7 @@ def test_grid_is_the_same_for_a_box_and_its_turn_by_pi_and_the_logit_is_antisymm
 
 
 def test_stage_learns_the_front_from_labelled_boxes_and_sets_the_heading_of_detections():
-    torch.manual_seed(0)
-    stage = BoxDirection([1, 2, 4], apply_to=[1])
-    opt = torch.optim.Adam(stage.parameters(), lr=3e-3)
-    for step in range(120):
-        boxes, points = _cars(16, seed=100 + step)
-        pts = torch.cat([torch.zeros(len(points), 1), points, torch.zeros(len(points), 2)], dim=1)
-        rows = torch.cat([torch.zeros(16, 1), boxes], dim=1)
-        loss = stage.loss(pts, rows, torch.ones(16, dtype=torch.long), torch.full((16,), 300))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    stage.eval()
+    stage = fit_on_cars(BoxDirection([1, 2, 4], apply_to=[1]), steps=120)
     boxes, points = _cars(40, seed=7)
     # detections with the right axis but every front reversed, plus a pedestrian (not applied to) and a
     # car far from any point (keeps its own heading)

@@ -11,6 +11,7 @@ from detector.models import Detections, build_model
 from detector.models.box_refine import BoxRefine, apply_residuals, box_residuals
 from detector.models.box_stage import jitter_boxes
 from detector.models.detector import Detector
+from tests.helpers.box_stages import fit_on_cars
 from tests.helpers.scenes import car_boxes_and_points, make_clip
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -53,18 +54,7 @@ def test_a_box_and_its_turn_by_pi_are_moved_to_the_same_place():
 
 
 def test_stage_learns_to_move_jittered_boxes_onto_their_points():
-    torch.manual_seed(0)
-    stage = BoxRefine([1, 2, 4], apply_to=[1])
-    opt = torch.optim.Adam(stage.parameters(), lr=3e-3)
-    for step in range(150):
-        boxes, points = car_boxes_and_points(16, seed=100 + step)
-        pts = torch.cat([torch.zeros(len(points), 1), points, torch.zeros(len(points), 2)], dim=1)
-        rows = torch.cat([torch.zeros(16, 1), boxes], dim=1)
-        loss = stage.loss(pts, rows, torch.ones(16, dtype=torch.long), torch.full((16,), 300))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    stage.eval()
+    stage = fit_on_cars(BoxRefine([1, 2, 4], apply_to=[1]), steps=150)
     boxes, points = car_boxes_and_points(40, seed=7)
     seen = jitter_boxes(boxes, torch.Generator().manual_seed(1), stage.jitter_centre, stage.jitter_heading,
                         stage.jitter_size, relative=True)
