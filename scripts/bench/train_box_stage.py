@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> Path:
                 loss.backward()
                 opt.step()
                 sched.step()
-                running = float(loss) if running is None else 0.98 * running + 0.02 * float(loss)
+                value = loss.item()
+                running = value if running is None else 0.98 * running + 0.02 * value
                 bar.set_postfix(loss=f"{running:.3f}")
                 bar.update()
     state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith(f"model.{args.stage}.")}
