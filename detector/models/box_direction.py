@@ -54,9 +54,7 @@ class BoxDirection(BoxStage):
         self.bins = tuple(int(b) for b in bins)
         if len(self.bins) != 3 or min(self.bins) < 1:
             raise ValueError(f"BoxDirection: bins must be 3 positive counts (length, width, height), got {bins}")
-        self.margin = tuple(float(m) for m in margin)
-        if len(self.margin) != 3 or min(self.margin) < 0:
-            raise ValueError(f"BoxDirection: margin must be 3 non-negative fractions, got {margin}")
+        self.margin = self._fractions(margin)
         self.jitter = (float(jitter_centre), float(jitter_heading), float(jitter_size))
         cells = self.bins[0] * self.bins[1] * self.bins[2]
         self.mlp = nn.Sequential(

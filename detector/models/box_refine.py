@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from detector.models.box_coding import axis_angle
+from detector.models.box_coding import axis_angle, wrap_angle
 from detector.models.box_stage import BoxStage, jitter_boxes, points_in_box_frames
 from detector.models.losses import smooth_l1
 from detector.models.outputs import Detections
@@ -72,7 +72,7 @@ def apply_residuals(boxes: torch.Tensor, res: torch.Tensor) -> torch.Tensor:
     out[:, 1] = boxes[:, 1] + s * along + c * across
     out[:, 2] = boxes[:, 2] + res[:, 2] * boxes[:, 5]
     out[:, 3:6] = boxes[:, 3:6] * torch.exp(res[:, 3:6])
-    out[:, 6] = torch.remainder(boxes[:, 6] + res[:, 6] + math.pi, 2 * math.pi) - math.pi
+    out[:, 6] = wrap_angle(boxes[:, 6] + res[:, 6])
     return out
 
 
@@ -82,7 +82,7 @@ class BoxRefine(BoxStage):
     ``jitter_centre`` (along, across, up) in fractions of the box's size, ``jitter_heading`` in radians,
     ``jitter_size`` (length, width, height) log-normal deviations: the training boxes' moves, and the
     scale of the regressed residuals; ``max_points``: at most this many of a box's points (evenly spaced) are
-    read; ``iterations``: passes at decoding (each from the box the previous one moved)."""
+    read."""
 
     name = "refine_box"
 
@@ -101,12 +101,9 @@ class BoxRefine(BoxStage):
         jitter_size: Sequence[float] = (0.08, 0.05, 0.07),
         copies: int = 1,
         max_points: int = 128,
-        iterations: int = 1,
     ) -> None:
         super().__init__(classes, apply_to, weight, max_boxes, min_points)
-        self.margin = tuple(float(m) for m in margin)
-        if len(self.margin) != 3 or min(self.margin) < 0:
-            raise ValueError(f"BoxRefine: margin must be 3 non-negative fractions, got {margin}")
+        self.margin = self._fractions(margin)
         self.jitter_centre = tuple(float(v) for v in jitter_centre)
         self.jitter_size = tuple(float(v) for v in jitter_size)
         if len(self.jitter_centre) != 3 or len(self.jitter_size) != 3:
@@ -117,9 +114,6 @@ class BoxRefine(BoxStage):
         if min(scale) <= 0:
             raise ValueError(f"BoxRefine: every jitter deviation must be > 0 (they scale the residuals), got {scale}")
         self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32), persistent=False)
-        self.iterations = int(iterations)
-        if self.iterations < 1:
-            raise ValueError(f"BoxRefine: iterations must be >= 1, got {iterations}")
         self.max_points = int(max_points)
         if self.max_points < 1:
             raise ValueError(f"BoxRefine: max_points must be >= 1, got {max_points}")
@@ -207,10 +201,9 @@ class BoxRefine(BoxStage):
             return dets
         boxes = dets.boxes[rows].float()
         cls = class_indices(dets.types[rows], self.classes)
-        for _ in range(self.iterations):
-            res, count = self.residuals(points, boxes, cls)
-            keep = (count >= self.min_points)[:, None]
-            boxes = torch.where(keep, apply_residuals(boxes, res * self.scale), boxes)
+        res, count = self.residuals(points, boxes, cls)
+        keep = (count >= self.min_points)[:, None]
+        boxes = torch.where(keep, apply_residuals(boxes, res * self.scale), boxes)
         out = dets.boxes.clone()
         out[rows] = boxes.to(out.dtype)
         return Detections(out, dets.scores, dets.types)

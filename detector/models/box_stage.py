@@ -144,6 +144,13 @@ class BoxStage(nn.Module):
         #: with the weights, so a run resumed from a checkpoint draws what the uninterrupted run would have
         self.register_buffer("draws", torch.zeros((), dtype=torch.long))
 
+    def _fractions(self, margin: Sequence[float]) -> tuple[float, float, float]:
+        """A grid's growth beyond the box along / across / up, checked: 3 non-negative fractions."""
+        out = tuple(float(m) for m in margin)
+        if len(out) != 3 or min(out) < 0:
+            raise ValueError(f"{type(self).__name__}: margin must be 3 non-negative fractions, got {margin}")
+        return out
+
     def _generator(self) -> torch.Generator | None:
         """The training draw's generator (None outside training: no jitter, no random subsets)."""
         if not self.training:

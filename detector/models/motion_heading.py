@@ -97,10 +97,10 @@ class MotionHeading:
                     if abs(math.cos(heading - axis)) >= self.min_alignment:
                         track.direction = heading
             if track.direction is not None:
-                axis = boxes[i, 6] + yaw
-                if math.cos(track.direction - axis) < 0:
-                    boxes[i, 6] = (boxes[i, 6] + 2 * math.pi) % (2 * math.pi) - math.pi
-            elif self.vote_static and float(track.fronts @ front) < 0:
+                turn = math.cos(track.direction - (boxes[i, 6] + yaw)) < 0
+            else:
+                turn = self.vote_static and float(track.fronts @ front) < 0
+            if turn:
                 boxes[i, 6] = (boxes[i, 6] + 2 * math.pi) % (2 * math.pi) - math.pi
 
         self._tracks = new_tracks
