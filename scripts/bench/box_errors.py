@@ -14,7 +14,6 @@ and over those below the official IoU; vehicles at least 6.5 m long (trucks, bus
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -130,9 +129,9 @@ def main(argv: list[str] | None = None) -> dict:
                  for k, v in e["median_abs"].items()]
         print(f"  {label}: {e['matches']} matches, {e['at_official_iou']:.3f} at IoU; " + ", ".join(parts))
     if args.out:
-        from detector.atomic import atomic_write_text
+        from detector.atomic import write_json_atomic
 
-        atomic_write_text(args.out, json.dumps(result, indent=2))
+        write_json_atomic(args.out, result)
     return result
 
 
