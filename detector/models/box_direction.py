@@ -49,8 +49,11 @@ class BoxDirection(BoxStage):
         jitter_centre: float = 0.1,
         jitter_heading: float = 0.05,
         jitter_size: float = 0.05,
+        view: bool = False,
+        train_frames: str = "last",
     ) -> None:
-        super().__init__(classes, apply_to, weight, max_boxes, min_points)
+        super().__init__(classes, apply_to, weight, max_boxes, min_points, train_frames)
+        self.view = bool(view)
         self.bins = tuple(int(b) for b in bins)
         if len(self.bins) != 3 or min(self.bins) < 1:
             raise ValueError(f"BoxDirection: bins must be 3 positive counts (length, width, height), got {bins}")
@@ -58,7 +61,7 @@ class BoxDirection(BoxStage):
         self.jitter = (float(jitter_centre), float(jitter_heading), float(jitter_size))
         cells = self.bins[0] * self.bins[1] * self.bins[2]
         self.mlp = nn.Sequential(
-            nn.Linear(cells + 1, hidden), nn.ReLU(inplace=True),
+            nn.Linear(cells + 1 + 2 * self.view, hidden), nn.ReLU(inplace=True),
             nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
             nn.Linear(hidden, len(self.classes)),
         )
@@ -67,19 +70,33 @@ class BoxDirection(BoxStage):
         """(K, Bl, Bw, Bh) point counts in the grid of each box (points (P, >=3), boxes (K, 7))."""
         return box_grid_counts(points[:, :3].float(), boxes.float(), self.bins, self.margin)
 
-    def logits(self, grid: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def sensor_bearing(boxes: torch.Tensor) -> torch.Tensor:
+        """(K, 2) unit vector from each box's centre to the sensor (the vehicle frame's origin), along and
+        across the box's axis: where the box is seen from, which decides which of its faces have points."""
+        a = axis_angle(boxes[:, 6])
+        c, s = torch.cos(a), torch.sin(a)
+        x, y = -boxes[:, 0], -boxes[:, 1]
+        v = torch.stack([c * x + s * y, -s * x + c * y], dim=1).float()
+        return v / v.norm(dim=1, keepdim=True).clamp(min=1e-6)
+
+    def logits(self, grid: torch.Tensor, cls: torch.Tensor, bearing: torch.Tensor | None = None) -> torch.Tensor:
         """(K,) front-at-the-minus-end logits of box grids (K, Bl, Bw, Bh) read as class index ``cls``:
-        the MLP reads each cell's share of the box's points and the log of their number."""
+        the MLP reads each cell's share of the box's points and the log of their number, and with
+        ``view`` the :meth:`sensor_bearing` (K, 2) (turned with the grid: the reading from the other end)."""
 
         k = grid.shape[0]
         if k == 0:
             return grid.new_zeros(0)
+        if self.view and bearing is None:
+            raise ValueError("BoxDirection(view=True).logits: the sensor bearing of each box is needed")
         total = grid.flatten(1).sum(dim=1, keepdim=True)
-        def g(x: torch.Tensor) -> torch.Tensor:
+        def g(x: torch.Tensor, sign: float) -> torch.Tensor:
             share = x.flatten(1) / total.clamp(min=1.0)
-            y = self.mlp(torch.cat([share, torch.log1p(total) / 5.0], dim=1))
+            parts = [share, torch.log1p(total) / 5.0] + ([sign * bearing] if self.view else [])
+            y = self.mlp(torch.cat(parts, dim=1))
             return y.gather(1, cls.view(-1, 1)).squeeze(1)
-        return g(grid) - g(torch.flip(grid, dims=(1, 2)))
+        return g(grid, 1.0) - g(torch.flip(grid, dims=(1, 2)), -1.0)
 
     @staticmethod
     def target(boxes: torch.Tensor) -> torch.Tensor:
@@ -98,7 +115,7 @@ class BoxDirection(BoxStage):
             with torch.no_grad():
                 seen = jitter_boxes(gt, gen, (dc, dc), dh, (ds, ds)) if gen is not None else gt
                 grid = self.features(stream_points, seen)
-            logit = self.logits(grid, cls)
+            logit = self.logits(grid, cls, self.sensor_bearing(seen))
             terms.append(nn.functional.binary_cross_entropy_with_logits(logit, self.target(gt), reduction="none"))
         if not terms:
             return self._zero_loss()
@@ -114,7 +131,7 @@ class BoxDirection(BoxStage):
             return dets
         boxes = dets.boxes[rows]
         grid = self.features(points, boxes)
-        logit = self.logits(grid, cls[rows])
+        logit = self.logits(grid, cls[rows], self.sensor_bearing(boxes))
         axis = axis_angle(boxes[:, 6])
         turned = wrap_angle(axis + math.pi * (logit > 0).to(axis.dtype))
         heading = torch.where(grid.flatten(1).sum(dim=1) > 0, turned, boxes[:, 6])

@@ -101,8 +101,9 @@ class BoxRefine(BoxStage):
         jitter_size: Sequence[float] = (0.08, 0.05, 0.07),
         copies: int = 1,
         max_points: int = 128,
+        train_frames: str = "last",
     ) -> None:
-        super().__init__(classes, apply_to, weight, max_boxes, min_points)
+        super().__init__(classes, apply_to, weight, max_boxes, min_points, train_frames)
         self.margin = self._fractions(margin)
         self.jitter_centre = tuple(float(v) for v in jitter_centre)
         self.jitter_size = tuple(float(v) for v in jitter_size)

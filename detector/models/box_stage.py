@@ -124,14 +124,19 @@ class BoxStage(nn.Module):
     """Base of the stages after decoding: ``classes`` are the head's Waymo types in its order (one output
     each), ``apply_to`` the types whose boxes the stage changes (default: all of ``classes``); it trains on
     at most ``max_boxes`` labelled boxes a stream with at least ``min_points`` points, loss weight
-    ``weight``. Subclasses set ``name`` (their loss key)."""
+    ``weight``, on the last frame of each training clip (``train_frames="last"``) or on every frame of it
+    (``"all"``, the loss averaged over the frames). Subclasses set ``name`` (their loss key)."""
 
     name = "box"
+    TRAIN_FRAMES = ("last", "all")
 
     def __init__(self, classes: Sequence[int], apply_to: Sequence[int] | None, weight: float, max_boxes: int,
-                 min_points: int) -> None:
+                 min_points: int, train_frames: str = "last") -> None:
         super().__init__()
         kind = type(self).__name__
+        if train_frames not in self.TRAIN_FRAMES:
+            raise ValueError(f"{kind}: train_frames must be one of {self.TRAIN_FRAMES}, got {train_frames!r}")
+        self.train_frames = train_frames
         self.classes = [int(c) for c in classes]
         self.apply_to = list(self.classes) if apply_to is None else [int(c) for c in apply_to]
         unknown = sorted(set(self.apply_to) - set(self.classes))
@@ -175,6 +180,16 @@ class BoxStage(nn.Module):
                 pick = torch.randperm(idx.numel(), generator=gen) if gen is not None else torch.arange(idx.numel())
                 idx = idx[pick[: self.max_boxes].to(idx.device)]
             yield points[points[:, 0] == b][:, 1:4], boxes[idx, 1:], cls_all[idx]
+
+    def training_frames(self, frames: Sequence) -> list:
+        """The frames of a clip (time order) that the stage's loss reads: the last one, or all of them."""
+        frames = list(frames)
+        return frames if self.train_frames == "all" else frames[-1:]
+
+    def clip_loss(self, frames: Sequence) -> torch.Tensor:
+        """The stage's loss averaged over its :meth:`training_frames` of a clip (``FrameBatch`` objects)."""
+        terms = [self.loss(f.points, f.boxes, f.types, f.num_points) for f in self.training_frames(frames)]
+        return terms[0] if len(terms) == 1 else torch.stack(terms).mean()
 
     def _zero_loss(self) -> torch.Tensor:
         """0 with a gradient path to every weight (no labelled box in the batch)."""

@@ -4,8 +4,8 @@ Contract (used by training and evaluation; plain attributes, no hparams):
 
 - ``forward(clip, decode=False, compute_loss=True) -> ClipOutput``: the clip's frames in order from a
   fresh state, gradients flowing through the temporal state across frames. ``losses["loss"]`` is the
-  total averaged over frames, plus the box-direction stage's term (``dir_box``) on the clip's last frame
-  when the model has one. ``detections[t][b]`` only with ``decode=True``.
+  total averaged over frames, plus each box stage's term (``refine_box``, ``dir_box``) on the clip's last
+  frame or all its frames (the stage's ``train_frames``) when the model has them. ``detections[t][b]`` only with ``decode=True``.
 
 - ``init_state(batch_size) -> State``; ``step(frame, state) -> (list[Detections], State)`` (with
   ``return_losses=True``: ``(detections, state, losses)``): online, no gradients, bounded state;
@@ -125,7 +125,7 @@ class Detector(nn.Module):
                 frame_losses.append(self.head.loss(out, self.head.targets(out, frame.boxes, frame.types)))
             if decode:
                 detections.append(self._decode(out, frame))
-        losses = self._with_box_stages(self._average(frame_losses), clip.frames[-1]) if compute_loss else {}
+        losses = self._with_box_stages(self._average(frame_losses), clip.frames) if compute_loss else {}
         return ClipOutput(losses, frame_losses, detections, state.detach())
 
     @property
@@ -150,7 +150,7 @@ class Detector(nn.Module):
         detections = self._decode(out, frame)
         if return_losses:
             losses = self._with_box_stages(self.head.loss(out, self.head.targets(out, frame.boxes, frame.types)),
-                                           frame)
+                                           [frame])
             return detections, state.detach(), losses
         return detections, state.detach()
 
@@ -206,13 +206,14 @@ class Detector(nn.Module):
             result.append(det)
         return result
 
-    def _with_box_stages(self, losses: dict[str, torch.Tensor], frame: FrameBatch) -> dict[str, torch.Tensor]:
-        """``losses`` plus each box stage's term (under its ``name``) on ``frame``'s labelled boxes (one frame a
-        clip: the stages see single frames, and their cost stays small next to the clip's)."""
+    def _with_box_stages(self, losses: dict[str, torch.Tensor], frames: Sequence[FrameBatch]) -> dict[str, torch.Tensor]:
+        """``losses`` plus each box stage's term (under its ``name``) on the labelled boxes of the clip's
+        ``frames`` it trains on (``BoxStage.train_frames``: the last, or all of them; a stage sees single
+        frames)."""
         if not losses:
             return losses
         for stage in self._box_stages:
-            term = stage.loss(frame.points, frame.boxes, frame.types, frame.num_points)
+            term = stage.clip_loss(frames)
             losses = {**losses, stage.name: term, "loss": losses["loss"] + stage.weight * term}
         return losses
 
@@ -291,7 +292,7 @@ class Detector(nn.Module):
                 detections.append(self._decode(out, frame))
             state = State(frame.poses.double(), frame.timestamps.long(), torch.ones_like(state.valid))
             state.recurrent = temporal.prune(out_f, score_f.detach())
-        losses = self._with_box_stages(self._average(frame_losses), frames[-1]) if compute_loss else {}
+        losses = self._with_box_stages(self._average(frame_losses), frames) if compute_loss else {}
         return ClipOutput(losses, frame_losses, detections, None)
 
     def _objectness_loss(self, out: FusedOutput, logits: torch.Tensor, frame: FrameBatch) -> torch.Tensor:

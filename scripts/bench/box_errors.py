@@ -8,7 +8,9 @@ of ``--thresholds`` (the official ones are 0.7 vehicle, 0.5 others), then, for e
 with points, the nearest detection of its type within 2 m (BEV centre): the share of those matches at
 or above the class's official IoU, and the median absolute error of each box component in the truth's
 axis frame (centre along / across the axis and up, length, width, height, axis angle), over all matches
-and over those below the official IoU; vehicles at least 6.5 m long (trucks, buses) apart.
+and over those below the official IoU; vehicles at least 6.5 m long (trucks, buses) apart; and the share
+of matches whose front is right (heading within 90 degrees of the truth's), over all and over the still
+objects (labelled speed below 0.5 m/s, where labels have a speed: the fronts motion cannot tell).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ OFFICIAL_IOU = {1: 0.7, 2: 0.5, 4: 0.5}
 COMPONENTS = ("along", "across", "up", "length", "width", "height", "axis_angle")
 LONG_M = 6.5
 MATCH_M = 2.0
+STILL_MPS = 0.5
 
 
 def _read(path: Path):
@@ -63,7 +66,9 @@ def _by_frame(objects, with_points: bool) -> dict[tuple, dict[int, np.ndarray]]:
             continue
         b = o.object.box
         frames[(o.context_name, o.frame_timestamp_micros)][o.object.type].append(
-            [b.center_x, b.center_y, b.center_z, b.length, b.width, b.height, b.heading])
+            [b.center_x, b.center_y, b.center_z, b.length, b.width, b.height, b.heading,
+             float(np.hypot(o.object.metadata.speed_x, o.object.metadata.speed_y))
+             if o.object.HasField("metadata") else np.nan])
     return {k: {t: np.asarray(v, np.float64) for t, v in d.items()} for k, d in frames.items()}
 
 
@@ -84,12 +89,13 @@ def box_errors(gt, pred) -> dict[str, dict]:
             g, m = g[near], p[j[near]]
             if len(g) == 0:
                 continue
-            iou = paired_iou(m, g)
+            iou = paired_iou(m[:, :7], g[:, :7])
             c, s = np.cos(g[:, 6]), np.sin(g[:, 6])
             dx, dy = m[:, 0] - g[:, 0], m[:, 1] - g[:, 1]
             axis = (m[:, 6] - g[:, 6] + np.pi / 2) % np.pi - np.pi / 2
             err = np.stack([c * dx + s * dy, -s * dx + c * dy, m[:, 2] - g[:, 2], *(m[:, 3:6] - g[:, 3:6]).T, axis], 1)
-            rows[typ].append(np.concatenate([iou[:, None], err, g[:, 3:4]], 1))
+            front = (np.cos(m[:, 6] - g[:, 6]) > 0).astype(np.float64)
+            rows[typ].append(np.concatenate([iou[:, None], err, g[:, 3:4], front[:, None], g[:, 7:8]], 1))
     out: dict[str, dict] = {}
     for typ, name in CLASSES.items():
         if not rows[typ]:
@@ -102,8 +108,12 @@ def box_errors(gt, pred) -> dict[str, dict]:
             if len(sub) == 0:
                 continue
             ok = sub[:, 0] >= OFFICIAL_IOU[typ]
+            still = sub[:, 10] < STILL_MPS
             out[label] = {
                 "matches": int(len(sub)), "at_official_iou": float(ok.mean()),
+                "front_right": float(sub[:, 9].mean()),
+                "still_matches": int(still.sum()),
+                "still_front_right": float(sub[still, 9].mean()) if still.any() else None,
                 "median_abs": {k: float(np.median(np.abs(sub[:, 1 + i]))) for i, k in enumerate(COMPONENTS)},
                 "median_abs_below": ({k: float(np.median(np.abs(sub[~ok, 1 + i]))) for i, k in enumerate(COMPONENTS)}
                                      if (~ok).any() else {}),
@@ -127,7 +137,10 @@ def main(argv: list[str] | None = None) -> dict:
     for label, e in result["errors"].items():
         parts = [f"{k} {v:.3f}" + (f" ({e['median_abs_below'][k]:.3f})" if e["median_abs_below"] else "")
                  for k, v in e["median_abs"].items()]
-        print(f"  {label}: {e['matches']} matches, {e['at_official_iou']:.3f} at IoU; " + ", ".join(parts))
+        still = (f", still {e['still_front_right']:.3f} of {e['still_matches']}"
+                 if e["still_front_right"] is not None else "")
+        print(f"  {label}: {e['matches']} matches, {e['at_official_iou']:.3f} at IoU, front right "
+              f"{e['front_right']:.3f}{still}; " + ", ".join(parts))
     if args.out:
         from detector.atomic import write_json_atomic
 

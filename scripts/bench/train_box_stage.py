@@ -6,8 +6,8 @@
 
 The box stages (``model.box_refine``, ``model.box_direction``) train on labelled boxes with no gradient
 into the backbone, so one can be trained after the fact: this streams the experiment's training clips
-of ``--store`` (its data settings, augmentation included), feeds the last frame of each clip to the
-stage's loss as ``Detector.forward`` does, and optimises it alone with the experiment's optimiser
+of ``--store`` (its data settings, augmentation included), feeds the frames of each clip the stage trains on
+(its ``train_frames``) to its loss as ``Detector.forward`` does, and optimises it alone with the experiment's optimiser
 settings (AdamW, its learning rate and weight decay, one-cycle over all steps). The stage's config is
 the one in today's model config (``detector/configs/model/<--model>.yaml``) with ``--set`` changes;
 the output is the checkpoint with the stage's weights and config added (a stage already there is
@@ -86,8 +86,7 @@ def main(argv: list[str] | None = None) -> Path:
             if hasattr(loader.sampler, "set_epoch"):
                 loader.sampler.set_epoch(epoch)
             for clip in loader:
-                frame = clip.frames[-1]
-                loss = stage.loss(frame.points, frame.boxes, frame.types, frame.num_points)
+                loss = stage.clip_loss(clip.frames)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

@@ -33,22 +33,28 @@ def test_grid_counts_each_point_in_its_cell_of_the_box_frame():
 
 
 
-def test_grid_is_the_same_for_a_box_and_its_turn_by_pi_and_the_logit_is_antisymmetric():
+@pytest.mark.parametrize("view", [False, True])
+def test_grid_is_the_same_for_a_box_and_its_turn_by_pi_and_the_logit_is_antisymmetric(view):
     boxes, points = _cars(3, seed=1)
     turned = boxes.clone()
     turned[:, 6] = turned[:, 6] + math.pi
     a, b = box_grid_counts(points, boxes, (12, 4, 6), (0.2, 0.4, 0.2)), box_grid_counts(
         points, turned, (12, 4, 6), (0.2, 0.4, 0.2))
     torch.testing.assert_close(a, b)  # the grid depends on the box's axis only
-    stage = BoxDirection([1, 2, 4])
+    stage = BoxDirection([1, 2, 4], view=view)
     cls = torch.zeros(3, dtype=torch.long)
-    torch.testing.assert_close(stage.logits(a, cls), -stage.logits(torch.flip(a, dims=(1, 2)), cls))
+    bearing = BoxDirection.sensor_bearing(boxes)
+    torch.testing.assert_close(bearing, BoxDirection.sensor_bearing(turned))  # the axis frame's, not the front's
+    # the grid read from the other end of the axis, and the sensor seen from there
+    torch.testing.assert_close(stage.logits(a, cls, bearing),
+                               -stage.logits(torch.flip(a, dims=(1, 2)), cls, -bearing))
     # the target says which way along the axis the heading points: opposite for the turned boxes
     assert torch.equal(BoxDirection.target(boxes), 1 - BoxDirection.target(turned))
 
 
-def test_stage_learns_the_front_from_labelled_boxes_and_sets_the_heading_of_detections():
-    stage = fit_on_cars(BoxDirection([1, 2, 4], apply_to=[1]), steps=120)
+@pytest.mark.parametrize("view", [False, True])
+def test_stage_learns_the_front_from_labelled_boxes_and_sets_the_heading_of_detections(view):
+    stage = fit_on_cars(BoxDirection([1, 2, 4], apply_to=[1], view=view), steps=120)
     boxes, points = _cars(40, seed=7)
     # detections with the right axis but every front reversed, plus a pedestrian (not applied to) and a
     # car far from any point (keeps its own heading)
@@ -65,9 +71,36 @@ def test_stage_learns_the_front_from_labelled_boxes_and_sets_the_heading_of_dete
     assert (out.boxes[:, 6] >= -math.pi).all() and (out.boxes[:, 6] < math.pi).all()
 
 
-def test_stage_refuses_classes_it_does_not_train():
+def test_sensor_bearing_points_from_the_box_to_the_vehicle_frame_origin():
+    # a box 10 m ahead along x, axis along x: the sensor lies behind it on its axis; a box 10 m to the
+    # left, axis along x: the sensor lies to its right; the same box with its axis at 60 degrees: behind
+    # and to the right; a front reading of that axis + pi gives the same frame (the axis', not the front's)
+    a = math.pi / 3
+    boxes = torch.tensor([[10.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0], [0.0, 10.0, 0.0, 4.0, 2.0, 1.5, 0.0],
+                          [0.0, 10.0, 0.0, 4.0, 2.0, 1.5, a], [0.0, 10.0, 0.0, 4.0, 2.0, 1.5, a - math.pi]])
+    r = math.sin(a)
+    torch.testing.assert_close(BoxDirection.sensor_bearing(boxes),
+                               torch.tensor([[-1.0, 0.0], [0.0, -1.0], [-r, -0.5], [-r, -0.5]]))
+
+
+def test_stage_refuses_classes_it_does_not_train_and_bad_settings():
     with pytest.raises(ValueError, match="apply_to"):
         BoxDirection([1, 2, 4], apply_to=[3])
+    with pytest.raises(ValueError, match="train_frames"):
+        BoxDirection([1, 2, 4], train_frames="first")
+    grid = torch.zeros(1, 12, 4, 6)
+    with pytest.raises(ValueError, match="bearing"):
+        BoxDirection([1, 2, 4], view=True).logits(grid, torch.zeros(1, dtype=torch.long))
+
+
+@pytest.mark.parametrize("train_frames", ["last", "all"])
+def test_stage_loss_reads_the_clip_frames_it_trains_on(train_frames):
+    clip = make_clip(num_frames=3, batch_size=2, num_points=2500, seed=0)
+    stage = BoxDirection([1, 2, 4], min_points=1, train_frames=train_frames).eval()  # eval: no jitter
+    per_frame = [stage.loss(f.points, f.boxes, f.types, f.num_points) for f in clip.frames]
+    want = torch.stack(per_frame).mean() if train_frames == "all" else per_frame[-1]
+    torch.testing.assert_close(stage.clip_loss(clip.frames), want)
+    assert len(stage.training_frames(clip.frames)) == (3 if train_frames == "all" else 1)
 
 
 def test_detector_adds_the_stage_loss_and_checks_its_classes():
