@@ -5,7 +5,8 @@ Contract (used by training and evaluation; plain attributes, no hparams):
 - ``forward(clip, decode=False, compute_loss=True) -> ClipOutput``: the clip's frames in order from a
   fresh state, gradients flowing through the temporal state across frames. ``losses["loss"]`` is the
   total averaged over frames, plus each box stage's term (``refine_box``, ``dir_box``) on the clip's last
-  frame or all its frames (the stage's ``train_frames``) when the model has them. ``detections[t][b]`` only with ``decode=True``.
+  frame or all its frames (the stage's ``train_frames``) when the model has them. ``detections[t][b]``
+  only with ``decode=True``.
 
 - ``init_state(batch_size) -> State``; ``step(frame, state) -> (list[Detections], State)`` (with
   ``return_losses=True``: ``(detections, state, losses)``): online, no gradients, bounded state;
@@ -206,7 +207,8 @@ class Detector(nn.Module):
             result.append(det)
         return result
 
-    def _with_box_stages(self, losses: dict[str, torch.Tensor], frames: Sequence[FrameBatch]) -> dict[str, torch.Tensor]:
+    def _with_box_stages(self, losses: dict[str, torch.Tensor],
+                         frames: Sequence[FrameBatch]) -> dict[str, torch.Tensor]:
         """``losses`` plus each box stage's term (under its ``name``) on the labelled boxes of the clip's
         ``frames`` it trains on (``BoxStage.train_frames``: the last, or all of them; a stage sees single
         frames)."""
