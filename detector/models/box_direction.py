@@ -23,7 +23,14 @@ import torch
 from torch import nn
 
 from detector.models.box_coding import axis_angle, heading_direction, wrap_angle
-from detector.models.box_stage import BoxStage, box_grid_counts, jitter_boxes
+from detector.models.box_stage import (
+    BoxStage,
+    box_grid_counts,
+    evenly_spaced,
+    jitter_boxes,
+    max_pool,
+    points_in_box_frames,
+)
 from detector.models.outputs import Detections
 from detector.models.targets import class_indices
 
@@ -51,17 +58,33 @@ class BoxDirection(BoxStage):
         jitter_size: float = 0.05,
         view: bool = False,
         train_frames: str = "last",
+        encoder: str = "grid",
+        point_channels: Sequence[int] = (32, 64),
+        max_points: int = 128,
     ) -> None:
         super().__init__(classes, apply_to, weight, max_boxes, min_points, train_frames)
         self.view = bool(view)
+        if encoder not in ("grid", "points"):
+            raise ValueError(f"BoxDirection: encoder must be 'grid' or 'points', got {encoder!r}")
+        self.encoder = encoder
+        self.max_points = int(max_points)
+        if self.max_points < 1:
+            raise ValueError(f"BoxDirection: max_points must be >= 1, got {max_points}")
         self.bins = tuple(int(b) for b in bins)
         if len(self.bins) != 3 or min(self.bins) < 1:
             raise ValueError(f"BoxDirection: bins must be 3 positive counts (length, width, height), got {bins}")
         self.margin = self._fractions(margin)
         self.jitter = (float(jitter_centre), float(jitter_heading), float(jitter_size))
-        cells = self.bins[0] * self.bins[1] * self.bins[2]
+        if encoder == "grid":
+            width = self.bins[0] * self.bins[1] * self.bins[2]
+        else:
+            layers, width = [], 3
+            for ch in point_channels:
+                layers += [nn.Linear(width, int(ch)), nn.ReLU(inplace=True)]
+                width = int(ch)
+            self.point_mlp = nn.Sequential(*layers)
         self.mlp = nn.Sequential(
-            nn.Linear(cells + 1 + 2 * self.view, hidden), nn.ReLU(inplace=True),
+            nn.Linear(width + 1 + 2 * self.view, hidden), nn.ReLU(inplace=True),
             nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
             nn.Linear(hidden, len(self.classes)),
         )
@@ -98,6 +121,34 @@ class BoxDirection(BoxStage):
             return y.gather(1, cls.view(-1, 1)).squeeze(1)
         return g(grid, 1.0) - g(torch.flip(grid, dims=(1, 2)), -1.0)
 
+    def point_logits(self, points: torch.Tensor, boxes: torch.Tensor, cls: torch.Tensor,
+                     bearing: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits (K,), points in each grown box (K,))`` with the points encoder: a point-wise MLP over
+        each box's points (axis-frame coordinates in half-sizes, at most ``max_points``, evenly spaced),
+        max-pooled, with the log of their number (and the bearing); the same network on the other reading
+        of the axis ((u, v) -> (-u, -v), the bearing negated) subtracted."""
+        k = int(boxes.shape[0])
+        box, uvw = points_in_box_frames(points[:, :3].float(), boxes.float(), self.margin)
+        box, uvw, counts = evenly_spaced(box, uvw, k, self.max_points)
+        if k == 0:
+            return uvw.new_zeros(0), counts
+        total = torch.log1p(counts.to(torch.float32))[:, None] / 5.0
+        def g(sign: float) -> torch.Tensor:
+            coords = uvw * torch.tensor([sign, sign, 1.0], device=uvw.device, dtype=uvw.dtype)
+            parts = [max_pool(self.point_mlp(coords), box, k), total] + ([sign * bearing] if self.view else [])
+            return self.mlp(torch.cat(parts, dim=1)).gather(1, cls.view(-1, 1)).squeeze(1)
+        return g(1.0) - g(-1.0), counts
+
+    def front_logits(self, points: torch.Tensor, boxes: torch.Tensor,
+                     cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(front-at-the-minus-end logits (K,), points in each box's grown extent (K,))`` of boxes (K, 7)
+        read as class indices ``cls``, from the frame's points (P, >=3), by the configured encoder."""
+        bearing = self.sensor_bearing(boxes) if self.view else None
+        if self.encoder == "points":
+            return self.point_logits(points, boxes, cls, bearing)
+        grid = self.features(points, boxes)
+        return self.logits(grid, cls, bearing), grid.flatten(1).sum(dim=1)
+
     @staticmethod
     def target(boxes: torch.Tensor) -> torch.Tensor:
         """(K,) 1.0 where the heading is the axis + pi (the front at the grid's -length end)."""
@@ -114,8 +165,7 @@ class BoxDirection(BoxStage):
         for stream_points, gt, cls in self._labelled(points, boxes, types, num_points, gen):
             with torch.no_grad():
                 seen = jitter_boxes(gt, gen, (dc, dc), dh, (ds, ds)) if gen is not None else gt
-                grid = self.features(stream_points, seen)
-            logit = self.logits(grid, cls, self.sensor_bearing(seen))
+            logit, _ = self.front_logits(stream_points, seen, cls)
             terms.append(nn.functional.binary_cross_entropy_with_logits(logit, self.target(gt), reduction="none"))
         if not terms:
             return self._zero_loss()
@@ -130,11 +180,10 @@ class BoxDirection(BoxStage):
         if rows.numel() == 0:
             return dets
         boxes = dets.boxes[rows]
-        grid = self.features(points, boxes)
-        logit = self.logits(grid, cls[rows], self.sensor_bearing(boxes))
+        logit, count = self.front_logits(points, boxes, cls[rows])
         axis = axis_angle(boxes[:, 6])
         turned = wrap_angle(axis + math.pi * (logit > 0).to(axis.dtype))
-        heading = torch.where(grid.flatten(1).sum(dim=1) > 0, turned, boxes[:, 6])
+        heading = torch.where(count > 0, turned, boxes[:, 6])
         out = dets.boxes.clone()
         out[rows, 6] = heading.to(out.dtype)
         return Detections(out, dets.scores, dets.types)

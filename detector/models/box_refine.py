@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from detector.models.box_coding import axis_angle, wrap_angle
-from detector.models.box_stage import BoxStage, jitter_boxes, points_in_box_frames
+from detector.models.box_stage import BoxStage, evenly_spaced, jitter_boxes, max_pool, points_in_box_frames
 from detector.models.losses import smooth_l1
 from detector.models.outputs import Detections
 from detector.models.targets import class_indices
@@ -127,7 +127,6 @@ class BoxRefine(BoxStage):
             layers += [nn.Linear(width, int(ch)), nn.ReLU(inplace=True)]
             width = int(ch)
         self.point_mlp = nn.Sequential(*layers)
-        self.pooled = width
         # box inputs: the pooled point features, log(1 + points) and the box's log size (the class prior)
         self.box_mlp = nn.Sequential(
             nn.Linear(width + 4, hidden), nn.ReLU(inplace=True),
@@ -135,35 +134,21 @@ class BoxRefine(BoxStage):
             nn.Linear(hidden, CODE * len(self.classes)),
         )
 
-    def _pool(self, box: torch.Tensor, uvw: torch.Tensor, k: int) -> torch.Tensor:
-        """(K, C) max over each box's points of the point MLP (0 for a box without points)."""
-        feats = self.point_mlp(uvw)
-        out = feats.new_zeros(k, self.pooled)
-        if box.numel():
-            out = out.scatter_reduce(0, box.view(-1, 1).expand(-1, self.pooled), feats, "amax", include_self=True)
-        return out
-
     def residuals(self, points: torch.Tensor, boxes: torch.Tensor, cls: torch.Tensor) -> tuple[torch.Tensor,
                                                                                                   torch.Tensor]:
         """``(residuals (K, 7) in the jitter's units, points in each grown box (K,))`` of boxes (K, 7) read as
         class indices ``cls`` (K,), from the frame's points (P, 3)."""
         k = int(boxes.shape[0])
         box, uvw = points_in_box_frames(points[:, :3].float(), boxes.float(), self.margin)
-        counts = torch.bincount(box, minlength=k)
+        box, uvw, counts = evenly_spaced(box, uvw, k, self.max_points)
         count = counts.to(torch.float32)
-        if box.numel() and int(counts.max()) > self.max_points:
-            # at most max_points a box, evenly spaced in the search's order (points come grouped by box)
-            rank = torch.arange(box.numel(), device=box.device) - (torch.cumsum(counts, 0) - counts)[box]
-            n = counts[box]
-            keep = (rank * self.max_points) // n != ((rank - 1) * self.max_points) // n
-            keep |= rank == 0
-            box, uvw = box[keep], uvw[keep]
         extra = torch.cat([torch.log1p(count)[:, None] / 5.0, torch.log(boxes[:, 3:6].float().clamp(min=1e-3))], 1)
         flip = _FLIP.to(uvw.device)
         reads = []
         for sign in (1.0, -1.0):  # the axis read either way: (u, v) -> (-u, -v), along / across undone
             coords = uvw * torch.tensor([sign, sign, 1.0], device=uvw.device, dtype=uvw.dtype)
-            y = self.box_mlp(torch.cat([self._pool(box, coords, k), extra], 1)).view(k, len(self.classes), CODE)
+            y = self.box_mlp(torch.cat([max_pool(self.point_mlp(coords), box, k), extra], 1))
+            y = y.view(k, len(self.classes), CODE)
             y = y[torch.arange(k, device=y.device), cls]
             reads.append(y if sign > 0 else y * flip)
         return 0.5 * (reads[0] + reads[1]), count

@@ -20,7 +20,7 @@ from torch import nn
 from detector.models.box_coding import axis_angle
 from detector.models.targets import class_indices
 
-__all__ = ["BoxStage", "box_grid_counts", "jitter_boxes", "points_in_box_frames"]
+__all__ = ["BoxStage", "box_grid_counts", "evenly_spaced", "jitter_boxes", "max_pool", "points_in_box_frames"]
 
 #: width (m) of the x strips of the candidate search, and the key offset between strips (beyond any |y|)
 _STRIP_M = 1.0
@@ -92,6 +92,29 @@ def box_grid_counts(
         cell = box * (bl * bw * bh) + (iu * bw + iv) * bh + iw
         out.view(-1).index_add_(0, cell, torch.ones_like(cell, dtype=torch.float32))
     return out.view(k, bl, bw, bh)
+
+
+def evenly_spaced(box: torch.Tensor, uvw: torch.Tensor, k: int, max_points: int) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                        torch.Tensor]:
+    """``(box, uvw, counts (k,))`` of :func:`points_in_box_frames` output kept to at most ``max_points`` a
+    box, evenly spaced in the search's order (its points come grouped by box); ``counts`` are the points
+    each box had before."""
+    counts = torch.bincount(box, minlength=k)
+    if box.numel() and int(counts.max()) > max_points:
+        rank = torch.arange(box.numel(), device=box.device) - (torch.cumsum(counts, 0) - counts)[box]
+        n = counts[box]
+        keep = (rank * max_points) // n != ((rank - 1) * max_points) // n
+        keep |= rank == 0
+        box, uvw = box[keep], uvw[keep]
+    return box, uvw, counts
+
+
+def max_pool(feats: torch.Tensor, box: torch.Tensor, k: int) -> torch.Tensor:
+    """(k, C) max over each box's rows of point features (n, C) (0 for a box without points)."""
+    out = feats.new_zeros(k, feats.shape[1])
+    if box.numel():
+        out = out.scatter_reduce(0, box.view(-1, 1).expand(-1, feats.shape[1]), feats, "amax", include_self=True)
+    return out
 
 
 def jitter_boxes(boxes: torch.Tensor, gen: torch.Generator | None, centre: Sequence[float], heading: float,

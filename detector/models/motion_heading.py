@@ -5,11 +5,12 @@ front to show in its shape, which a 0.4 m voxel grid barely resolves (a pedestri
 ways). A moving object shows its front by moving: ``MotionHeading`` keeps short tracks of the last
 frames' detections in the world frame (the frame poses), matches each new detection to the nearest
 track end of its type within ``gate`` metres, and, when the track has moved at least ``min_speed``
-(m/s, per class) along the box axis over up to ``history`` frames, turns the box (by pi) to face its
-motion. A track keeps the direction it last moved in, so a car that stops keeps its heading. An object
-never seen moving gets, with ``vote_static``, the majority of the fronts its detections have had so far
-(each frame's front as decoded, a unit vector in the world frame, summed over the track): a parked car
-whose front the box-direction stage reads wrongly in a few frames keeps the front of the others.
+(m/s, per class) along the box axis over up to ``history`` frames, and by at least ``min_move``
+metres (per class; vehicles only by default), turns the box (by pi) to face its motion. A track keeps
+the direction it last moved in, so a car that stops keeps its heading. An object never seen moving
+gets, with ``vote_static``, the majority of the fronts its detections have had so far (each frame's
+front as decoded, a unit vector in the world frame, summed over the track): a parked car whose front
+the box-direction stage reads wrongly in a few frames keeps the front of the others.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ class MotionHeading:
     min_speed: dict[int, float] = field(default_factory=lambda: {1: 1.5, 2: 0.5, 4: 1.0})
     gate: dict[int, float] = field(default_factory=lambda: {1: 2.5, 2: 0.8, 4: 1.5})
     history: int = 4
+    #: the least distance (m) a track must have moved for its motion to count, per Waymo type (0 where
+    #: absent): the centre of a parked car's box wanders by tenths of a metre from frame to frame, which over
+    #: a short track reads as walking speed, and a direction once taken is kept (docs/RESULTS.md, "Parked
+    #: cars that seemed to move")
+    min_move: dict[int, float] = field(default_factory=lambda: {1: 1.0})
     min_alignment: float = 0.8  # |cos| between the motion and the box axis
     max_gap_s: float = 0.5
     vote_static: bool = True  # a track never seen moving takes the majority of its decoded fronts
@@ -92,7 +98,7 @@ class MotionHeading:
                 move = track.centres[-1] - track.centres[0]
                 speed = float(np.hypot(*move)) / span
                 axis = boxes[i, 6] + yaw
-                if speed >= self.min_speed[ty]:
+                if speed >= self.min_speed[ty] and float(np.hypot(*move)) >= self.min_move.get(ty, 0.0):
                     heading = math.atan2(move[1], move[0])
                     if abs(math.cos(heading - axis)) >= self.min_alignment:
                         track.direction = heading

@@ -52,9 +52,9 @@ def test_grid_is_the_same_for_a_box_and_its_turn_by_pi_and_the_logit_is_antisymm
     assert torch.equal(BoxDirection.target(boxes), 1 - BoxDirection.target(turned))
 
 
-@pytest.mark.parametrize("view", [False, True])
-def test_stage_learns_the_front_from_labelled_boxes_and_sets_the_heading_of_detections(view):
-    stage = fit_on_cars(BoxDirection([1, 2, 4], apply_to=[1], view=view), steps=120)
+@pytest.mark.parametrize(("view", "encoder"), [(False, "grid"), (True, "grid"), (False, "points")])
+def test_stage_learns_the_front_from_labelled_boxes_and_sets_the_heading_of_detections(view, encoder):
+    stage = fit_on_cars(BoxDirection([1, 2, 4], apply_to=[1], view=view, encoder=encoder), steps=120)
     boxes, points = _cars(40, seed=7)
     # detections with the right axis but every front reversed, plus a pedestrian (not applied to) and a
     # car far from any point (keeps its own heading)
@@ -69,6 +69,26 @@ def test_stage_learns_the_front_from_labelled_boxes_and_sets_the_heading_of_dete
     torch.testing.assert_close(out.boxes[40:], extra)  # the pedestrian and the empty box keep theirs
     torch.testing.assert_close(out.boxes[:, :6], dets.boxes[:, :6])  # only the heading changes
     assert (out.boxes[:, 6] >= -math.pi).all() and (out.boxes[:, 6] < math.pi).all()
+
+
+@pytest.mark.parametrize("view", [False, True])
+def test_points_encoder_gives_a_box_and_its_turn_by_pi_opposite_logits(view):
+    boxes, points = _cars(1, seed=1)
+    turned = boxes.clone()
+    turned[:, 6] = turned[:, 6] + math.pi
+    cls = torch.zeros(1, dtype=torch.long)
+    stage = BoxDirection([1, 2, 4], encoder="points", view=view, max_points=50)
+    a, count = stage.front_logits(points, boxes, cls)
+    torch.testing.assert_close(a, stage.front_logits(points, turned, cls)[0])  # the axis' frame, not the front's
+    assert int(count[0]) == len(points) > 50  # it counted them all and read the evenly spaced 50
+    # the points turned by pi about the box's centre (and the sensor seen from the other side): the
+    # network's two readings swap, the logit changes sign
+    stage.max_points = 10_000
+    mirrored = points.clone()
+    mirrored[:, :2] = 2 * boxes[0, :2] - points[:, :2]
+    bearing = BoxDirection.sensor_bearing(boxes)
+    torch.testing.assert_close(stage.point_logits(points, boxes, cls, bearing)[0],
+                               -stage.point_logits(mirrored, boxes, cls, -bearing)[0])
 
 
 def test_sensor_bearing_points_from_the_box_to_the_vehicle_frame_origin():
@@ -88,6 +108,8 @@ def test_stage_refuses_classes_it_does_not_train_and_bad_settings():
         BoxDirection([1, 2, 4], apply_to=[3])
     with pytest.raises(ValueError, match="train_frames"):
         BoxDirection([1, 2, 4], train_frames="first")
+    with pytest.raises(ValueError, match="encoder"):
+        BoxDirection([1, 2, 4], encoder="voxels")
     grid = torch.zeros(1, 12, 4, 6)
     with pytest.raises(ValueError, match="bearing"):
         BoxDirection([1, 2, 4], view=True).logits(grid, torch.zeros(1, dtype=torch.long))

@@ -3,6 +3,7 @@ vote in NMS. Each is checked against its definition on hand-made inputs."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -121,9 +122,10 @@ def test_motion_heading_turns_moving_boxes_to_face_their_motion():
                               [*local[1].tolist(), 0.8, 4.5, 2.0, 1.6, heading]], dtype=torch.float32)
         det = Detections(boxes, torch.tensor([0.9, 0.8]), torch.tensor([1, 1]))
         results.append(motion(det, pose, int(t * 1e6)))
-    assert math.isclose(float(results[0].boxes[0, 6]), heading, abs_tol=1e-6)  # one frame: no motion yet
-    world_heading = [float(r.boxes[0, 6]) + math.pi / 2 for r in results[1:]]
-    assert all(abs(math.remainder(h, 2 * math.pi)) < 1e-5 for h in world_heading)  # faces +x from frame 1
+    # one frame: no motion yet; frame 1: 0.8 m moved, under the vehicles' min_move (1 m)
+    assert all(math.isclose(float(r.boxes[0, 6]), heading, abs_tol=1e-6) for r in results[:2])
+    world_heading = [float(r.boxes[0, 6]) + math.pi / 2 for r in results[2:]]
+    assert all(abs(math.remainder(h, 2 * math.pi)) < 1e-5 for h in world_heading)  # faces +x from frame 2
     assert all(math.isclose(float(r.boxes[1, 6]), heading, abs_tol=1e-6) for r in results)  # parked: unchanged
     motion.reset()
     assert math.isclose(float(motion(det, pose, 10**6).boxes[0, 6]), heading, abs_tol=1e-6)
@@ -150,6 +152,27 @@ def test_motion_heading_keeps_the_majority_front_of_a_parked_car():
             out[vote].append(math.remainder(float(det.boxes[0, 6]) + math.pi / 2, 2 * math.pi))
     assert all(abs(h) < 1e-5 for h in out[True])  # the odd frame takes the majority's front
     assert abs(abs(out[False][2]) - math.pi) < 1e-5  # without the vote it keeps its own
+
+
+@pytest.mark.parametrize("min_move", [{1: 1.0}, {}])
+def test_motion_heading_does_not_take_a_parked_cars_wandering_box_for_motion(min_move):
+    from detector.models.motion_heading import MotionHeading
+    from detector.models.outputs import Detections
+
+    # a parked car facing +x (world = vehicle frame) whose box centre wanders 0.3 m back and forth along
+    # its axis, as a detector's does: 3 m/s over one frame, above the vehicles' min_speed
+    motion = MotionHeading(min_move=min_move)
+    pose = np.eye(4)
+    headings = []
+    for f, dx in enumerate([0.0, -0.3, 0.0, -0.3, 0.0, -0.3]):
+        boxes = torch.tensor([[10.0 + dx, 5.0, 0.8, 4.5, 2.0, 1.6, 0.0]])
+        det = motion(Detections(boxes, torch.tensor([0.9]), torch.tensor([1])), pose, int(0.1 * f * 1e6))
+        headings.append(float(det.boxes[0, 6]))
+    turned = [abs(abs(h) - math.pi) < 1e-5 for h in headings]
+    if min_move:
+        assert not any(turned)  # a 0.3 m wander is not a move: the box keeps its front
+    else:
+        assert turned[1]  # without min_move the first backward step reads as driving backwards
 
 
 def test_multi_label_decodes_a_class_that_is_never_the_best_of_its_sites():
