@@ -7,6 +7,9 @@ counted in a ``length x width x height`` grid of the box's axis frame (the axis 
 (-pi/2, pi/2]), normalised by the box's size, and a small MLP says whether the front lies at the
 grid's -length end. The logit is antisymmetric by construction, ``g(x) - g(rot180(x))``: turning the
 box by pi turns its grid and flips the answer, so a box has one front whichever way its axis is read.
+With ``encoder="points"`` the grid is replaced by a PointNet over the box's points in the same frame
+(a point-wise MLP, a max over at most ``max_points`` of them, the same antisymmetric difference of the
+two readings of the axis): no cell edges, so a box that is off by a few tenths of a metre reads the same.
 
 Training uses the frame's labelled boxes, jittered like a detector's boxes, not the head's outputs: no
 gradient reaches the backbone and the stage does not wait for the head to find anything. Decoding sets
@@ -56,14 +59,12 @@ class BoxDirection(BoxStage):
         jitter_centre: float = 0.1,
         jitter_heading: float = 0.05,
         jitter_size: float = 0.05,
-        view: bool = False,
         train_frames: str = "last",
         encoder: str = "grid",
         point_channels: Sequence[int] = (32, 64),
         max_points: int = 128,
     ) -> None:
         super().__init__(classes, apply_to, weight, max_boxes, min_points, train_frames)
-        self.view = bool(view)
         if encoder not in ("grid", "points"):
             raise ValueError(f"BoxDirection: encoder must be 'grid' or 'points', got {encoder!r}")
         self.encoder = encoder
@@ -84,7 +85,7 @@ class BoxDirection(BoxStage):
                 width = int(ch)
             self.point_mlp = nn.Sequential(*layers)
         self.mlp = nn.Sequential(
-            nn.Linear(width + 1 + 2 * self.view, hidden), nn.ReLU(inplace=True),
+            nn.Linear(width + 1, hidden), nn.ReLU(inplace=True),
             nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
             nn.Linear(hidden, len(self.classes)),
         )
@@ -93,40 +94,26 @@ class BoxDirection(BoxStage):
         """(K, Bl, Bw, Bh) point counts in the grid of each box (points (P, >=3), boxes (K, 7))."""
         return box_grid_counts(points[:, :3].float(), boxes.float(), self.bins, self.margin)
 
-    @staticmethod
-    def sensor_bearing(boxes: torch.Tensor) -> torch.Tensor:
-        """(K, 2) unit vector from each box's centre to the sensor (the vehicle frame's origin), along and
-        across the box's axis: where the box is seen from, which decides which of its faces have points."""
-        a = axis_angle(boxes[:, 6])
-        c, s = torch.cos(a), torch.sin(a)
-        x, y = -boxes[:, 0], -boxes[:, 1]
-        v = torch.stack([c * x + s * y, -s * x + c * y], dim=1).float()
-        return v / v.norm(dim=1, keepdim=True).clamp(min=1e-6)
-
-    def logits(self, grid: torch.Tensor, cls: torch.Tensor, bearing: torch.Tensor | None = None) -> torch.Tensor:
+    def logits(self, grid: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
         """(K,) front-at-the-minus-end logits of box grids (K, Bl, Bw, Bh) read as class index ``cls``:
-        the MLP reads each cell's share of the box's points and the log of their number, and with
-        ``view`` the :meth:`sensor_bearing` (K, 2) (turned with the grid: the reading from the other end)."""
+        the MLP reads each cell's share of the box's points and the log of their number."""
 
         k = grid.shape[0]
         if k == 0:
             return grid.new_zeros(0)
-        if self.view and bearing is None:
-            raise ValueError("BoxDirection(view=True).logits: the sensor bearing of each box is needed")
         total = grid.flatten(1).sum(dim=1, keepdim=True)
-        def g(x: torch.Tensor, sign: float) -> torch.Tensor:
+        def g(x: torch.Tensor) -> torch.Tensor:
             share = x.flatten(1) / total.clamp(min=1.0)
-            parts = [share, torch.log1p(total) / 5.0] + ([sign * bearing] if self.view else [])
-            y = self.mlp(torch.cat(parts, dim=1))
+            y = self.mlp(torch.cat([share, torch.log1p(total) / 5.0], dim=1))
             return y.gather(1, cls.view(-1, 1)).squeeze(1)
-        return g(grid, 1.0) - g(torch.flip(grid, dims=(1, 2)), -1.0)
+        return g(grid) - g(torch.flip(grid, dims=(1, 2)))
 
-    def point_logits(self, points: torch.Tensor, boxes: torch.Tensor, cls: torch.Tensor,
-                     bearing: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def point_logits(self, points: torch.Tensor, boxes: torch.Tensor,
+                     cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits (K,), points in each grown box (K,))`` with the points encoder: a point-wise MLP over
         each box's points (axis-frame coordinates in half-sizes, at most ``max_points``, evenly spaced),
-        max-pooled, with the log of their number (and the bearing); the same network on the other reading
-        of the axis ((u, v) -> (-u, -v), the bearing negated) subtracted."""
+        max-pooled, with the log of their number; the same network on the other reading of the axis
+        ((u, v) -> (-u, -v)) subtracted."""
         k = int(boxes.shape[0])
         box, uvw = points_in_box_frames(points[:, :3].float(), boxes.float(), self.margin)
         box, uvw, counts = evenly_spaced(box, uvw, k, self.max_points)
@@ -135,19 +122,18 @@ class BoxDirection(BoxStage):
         total = torch.log1p(counts.to(torch.float32))[:, None] / 5.0
         def g(sign: float) -> torch.Tensor:
             coords = uvw * torch.tensor([sign, sign, 1.0], device=uvw.device, dtype=uvw.dtype)
-            parts = [max_pool(self.point_mlp(coords), box, k), total] + ([sign * bearing] if self.view else [])
-            return self.mlp(torch.cat(parts, dim=1)).gather(1, cls.view(-1, 1)).squeeze(1)
+            y = self.mlp(torch.cat([max_pool(self.point_mlp(coords), box, k), total], dim=1))
+            return y.gather(1, cls.view(-1, 1)).squeeze(1)
         return g(1.0) - g(-1.0), counts
 
     def front_logits(self, points: torch.Tensor, boxes: torch.Tensor,
                      cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(front-at-the-minus-end logits (K,), points in each box's grown extent (K,))`` of boxes (K, 7)
         read as class indices ``cls``, from the frame's points (P, >=3), by the configured encoder."""
-        bearing = self.sensor_bearing(boxes) if self.view else None
         if self.encoder == "points":
-            return self.point_logits(points, boxes, cls, bearing)
+            return self.point_logits(points, boxes, cls)
         grid = self.features(points, boxes)
-        return self.logits(grid, cls, bearing), grid.flatten(1).sum(dim=1)
+        return self.logits(grid, cls), grid.flatten(1).sum(dim=1)
 
     @staticmethod
     def target(boxes: torch.Tensor) -> torch.Tensor:

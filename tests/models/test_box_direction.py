@@ -33,28 +33,23 @@ def test_grid_counts_each_point_in_its_cell_of_the_box_frame():
 
 
 
-@pytest.mark.parametrize("view", [False, True])
-def test_grid_is_the_same_for_a_box_and_its_turn_by_pi_and_the_logit_is_antisymmetric(view):
+def test_grid_is_the_same_for_a_box_and_its_turn_by_pi_and_the_logit_is_antisymmetric():
     boxes, points = _cars(3, seed=1)
     turned = boxes.clone()
     turned[:, 6] = turned[:, 6] + math.pi
     a, b = box_grid_counts(points, boxes, (12, 4, 6), (0.2, 0.4, 0.2)), box_grid_counts(
         points, turned, (12, 4, 6), (0.2, 0.4, 0.2))
     torch.testing.assert_close(a, b)  # the grid depends on the box's axis only
-    stage = BoxDirection([1, 2, 4], view=view)
+    stage = BoxDirection([1, 2, 4])
     cls = torch.zeros(3, dtype=torch.long)
-    bearing = BoxDirection.sensor_bearing(boxes)
-    torch.testing.assert_close(bearing, BoxDirection.sensor_bearing(turned))  # the axis frame's, not the front's
-    # the grid read from the other end of the axis, and the sensor seen from there
-    torch.testing.assert_close(stage.logits(a, cls, bearing),
-                               -stage.logits(torch.flip(a, dims=(1, 2)), cls, -bearing))
+    torch.testing.assert_close(stage.logits(a, cls), -stage.logits(torch.flip(a, dims=(1, 2)), cls))
     # the target says which way along the axis the heading points: opposite for the turned boxes
     assert torch.equal(BoxDirection.target(boxes), 1 - BoxDirection.target(turned))
 
 
-@pytest.mark.parametrize(("view", "encoder"), [(False, "grid"), (True, "grid"), (False, "points")])
-def test_stage_learns_the_front_from_labelled_boxes_and_sets_the_heading_of_detections(view, encoder):
-    stage = fit_on_cars(BoxDirection([1, 2, 4], apply_to=[1], view=view, encoder=encoder), steps=120)
+@pytest.mark.parametrize("encoder", ["grid", "points"])
+def test_stage_learns_the_front_from_labelled_boxes_and_sets_the_heading_of_detections(encoder):
+    stage = fit_on_cars(BoxDirection([1, 2, 4], apply_to=[1], encoder=encoder), steps=120)
     boxes, points = _cars(40, seed=7)
     # detections with the right axis but every front reversed, plus a pedestrian (not applied to) and a
     # car far from any point (keeps its own heading)
@@ -71,36 +66,20 @@ def test_stage_learns_the_front_from_labelled_boxes_and_sets_the_heading_of_dete
     assert (out.boxes[:, 6] >= -math.pi).all() and (out.boxes[:, 6] < math.pi).all()
 
 
-@pytest.mark.parametrize("view", [False, True])
-def test_points_encoder_gives_a_box_and_its_turn_by_pi_opposite_logits(view):
+def test_points_encoder_gives_a_box_and_its_turn_by_pi_opposite_logits():
     boxes, points = _cars(1, seed=1)
     turned = boxes.clone()
     turned[:, 6] = turned[:, 6] + math.pi
     cls = torch.zeros(1, dtype=torch.long)
-    stage = BoxDirection([1, 2, 4], encoder="points", view=view, max_points=50)
+    stage = BoxDirection([1, 2, 4], encoder="points", max_points=50)
     a, count = stage.front_logits(points, boxes, cls)
     torch.testing.assert_close(a, stage.front_logits(points, turned, cls)[0])  # the axis' frame, not the front's
     assert int(count[0]) == len(points) > 50  # it counted them all and read the evenly spaced 50
-    # the points turned by pi about the box's centre (and the sensor seen from the other side): the
-    # network's two readings swap, the logit changes sign
+    # the points turned by pi about the box's centre: the network's two readings swap, the logit changes sign
     stage.max_points = 10_000
     mirrored = points.clone()
     mirrored[:, :2] = 2 * boxes[0, :2] - points[:, :2]
-    bearing = BoxDirection.sensor_bearing(boxes)
-    torch.testing.assert_close(stage.point_logits(points, boxes, cls, bearing)[0],
-                               -stage.point_logits(mirrored, boxes, cls, -bearing)[0])
-
-
-def test_sensor_bearing_points_from_the_box_to_the_vehicle_frame_origin():
-    # a box 10 m ahead along x, axis along x: the sensor lies behind it on its axis; a box 10 m to the
-    # left, axis along x: the sensor lies to its right; the same box with its axis at 60 degrees: behind
-    # and to the right; a front reading of that axis + pi gives the same frame (the axis', not the front's)
-    a = math.pi / 3
-    boxes = torch.tensor([[10.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0], [0.0, 10.0, 0.0, 4.0, 2.0, 1.5, 0.0],
-                          [0.0, 10.0, 0.0, 4.0, 2.0, 1.5, a], [0.0, 10.0, 0.0, 4.0, 2.0, 1.5, a - math.pi]])
-    r = math.sin(a)
-    torch.testing.assert_close(BoxDirection.sensor_bearing(boxes),
-                               torch.tensor([[-1.0, 0.0], [0.0, -1.0], [-r, -0.5], [-r, -0.5]]))
+    torch.testing.assert_close(stage.front_logits(points, boxes, cls)[0], -stage.front_logits(mirrored, boxes, cls)[0])
 
 
 def test_stage_refuses_classes_it_does_not_train_and_bad_settings():
@@ -110,9 +89,8 @@ def test_stage_refuses_classes_it_does_not_train_and_bad_settings():
         BoxDirection([1, 2, 4], train_frames="first")
     with pytest.raises(ValueError, match="encoder"):
         BoxDirection([1, 2, 4], encoder="voxels")
-    grid = torch.zeros(1, 12, 4, 6)
-    with pytest.raises(ValueError, match="bearing"):
-        BoxDirection([1, 2, 4], view=True).logits(grid, torch.zeros(1, dtype=torch.long))
+    with pytest.raises(ValueError, match="max_points"):
+        BoxDirection([1, 2, 4], encoder="points", max_points=0)
 
 
 @pytest.mark.parametrize("train_frames", ["last", "all"])
