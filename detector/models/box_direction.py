@@ -28,10 +28,12 @@ from torch import nn
 from detector.models.box_coding import axis_angle, heading_direction, wrap_angle
 from detector.models.box_stage import (
     BoxStage,
+    axis_reading,
     box_grid_counts,
     evenly_spaced,
     jitter_boxes,
     max_pool,
+    point_mlp,
     points_in_box_frames,
 )
 from detector.models.outputs import Detections
@@ -79,11 +81,7 @@ class BoxDirection(BoxStage):
         if encoder == "grid":
             width = self.bins[0] * self.bins[1] * self.bins[2]
         else:
-            layers, width = [], 3
-            for ch in point_channels:
-                layers += [nn.Linear(width, int(ch)), nn.ReLU(inplace=True)]
-                width = int(ch)
-            self.point_mlp = nn.Sequential(*layers)
+            self.point_mlp, width = point_mlp(point_channels)
         self.mlp = nn.Sequential(
             nn.Linear(width + 1, hidden), nn.ReLU(inplace=True),
             nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
@@ -121,8 +119,7 @@ class BoxDirection(BoxStage):
             return uvw.new_zeros(0), counts
         total = torch.log1p(counts.to(torch.float32))[:, None] / 5.0
         def g(sign: float) -> torch.Tensor:
-            coords = uvw * torch.tensor([sign, sign, 1.0], device=uvw.device, dtype=uvw.dtype)
-            y = self.mlp(torch.cat([max_pool(self.point_mlp(coords), box, k), total], dim=1))
+            y = self.mlp(torch.cat([max_pool(self.point_mlp(axis_reading(uvw, sign)), box, k), total], dim=1))
             return y.gather(1, cls.view(-1, 1)).squeeze(1)
         return g(1.0) - g(-1.0), counts
 

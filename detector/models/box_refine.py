@@ -27,7 +27,15 @@ import torch
 from torch import nn
 
 from detector.models.box_coding import axis_angle, wrap_angle
-from detector.models.box_stage import BoxStage, evenly_spaced, jitter_boxes, max_pool, points_in_box_frames
+from detector.models.box_stage import (
+    BoxStage,
+    axis_reading,
+    evenly_spaced,
+    jitter_boxes,
+    max_pool,
+    point_mlp,
+    points_in_box_frames,
+)
 from detector.models.losses import smooth_l1
 from detector.models.outputs import Detections
 from detector.models.targets import class_indices
@@ -122,11 +130,7 @@ class BoxRefine(BoxStage):
 
         if self.copies < 1:
             raise ValueError(f"BoxRefine: copies must be >= 1, got {copies}")
-        layers, width = [], 3
-        for ch in point_channels:
-            layers += [nn.Linear(width, int(ch)), nn.ReLU(inplace=True)]
-            width = int(ch)
-        self.point_mlp = nn.Sequential(*layers)
+        self.point_mlp, width = point_mlp(point_channels)
         # box inputs: the pooled point features, log(1 + points) and the box's log size (the class prior)
         self.box_mlp = nn.Sequential(
             nn.Linear(width + 4, hidden), nn.ReLU(inplace=True),
@@ -146,8 +150,7 @@ class BoxRefine(BoxStage):
         flip = _FLIP.to(uvw.device)
         reads = []
         for sign in (1.0, -1.0):  # the axis read either way: (u, v) -> (-u, -v), along / across undone
-            coords = uvw * torch.tensor([sign, sign, 1.0], device=uvw.device, dtype=uvw.dtype)
-            y = self.box_mlp(torch.cat([max_pool(self.point_mlp(coords), box, k), extra], 1))
+            y = self.box_mlp(torch.cat([max_pool(self.point_mlp(axis_reading(uvw, sign)), box, k), extra], 1))
             y = y.view(k, len(self.classes), CODE)
             y = y[torch.arange(k, device=y.device), cls]
             reads.append(y if sign > 0 else y * flip)

@@ -20,7 +20,8 @@ from torch import nn
 from detector.models.box_coding import axis_angle
 from detector.models.targets import class_indices
 
-__all__ = ["BoxStage", "box_grid_counts", "evenly_spaced", "jitter_boxes", "max_pool", "points_in_box_frames"]
+__all__ = ["BoxStage", "axis_reading", "box_grid_counts", "evenly_spaced", "jitter_boxes", "max_pool", "point_mlp",
+           "points_in_box_frames"]
 
 #: width (m) of the x strips of the candidate search, and the key offset between strips (beyond any |y|)
 _STRIP_M = 1.0
@@ -107,6 +108,21 @@ def evenly_spaced(box: torch.Tensor, uvw: torch.Tensor, k: int, max_points: int)
         keep |= rank == 0
         box, uvw = box[keep], uvw[keep]
     return box, uvw, counts
+
+
+def point_mlp(channels: Sequence[int]) -> tuple[nn.Sequential, int]:
+    """A point-wise MLP from a point's 3 axis-frame coordinates through ``channels`` (ReLU after each), and
+    its output width."""
+    layers, width = [], 3
+    for ch in channels:
+        layers += [nn.Linear(width, int(ch)), nn.ReLU(inplace=True)]
+        width = int(ch)
+    return nn.Sequential(*layers), width
+
+
+def axis_reading(uvw: torch.Tensor, sign: float) -> torch.Tensor:
+    """Axis-frame coordinates (n, 3) as read from the axis' other end for ``sign`` -1: (u, v) -> (-u, -v)."""
+    return uvw * torch.tensor([sign, sign, 1.0], device=uvw.device, dtype=uvw.dtype)
 
 
 def max_pool(feats: torch.Tensor, box: torch.Tensor, k: int) -> torch.Tensor:

@@ -96,9 +96,9 @@ class MotionHeading:
             span = track.times[-1] - track.times[0]
             if span > 0:
                 move = track.centres[-1] - track.centres[0]
-                speed = float(np.hypot(*move)) / span
+                moved = float(np.hypot(*move))
                 axis = boxes[i, 6] + yaw
-                if speed >= self.min_speed[ty] and float(np.hypot(*move)) >= self.min_move.get(ty, 0.0):
+                if moved / span >= self.min_speed[ty] and moved >= self.min_move.get(ty, 0.0):
                     heading = math.atan2(move[1], move[0])
                     if abs(math.cos(heading - axis)) >= self.min_alignment:
                         track.direction = heading
