@@ -144,7 +144,9 @@ class RecurrentFusion(TemporalFusion):
     l-1's hidden); bidirectional: a second stack runs backwards in time and the head sees
     ``[h_forward, h_backward]`` (offline only). top_k: state sites kept per stream after each frame,
     by the head's objectness (bidirectional: by a per-direction objectness layer). gate_*: see
-    ``GateNet``; input_kernel: see ``SparseRecurrentCell``.
+    ``GateNet``; input_kernel: see ``SparseRecurrentCell``. skip: the head sees ``[x, h]`` (this frame's
+    backbone features beside the last layer's hidden; zeros for x on sites only the state holds)
+    instead of ``h`` alone; the carried state is the same either way. Causal models only.
     """
 
     def __init__(
@@ -160,6 +162,7 @@ class RecurrentFusion(TemporalFusion):
         gate_depth: int = 1,
         forget_bias: float = 1.0,
         input_kernel: int = 3,
+        skip: bool = False,
     ) -> None:
         super().__init__(int(in_channels))
         if cell not in CELL_KINDS:
@@ -172,6 +175,9 @@ class RecurrentFusion(TemporalFusion):
         self.bidirectional = bool(bidirectional)
         self.causal = not self.bidirectional
         self.top_k = int(top_k)
+        self.skip = bool(skip)
+        if self.skip and self.bidirectional:
+            raise ValueError("RecurrentFusion: skip=true needs a causal model (bidirectional=false)")
 
         def stack(direction: str) -> nn.ModuleList:
             return nn.ModuleList(
@@ -191,7 +197,7 @@ class RecurrentFusion(TemporalFusion):
                 nn.init.constant_(lin.bias, -4.6)
 
     def out_channels(self, in_channels: int) -> int:
-        return self.hidden_channels * (2 if self.bidirectional else 1)
+        return self.hidden_channels * (2 if self.bidirectional else 1) + (self.in_channels if self.skip else 0)
 
     def fuse(self, feats: SparseConvTensor, frame: FrameBatch, state: State, grid: VoxelGrid) -> FusedOutput:
         """The forward step: the carried state moved into this frame and joined with ``feats``."""
@@ -227,13 +233,16 @@ class RecurrentFusion(TemporalFusion):
             prev = align_state(prev, transforms, grid)
         sites, (rows_x, rows_s) = union_sites([x.indices, prev.sites], x.spatial_shape)
         u = sites.shape[0]
-        inp = SparseConvTensor(scatter_rows(x.features, rows_x, u), sites, x.spatial_shape, x.batch_size)
+        x_rows = scatter_rows(x.features, rows_x, u)
+        inp = SparseConvTensor(x_rows, sites, x.spatial_shape, x.batch_size)
         hidden, memory = [], []
         for layer, cell in enumerate(cells):
             h, c, inp = cell(inp, prev.hidden[layer], prev.memory[layer], rows_s)
             hidden.append(h)
             memory.append(c)
             inp = inp.replace_feature(h)
+        if self.skip:
+            inp = inp.replace_feature(torch.cat([x_rows, hidden[-1]], dim=1))
         return FusedOutput(inp, hidden, memory)
 
     def prune(self, out: FusedOutput, score: torch.Tensor) -> RecurrentState:

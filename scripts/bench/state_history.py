@@ -9,6 +9,12 @@ table evaluates (``detector.evaluate``). A single-frame model must score the sam
 check of the streaming code). Reads ``<work-dir>/<model>/result.json`` written by
 ``scripts/bench/paper_table.py``: the same checkpoint and evaluation overrides, so ``carried`` repeats
 the table's number. Writes ``--out`` (markdown) and ``<out>.json``.
+
+For a recurrent model it also reports what the carried state holds (``state_coverage``), averaged over
+the streamed frames: the state's sites after each frame, the share of them where that frame has no
+point (memory of occluded or moved objects, or ghosts), and per class the share of the frame's voxels
+inside labelled boxes that the state keeps: an object whose voxels are not kept reaches the next frame
+with no history, as if it were background.
 """
 
 from __future__ import annotations
@@ -36,6 +42,40 @@ def history_metrics(model, frames: list, reset_every: int | None) -> dict:
     for r in stream_segments(model, frames, "cpu", reset_every):
         metrics.add_result(r)
     return metrics.compute()
+
+
+def state_coverage(model, frames: list) -> dict | None:
+    """What a recurrent model's carried state holds over ``frames`` (see the module docstring); None for
+    a model without a recurrent state."""
+    import torch
+
+    from detector.models.targets import points_in_boxes
+    from detector.streaming import stream
+
+    classes = {1: "vehicle", 2: "pedestrian", 4: "cyclist"}
+    kept, unsupported, counted = [], [], {c: [0, 0] for c in classes.values()}
+    for step in stream(model, frames, "cpu"):
+        state = step.state.recurrent
+        if state is None:
+            return None
+        frame = step.frame
+        voxels = model.voxelizer(frame.points, frame.batch_size).indices
+        width = int(max(voxels.max(), state.sites.max())) + 1
+        key = lambda ix: ((ix[:, 0].long() * width + ix[:, 1]) * width + ix[:, 2]) * width + ix[:, 3]  # noqa: E731
+        in_state = torch.isin(key(voxels), key(state.sites))
+        kept.append(state.num_sites)
+        unsupported.append(float((~torch.isin(key(state.sites), key(voxels))).float().mean()) if state.num_sites else 0.0)
+        centres = model.voxelizer.centers(voxels)
+        gt = frame.boxes[:, 0] == 0
+        for type_id, name in classes.items():
+            boxes = frame.boxes[gt & (frame.types == type_id), 1:]
+            if len(boxes) == 0:
+                continue
+            inside = points_in_boxes(centres, boxes).any(dim=1)
+            counted[name][0] += int((inside & in_state).sum())
+            counted[name][1] += int(inside.sum())
+    return {"state_sites": sum(kept) / len(kept), "unsupported": sum(unsupported) / len(unsupported),
+            "object_voxels_kept": {n: (k / t if t else None) for n, (k, t) in counted.items()}}
 
 
 def load_results(work_dir: Path, models: list[str] | None) -> dict[str, dict]:
@@ -77,6 +117,9 @@ def run(work_dir: Path, models: list[str] | None, resets: list[int | None], max_
             print(f"[{name}] reset every {n or 'never'}: vehicle L1 AP "
                   f"{100 * rows[str(n)]['VEHICLE_LEVEL_1']['AP']:.1f} ({time.perf_counter() - t0:.0f} s)", flush=True)
         out["models"][name] = rows
+        coverage = state_coverage(model, frames)
+        if coverage is not None:
+            out.setdefault("state_coverage", {})[name] = coverage
     return out
 
 
@@ -92,6 +135,18 @@ def format_table(report: dict) -> str:
                 lines.append(f"| {name} | " + " | ".join(f"{100 * rows[str(n)][f'{cls}_LEVEL_{lv}'][key]:.1f}"
                                                        for n in resets) + " |")
             lines.append("")
+    coverage = report.get("state_coverage") or {}
+    if coverage:
+        lines += ["What the carried state holds, mean over the frames (state sites after a frame; % of them where "
+                  "that frame has no point; % of the frame's voxels in labelled boxes of each class that the state "
+                  "keeps):", "",
+                  "| model | state sites | without a point now | vehicle voxels kept | pedestrian | cyclist |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for name, c in coverage.items():
+            kept = [("-" if c["object_voxels_kept"][n] is None else f"{100 * c['object_voxels_kept'][n]:.0f}")
+                    for n in ("vehicle", "pedestrian", "cyclist")]
+            lines.append(f"| {name} | {c['state_sites']:.0f} | {100 * c['unsupported']:.0f} | " + " | ".join(kept) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -301,6 +301,22 @@ def test_micro_run_writes_the_table(tmp_path):
     sf = hist["models"]["single_frame"]
     assert sf["1"] == sf["2"] == sf["None"]
     assert "| lstm |" in (tmp_path / "hist.md").read_text()
+    assert set(hist["state_coverage"]) == {"lstm"}          # the single-frame model has no state to cover
+    assert 0 <= hist["state_coverage"]["lstm"]["unsupported"] <= 1
+
+
+def test_state_coverage_counts_the_object_voxels_the_state_keeps():
+    """Every object voxel is in a state that keeps every site; a state of a few sites keeps few of them."""
+    from detector.models import build_model
+    from tests.helpers.scenes import make_scene, make_stream_frames
+
+    frames = make_stream_frames([make_scene(30)], num_frames=3, num_points=2500, seed=31)
+    all_sites = state_history.state_coverage(build_model("lstm", ["model.temporal.top_k=1000000"]).eval(), frames)
+    assert all_sites["object_voxels_kept"]["vehicle"] == 1.0
+    assert 0 < all_sites["unsupported"] < 1                 # moved sites of earlier frames stay in the state
+    few = state_history.state_coverage(build_model("lstm", ["model.temporal.top_k=20"]).eval(), frames)
+    assert few["state_sites"] == 20 and few["object_voxels_kept"]["vehicle"] < 0.5
+    assert state_history.state_coverage(build_model("single_frame").eval(), frames) is None
 
 
 # -- docs/WAYMO.md ------------------------------------------------------------------------------------------

@@ -200,3 +200,34 @@ def test_state_stays_bounded_over_a_long_stream():
     assert max(sizes_lstm) <= bound
     assert max(sizes_lstm[150:]) <= max(sizes_lstm[10:30]) * 1.05
     assert max(sizes_concat[150:]) <= max(sizes_concat[10:30]) * 1.3
+
+
+def test_skip_gives_the_head_this_frames_features_beside_the_hidden():
+    """``temporal.skip``: the head's input is [x, h]: the backbone features on this frame's sites, zeros on
+    the sites only the state holds, then the hidden; the carried state is the hidden alone."""
+    model = build_model("lstm", ["model.temporal.skip=true", *ALL_SCORES]).eval()
+    assert model.head.in_channels == model.backbone.out_channels + model.temporal.hidden_channels
+    frames = make_stream_frames([make_scene(12)], num_frames=2, num_points=2500, seed=9)
+    captured, runs = [], []
+    hook = model.head.register_forward_pre_hook(lambda mod, args: captured.append(args[0]))
+    run = model.temporal.run
+    model.temporal.run = lambda *a, **k: runs.append(run(*a, **k)) or runs[-1]   # records the real pass
+    state = model.init_state(1)
+    with torch.no_grad():
+        for frame in frames:
+            feats = model._encode(frame, state)
+            _, state = model.step(frame, state)
+    hook.remove()
+    fused = captured[-1]
+    c = model.backbone.out_channels
+    x_part, h_part = fused.features[:, :c], fused.features[:, c:]
+    here = {tuple(r) for r in feats.indices.tolist()}
+    on_frame = torch.tensor([tuple(r) in here for r in fused.indices.tolist()])
+    assert on_frame.any() and (~on_frame).any()        # the state brought sites this frame lacks
+    assert torch.all(x_part[~on_frame] == 0)
+    rows = {tuple(r): i for i, r in enumerate(feats.indices.tolist())}
+    order = torch.tensor([rows[tuple(r)] for r in fused.indices[on_frame].tolist()])
+    assert torch.allclose(x_part[on_frame], feats.features[order])
+    assert torch.equal(h_part, runs[-1].hidden[-1]) and state.recurrent.hidden[-1].shape[1] == h_part.shape[1]
+    with pytest.raises(Exception, match="skip=true needs a causal model"):
+        build_model("lstm_bidirectional", ["model.temporal.skip=true"])
