@@ -44,6 +44,11 @@ def history_metrics(model, frames: list, reset_every: int | None) -> dict:
     return metrics.compute()
 
 
+def _site_keys(indices, width: int):
+    """One integer per (batch, z, y, x) site, so that two site lists compare with ``torch.isin``."""
+    return ((indices[:, 0].long() * width + indices[:, 1]) * width + indices[:, 2]) * width + indices[:, 3]
+
+
 def state_coverage(model, frames: list) -> dict | None:
     """What a recurrent model's carried state holds over ``frames`` (see the module docstring); None for
     a model without a recurrent state."""
@@ -61,10 +66,10 @@ def state_coverage(model, frames: list) -> dict | None:
         frame = step.frame
         voxels = model.voxelizer(frame.points, frame.batch_size).indices
         width = int(max(voxels.max(), state.sites.max())) + 1
-        key = lambda ix: ((ix[:, 0].long() * width + ix[:, 1]) * width + ix[:, 2]) * width + ix[:, 3]  # noqa: E731
-        in_state = torch.isin(key(voxels), key(state.sites))
+        frame_keys, state_keys = _site_keys(voxels, width), _site_keys(state.sites, width)
+        in_state = torch.isin(frame_keys, state_keys)
         kept.append(state.num_sites)
-        unsupported.append(float((~torch.isin(key(state.sites), key(voxels))).float().mean()) if state.num_sites else 0.0)
+        unsupported.append(float((~torch.isin(state_keys, frame_keys)).float().mean()) if state.num_sites else 0.0)
         centres = model.voxelizer.centers(voxels)
         gt = frame.boxes[:, 0] == 0
         for type_id, name in classes.items():
@@ -145,7 +150,8 @@ def format_table(report: dict) -> str:
         for name, c in coverage.items():
             kept = [("-" if c["object_voxels_kept"][n] is None else f"{100 * c['object_voxels_kept'][n]:.0f}")
                     for n in ("vehicle", "pedestrian", "cyclist")]
-            lines.append(f"| {name} | {c['state_sites']:.0f} | {100 * c['unsupported']:.0f} | " + " | ".join(kept) + " |")
+            lines.append(f"| {name} | {c['state_sites']:.0f} | {100 * c['unsupported']:.0f} | "
+                         + " | ".join(kept) + " |")
         lines.append("")
     return "\n".join(lines)
 
