@@ -32,12 +32,15 @@ __all__ = [
 class RecurrentState:
     """Hidden (and, for LSTM cells, memory) features per layer on sites of the frame that made them.
 
-    sites: (N, 4) int32 ``[b, z, y, x]``; hidden[l]: (N, H); memory[l]: (N, H) or None (GRU).
+    sites: (N, 4) int32 ``[b, z, y, x]``; hidden[l]: (N, H); memory[l]: (N, H) or None (GRU);
+    age: (N,) int32, frames since the site last held a backbone site of its frame (0: the frame that
+    made the state), or None where nobody counted (a site of unknown age counts as seen last frame).
     """
 
     sites: torch.Tensor
     hidden: list[torch.Tensor]
     memory: list[torch.Tensor | None]
+    age: torch.Tensor | None = None
 
     @property
     def num_sites(self) -> int:
@@ -48,15 +51,18 @@ class RecurrentState:
             self.sites[rows].contiguous(),
             [h[rows] for h in self.hidden],
             [None if c is None else c[rows] for c in self.memory],
+            None if self.age is None else self.age[rows],
         )
 
     def detach(self) -> RecurrentState:
         return RecurrentState(
-            self.sites, [h.detach() for h in self.hidden], [None if c is None else c.detach() for c in self.memory]
+            self.sites, [h.detach() for h in self.hidden], [None if c is None else c.detach() for c in self.memory],
+            self.age,
         )
 
     def tensors(self) -> list[torch.Tensor]:
-        return [self.sites, *self.hidden, *(c for c in self.memory if c is not None)]
+        return [self.sites, *self.hidden, *(c for c in self.memory if c is not None),
+                *(() if self.age is None else (self.age,))]
 
 
 @dataclass
@@ -146,7 +152,8 @@ def align_state(
 ) -> RecurrentState:
     """Move a recurrent state by ``transforms`` (B, 4, 4) onto the voxelizer's grid (see module doc).
 
-    Identity transforms return the same sites and features (states are kept sorted by site)."""
+    Identity transforms return the same sites and features (states are kept sorted by site). Sites
+    falling together keep the youngest age."""
     moved, inside = move_sites(state.sites, transforms, grid)
     feats = [*state.hidden, *(c for c in state.memory if c is not None)]
     sites, pooled, _ = grid.pool(moved[inside], [f[inside] for f in feats])
@@ -154,7 +161,12 @@ def align_state(
     hidden = pooled[:n_layers]
     rest = iter(pooled[n_layers:])
     memory = [None if c is None else next(rest) for c in state.memory]
-    return RecurrentState(sites, hidden, memory)
+    age = None
+    if state.age is not None:
+        _, inverse = unique_sites(moved[inside], grid.spatial_shape)
+        age = state.age.new_full((sites.shape[0],), torch.iinfo(state.age.dtype).max)
+        age = age.scatter_reduce_(0, inverse, state.age[inside], "amin")
+    return RecurrentState(sites, hidden, memory, age)
 
 
 def union_sites(

@@ -126,14 +126,16 @@ class FusedOutput(Fused):
     hidden features, rule books attached; also ``features``) and the new per-layer cell state on the
     same sites."""
 
-    def __init__(self, fused: SparseConvTensor, hidden: list[torch.Tensor], memory: list[torch.Tensor | None]):
+    def __init__(self, fused: SparseConvTensor, hidden: list[torch.Tensor], memory: list[torch.Tensor | None],
+                 age: torch.Tensor):
         super().__init__(fused)
         self.fused = fused
         self.hidden = hidden
         self.memory = memory
+        self.age = age
 
     def state(self) -> RecurrentState:
-        return RecurrentState(self.fused.indices, self.hidden, self.memory)
+        return RecurrentState(self.fused.indices, self.hidden, self.memory, self.age)
 
 
 class RecurrentFusion(TemporalFusion):
@@ -143,7 +145,9 @@ class RecurrentFusion(TemporalFusion):
     | ``coupled``; num_layers: stacked layers (each on the same fused sites, layer l > 0 takes layer
     l-1's hidden); bidirectional: a second stack runs backwards in time and the head sees
     ``[h_forward, h_backward]`` (offline only). top_k: state sites kept per stream after each frame,
-    by the head's objectness (bidirectional: by a per-direction objectness layer). gate_*: see
+    by the head's objectness (bidirectional: by a per-direction objectness layer); forget_after: a site
+    that has held no backbone site for more than this many frames leaves the state whatever its
+    objectness (None: only the top_k bound; 0: the state keeps only this frame's sites). gate_*: see
     ``GateNet``; input_kernel: see ``SparseRecurrentCell``. skip: the head sees ``[x, h]`` (this frame's
     backbone features beside the last layer's hidden; zeros for x on sites only the state holds)
     instead of ``h`` alone; the carried state is the same either way. Causal models only.
@@ -163,6 +167,7 @@ class RecurrentFusion(TemporalFusion):
         forget_bias: float = 1.0,
         input_kernel: int = 3,
         skip: bool = False,
+        forget_after: int | None = None,
     ) -> None:
         super().__init__(int(in_channels))
         if cell not in CELL_KINDS:
@@ -176,6 +181,9 @@ class RecurrentFusion(TemporalFusion):
         self.causal = not self.bidirectional
         self.top_k = int(top_k)
         self.skip = bool(skip)
+        if forget_after is not None and forget_after < 0:
+            raise ValueError(f"RecurrentFusion: forget_after must be >= 0 or None, got {forget_after}")
+        self.forget_after = None if forget_after is None else int(forget_after)
         if self.skip and self.bidirectional:
             raise ValueError("RecurrentFusion: skip=true needs a causal model (bidirectional=false)")
 
@@ -214,6 +222,7 @@ class RecurrentFusion(TemporalFusion):
             like.new_zeros((0, 4), dtype=torch.int32),
             [z] * self.num_layers,
             [z if has_memory else None] * self.num_layers,
+            like.new_zeros((0,), dtype=torch.int32),
         )
 
     def run(
@@ -234,6 +243,9 @@ class RecurrentFusion(TemporalFusion):
         sites, (rows_x, rows_s) = union_sites([x.indices, prev.sites], x.spatial_shape)
         u = sites.shape[0]
         x_rows = scatter_rows(x.features, rows_x, u)
+        age = x.indices.new_zeros((u,), dtype=torch.int32)
+        age[rows_s] = 1 if prev.age is None else prev.age.int() + 1
+        age[rows_x] = 0
         inp = SparseConvTensor(x_rows, sites, x.spatial_shape, x.batch_size)
         hidden, memory = [], []
         for layer, cell in enumerate(cells):
@@ -243,11 +255,17 @@ class RecurrentFusion(TemporalFusion):
             inp = inp.replace_feature(h)
         if self.skip:
             inp = inp.replace_feature(torch.cat([x_rows, hidden[-1]], dim=1))
-        return FusedOutput(inp, hidden, memory)
+        return FusedOutput(inp, hidden, memory, age)
 
     def prune(self, out: FusedOutput, score: torch.Tensor) -> RecurrentState:
-        """The state to carry: the ``top_k`` sites per stream by ``score``."""
-        rows = top_k_per_stream(out.fused.indices[:, 0].long(), score, self.top_k)
+        """The state to carry: the ``top_k`` sites per stream by ``score`` among those not older than
+        ``forget_after``."""
+        batch = out.fused.indices[:, 0].long()
+        if self.forget_after is None:
+            rows = top_k_per_stream(batch, score, self.top_k)
+        else:
+            young = torch.nonzero(out.age <= self.forget_after).squeeze(1)
+            rows = young[top_k_per_stream(batch[young], score[young], self.top_k)]
         return out.state().select(rows)
 
     def direction_score(self, out: FusedOutput, backward: bool) -> torch.Tensor:

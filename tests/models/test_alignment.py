@@ -117,6 +117,7 @@ def test_coinciding_sites_average_and_union_marks_missing_rows():
         torch.tensor([[0, 1, 1, 1], [0, 1, 1, 2]], dtype=torch.int32),
         [torch.tensor([[1.0], [3.0]])],
         [None],
+        torch.tensor([3, 1], dtype=torch.int32),
     )
     # squeeze x by half about the grid origin: cells 1 and 2 both map to one cell
     t = torch.eye(4, dtype=torch.float64)[None].clone()
@@ -125,6 +126,7 @@ def test_coinciding_sites_average_and_union_marks_missing_rows():
     t[0, :3, 3] = lo - torch.diag(t[0, :3, :3]) * lo
     moved = align_state(state, t, VOX)
     assert moved.num_sites == 1 and moved.hidden[0].item() == 2.0 and moved.memory == [None]
+    assert moved.age.tolist() == [1]  # the youngest of the sites that fell together
     assert moved.sites.tolist() == [[0, 1, 1, 0]]
 
     current = torch.tensor([[0, 2, 2, 2], [0, 1, 1, 0], [1, 1, 1, 0]], dtype=torch.int32)

@@ -196,7 +196,7 @@ def test_state_stays_bounded_over_a_long_stream():
         assert all(not x.requires_grad for x in s_lstm.recurrent.tensors())
         sizes_lstm.append(s_lstm.nbytes())
         sizes_concat.append(s_concat.nbytes())
-    bound = 2 * top_k * (4 * 4 + 2 * 4 * lstm.temporal.hidden_channels) + 1024
+    bound = 2 * top_k * (4 * 4 + 4 + 2 * 4 * lstm.temporal.hidden_channels) + 1024   # sites, age, h, c
     assert max(sizes_lstm) <= bound
     assert max(sizes_lstm[150:]) <= max(sizes_lstm[10:30]) * 1.05
     assert max(sizes_concat[150:]) <= max(sizes_concat[10:30]) * 1.3
@@ -231,3 +231,28 @@ def test_skip_gives_the_head_this_frames_features_beside_the_hidden():
     assert torch.equal(h_part, runs[-1].hidden[-1]) and state.recurrent.hidden[-1].shape[1] == h_part.shape[1]
     with pytest.raises(Exception, match="skip=true needs a causal model"):
         build_model("lstm_bidirectional", ["model.temporal.skip=true"])
+
+
+@pytest.mark.parametrize("forget_after", [0, 2, None])
+def test_forget_after_drops_state_sites_without_a_point_for_that_many_frames(forget_after):
+    """``temporal.forget_after``: every carried site is at most that many frames past its last backbone
+    site; age 0 means a site of this frame. The default (None) keeps older memory, so the bound bites."""
+    over = [] if forget_after is None else [f"model.temporal.forget_after={forget_after}"]
+    model = build_model("lstm", ["model.temporal.top_k=100000", *over]).eval()
+    scenes = [make_scene(20, radius=20.0, ego_speed=6.0), make_scene(21, radius=20.0, ego_speed=3.0)]
+    frames = make_stream_frames(scenes, num_frames=8, num_points=800, seed=8, radius=25.0)
+    state, oldest = model.init_state(2), 0
+    with torch.no_grad():
+        for frame in frames:
+            here = {tuple(r) for r in model._encode(frame, state).indices.tolist()}
+            _, state = model.step(frame, state)
+            age, sites = state.recurrent.age, state.recurrent.sites.tolist()
+            assert age.shape == (len(sites),) and age.dtype == torch.int32
+            assert all((tuple(r) in here) == (a == 0) for r, a in zip(sites, age.tolist()))
+            oldest = max(oldest, int(age.max()))
+    if forget_after is None:
+        assert oldest > 2
+    else:
+        assert oldest == forget_after
+    with pytest.raises(Exception, match="forget_after must be >= 0"):
+        build_model("lstm", ["model.temporal.forget_after=-1"])
