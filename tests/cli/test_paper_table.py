@@ -311,7 +311,8 @@ def test_state_coverage_counts_the_object_voxels_the_state_keeps():
     from tests.helpers.scenes import make_scene, make_stream_frames
 
     frames = make_stream_frames([make_scene(30)], num_frames=3, num_points=2500, seed=31)
-    all_sites = state_history.state_coverage(build_model("lstm", ["model.temporal.top_k=1000000"]).eval(), frames)
+    all_sites = state_history.state_coverage(
+        build_model("lstm", ["model.temporal.top_k=1000000", "model.temporal.forget_after=null"]).eval(), frames)
     assert all_sites["object_voxels_kept"]["vehicle"] == 1.0
     assert 0 < all_sites["unsupported"] < 1                 # moved sites of earlier frames stay in the state
     few = state_history.state_coverage(build_model("lstm", ["model.temporal.top_k=20"]).eval(), frames)

@@ -236,8 +236,8 @@ def test_skip_gives_the_head_this_frames_features_beside_the_hidden():
 @pytest.mark.parametrize("forget_after", [0, 2, None])
 def test_forget_after_drops_state_sites_without_a_point_for_that_many_frames(forget_after):
     """``temporal.forget_after``: every carried site is at most that many frames past its last backbone
-    site; age 0 means a site of this frame. The default (None) keeps older memory, so the bound bites."""
-    over = [] if forget_after is None else [f"model.temporal.forget_after={forget_after}"]
+    site; age 0 means a site of this frame. None keeps older memory, so the bound bites."""
+    over = ["model.temporal.forget_after=" + ("null" if forget_after is None else str(forget_after))]
     model = build_model("lstm", ["model.temporal.top_k=100000", *over]).eval()
     scenes = [make_scene(20, radius=20.0, ego_speed=6.0), make_scene(21, radius=20.0, ego_speed=3.0)]
     frames = make_stream_frames(scenes, num_frames=8, num_points=800, seed=8, radius=25.0)
@@ -256,3 +256,4 @@ def test_forget_after_drops_state_sites_without_a_point_for_that_many_frames(for
         assert oldest == forget_after
     with pytest.raises(Exception, match="forget_after must be >= 0"):
         build_model("lstm", ["model.temporal.forget_after=-1"])
+    assert build_model("lstm").temporal.forget_after == 0          # the default: only this frame's sites carry on
