@@ -7,11 +7,13 @@ the wall time of each run and its ratio to the same variant's idle run: a fair s
 competitors is 2x (3 runnable programs for 2 cores would be 1.5x; the command runs 2 threads).
 
 Variants (``--variants``, comma-separated):
-- ``default``: the command as shipped (``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets it:
-  ``detector/openmp.py``);
+- ``default``: the command as shipped (``OMP_WAIT_POLICY=PASSIVE`` with a short spin,
+  ``GOMP_SPINCOUNT``, unless the environment sets the policy: ``detector/openmp.py``);
 - ``active``: ``OMP_WAIT_POLICY=ACTIVE`` (threads spin between parallel regions: torch's default, and
   the project's before ``detector/openmp.py``);
-- ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep between parallel regions);
+- ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` alone (threads sleep as soon as a parallel region ends);
+- ``spinN`` (any N, e.g. ``spin10000``): ``OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT=N``, threads spin N
+  times (libgomp: ~100,000 spins a millisecond) before they sleep; torch's own default is ``spin300000``;
 - ``threads1``: ``torch_threads=1``;
 - ``workers1``: ``data.num_workers=1`` (a DataLoader worker process), with the shipped wait policy;
 - ``active_workers1``: both of the previous settings' opposites: spinning threads and a worker.
@@ -48,13 +50,21 @@ def _train(store: str, steps: int, env: dict, overrides: list[str], run_dir: str
     cmd = [sys.executable, "-m", "detector.train", "experiment=demo_synthetic", f"data.root={store}",
            f"trainer.max_steps={steps}", "trainer.limit_val_batches=0", "trainer.enable_progress_bar=false",
            f"hydra.run.dir={run_dir}", *overrides]
-    full_env = {**{k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}, **env}
+    full_env = {**{k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}, **env}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True)
     dt = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"training command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
     return dt
+
+
+def _variant(name: str) -> tuple[dict, list[str]] | None:
+    if name in VARIANTS:
+        return VARIANTS[name]
+    if name.startswith("spin") and name[4:].isdigit():
+        return {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": name[4:]}, []
+    return None
 
 
 def _with_competitors(n: int, fn, secs: float = 3600.0):
@@ -77,16 +87,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args()
     names = args.variants.split(",")
-    unknown = [n for n in names if n not in VARIANTS]
+    unknown = [n for n in names if _variant(n) is None]
     if unknown:
-        ap.error(f"unknown variants {unknown}; known: {sorted(VARIANTS)}")
+        ap.error(f"unknown variants {unknown}; known: {sorted(VARIANTS)} and spinN")
     load = os.getloadavg()[0]
     print(f"load average before: {load:.2f} on {os.cpu_count()} cores", file=sys.stderr)
     times = {n: {"idle": [], "loaded": []} for n in names}
     with tempfile.TemporaryDirectory(prefix="under_load_") as tmp:
         for rep in range(args.repeats):
             for n in names:
-                env, overrides = VARIANTS[n]
+                env, overrides = _variant(n)
                 idle = _train(args.store, args.steps, env, overrides, f"{tmp}/{n}_{rep}_idle")
                 loaded = _with_competitors(args.competitors, functools.partial(
                     _train, args.store, args.steps, env, overrides, f"{tmp}/{n}_{rep}_loaded"))
