@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from detector.openmp import SPIN_VARIABLE, VARIABLE
+
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = ("import json, os, sys; from detector.openmp import prefer_passive_wait; r = prefer_passive_wait(); "
          "print(json.dumps([r, os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT')]))")
 
 
 def _probe(env: dict, code: str = PROBE) -> list:
-    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    base = {k: v for k, v in os.environ.items() if k not in (VARIABLE, SPIN_VARIABLE)}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**base, **env, "PYTHONPATH": str(ROOT)},
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
