@@ -151,6 +151,9 @@ class RecurrentFusion(TemporalFusion):
     ``GateNet``; input_kernel: see ``SparseRecurrentCell``. skip: the head sees ``[x, h]`` (this frame's
     backbone features beside the last layer's hidden; zeros for x on sites only the state holds)
     instead of ``h`` alone; the carried state is the same either way. Causal models only.
+    history_dropout: in training only, the probability that a square BEV region of ``history_cell``
+    voxels a side (randomly offset each frame, per stream) loses its carried state, so that objects
+    there meet the next frame without history, as one coming out of an occlusion does (0: off).
     """
 
     def __init__(
@@ -168,6 +171,8 @@ class RecurrentFusion(TemporalFusion):
         input_kernel: int = 3,
         skip: bool = False,
         forget_after: int | None = None,
+        history_dropout: float = 0.0,
+        history_cell: int = 16,
     ) -> None:
         super().__init__(int(in_channels))
         if cell not in CELL_KINDS:
@@ -184,6 +189,11 @@ class RecurrentFusion(TemporalFusion):
         if forget_after is not None and forget_after < 0:
             raise ValueError(f"RecurrentFusion: forget_after must be >= 0 or None, got {forget_after}")
         self.forget_after = None if forget_after is None else int(forget_after)
+        if not 0.0 <= history_dropout < 1.0 or history_cell < 1:
+            raise ValueError(f"RecurrentFusion: history_dropout must lie in [0, 1) and history_cell be >= 1, "
+                             f"got {history_dropout} and {history_cell}")
+        self.history_dropout = float(history_dropout)
+        self.history_cell = int(history_cell)
         if self.skip and self.bidirectional:
             raise ValueError("RecurrentFusion: skip=true needs a causal model (bidirectional=false)")
 
@@ -259,14 +269,27 @@ class RecurrentFusion(TemporalFusion):
 
     def prune(self, out: FusedOutput, score: torch.Tensor) -> RecurrentState:
         """The state to carry: the ``top_k`` sites per stream by ``score`` among those not older than
-        ``forget_after``."""
+        ``forget_after``, less the regions ``history_dropout`` drops (training only)."""
         batch = out.fused.indices[:, 0].long()
         if self.forget_after is None:
             rows = top_k_per_stream(batch, score, self.top_k)
         else:
             young = torch.nonzero(out.age <= self.forget_after).squeeze(1)
             rows = young[top_k_per_stream(batch[young], score[young], self.top_k)]
+        if self.training and self.history_dropout > 0 and rows.numel():
+            rows = rows[self.surviving_regions(out.fused.indices[rows])]
         return out.state().select(rows)
+
+    def surviving_regions(self, sites: torch.Tensor) -> torch.Tensor:
+        """Mask (N,) of the ``sites`` (N, 4) ``[b, z, y, x]`` outside the BEV regions dropped this
+        frame: squares of ``history_cell`` voxels, offset at random, each dropped with probability
+        ``history_dropout`` (torch's global generator, seeded by the training)."""
+        offset = torch.randint(0, self.history_cell, (2,), device=sites.device)
+        cells = torch.div(sites[:, 2:4].long() + offset, self.history_cell, rounding_mode="floor")
+        key = torch.stack([sites[:, 0].long(), cells[:, 0], cells[:, 1]], dim=1)
+        regions, which = torch.unique(key, dim=0, return_inverse=True)
+        keep = torch.rand(regions.shape[0], device=sites.device) >= self.history_dropout
+        return keep[which]
 
     def direction_score(self, out: FusedOutput, backward: bool) -> torch.Tensor:
         """Objectness logits (U,) of one direction's hidden features (bidirectional mode)."""

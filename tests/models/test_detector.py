@@ -257,3 +257,30 @@ def test_forget_after_drops_state_sites_without_a_point_for_that_many_frames(for
     with pytest.raises(Exception, match="forget_after must be >= 0"):
         build_model("lstm", ["model.temporal.forget_after=-1"])
     assert build_model("lstm").temporal.forget_after == 0          # the default: only this frame's sites carry on
+
+
+def test_history_dropout_drops_whole_regions_of_the_state_in_training_only():
+    """``temporal.history_dropout``: in training the carried state loses whole BEV squares of
+    ``history_cell`` voxels (every site of a square or none), about that share of them; in evaluation
+    nothing is dropped."""
+    model = build_model("lstm", ["model.temporal.top_k=100000", "model.temporal.history_dropout=0.5",
+                                 "model.temporal.history_cell=8"])
+    frames = make_stream_frames([make_scene(22, radius=20.0, ego_speed=4.0)], num_frames=1, num_points=1500,
+                                seed=9, radius=25.0)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        full = model.eval().step(frames[0], model.init_state(1))[1].recurrent.sites
+        kept = model.train().step(frames[0], model.init_state(1))[1].recurrent.sites
+    all_sites = {tuple(r) for r in full.tolist()}
+    kept_sites = {tuple(r) for r in kept.tolist()}
+    assert kept_sites < all_sites and 0.2 < len(kept_sites) / len(all_sites) < 0.8
+    # the dropped sites fill squares of 8 voxels: find the frame's offset that makes every square all-or-none
+    def whole(offset):
+        squares = {}
+        for r in all_sites:
+            squares.setdefault(((r[2] + offset[0]) // 8, (r[3] + offset[1]) // 8), set()).add(r in kept_sites)
+        return all(len(v) == 1 for v in squares.values())
+    assert any(whole((oy, ox)) for oy in range(8) for ox in range(8))
+    with pytest.raises(Exception, match="history_dropout must lie in"):
+        build_model("lstm", ["model.temporal.history_dropout=1.0"])
+    assert build_model("lstm").temporal.history_dropout == 0.0
