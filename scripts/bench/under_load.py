@@ -40,11 +40,11 @@ from detector.openmp import SPIN_VARIABLE, VARIABLE  # noqa: E402  (torch-free: 
 
 VARIANTS = {
     "default": ({}, []),
-    "active": ({"OMP_WAIT_POLICY": "ACTIVE"}, []),
-    "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, []),
+    "active": ({VARIABLE: "ACTIVE"}, []),
+    "passive": ({VARIABLE: "PASSIVE"}, []),
     "threads1": ({}, ["torch_threads=1"]),
     "workers1": ({}, ["data.num_workers=1"]),
-    "active_workers1": ({"OMP_WAIT_POLICY": "ACTIVE"}, ["data.num_workers=1"]),
+    "active_workers1": ({VARIABLE: "ACTIVE"}, ["data.num_workers=1"]),
 }
 BUSY = "import time\nend = time.time() + {secs}\nwhile time.time() < end:\n    pass\n"
 
