@@ -225,7 +225,7 @@ class Detector(nn.Module):
         feats = self._encode(frame, state)
         fused = self.temporal.fuse(feats, frame, state, self.voxelizer)
         out = self._head(fused.features)
-        carried = self.temporal.carry(fused, frame, state, out)
+        carried = self.temporal.carry(fused, frame, state, out, self.voxelizer)
         return out, State(frame.poses.double(), frame.timestamps.long(), torch.ones_like(state.valid), **carried)
 
     def _bidirectional(
@@ -262,7 +262,7 @@ class Detector(nn.Module):
             else:
                 bwd_in[t] = state
             state = State(frame.poses.double(), frame.timestamps.long(), torch.ones_like(state.valid))
-            state.recurrent = temporal.prune(out_b, score_b.detach())
+            state.recurrent = temporal.prune(out_b, score_b.detach(), frame, self.voxelizer)
 
         frame_losses, detections = [], [] if decode else None
         state = self.init_state(batch_size, device)
@@ -293,7 +293,7 @@ class Detector(nn.Module):
             if decode:
                 detections.append(self._decode(out, frame))
             state = State(frame.poses.double(), frame.timestamps.long(), torch.ones_like(state.valid))
-            state.recurrent = temporal.prune(out_f, score_f.detach())
+            state.recurrent = temporal.prune(out_f, score_f.detach(), frame, self.voxelizer)
         losses = self._with_box_stages(self._average(frame_losses), frames) if compute_loss else {}
         return ClipOutput(losses, frame_losses, detections, None)
 

@@ -68,7 +68,7 @@ class TemporalFusion(nn.Module):
     def fuse(self, feats: SparseConvTensor, frame: FrameBatch, state: State, grid: VoxelGrid) -> Fused:
         return Fused(feats)
 
-    def carry(self, fused: Fused, frame: FrameBatch, state: State, head_out: HeadOutput) -> dict:
+    def carry(self, fused: Fused, frame: FrameBatch, state: State, head_out: HeadOutput, grid: VoxelGrid) -> dict:
         return {}
 
 
@@ -103,7 +103,7 @@ class ConcatSweeps(TemporalFusion):
             parts.append(torch.cat([sweep.points[:, :1], xyz, sweep.points[:, 4:], age[:, None]], dim=1))
         return torch.cat(parts, dim=0)
 
-    def carry(self, fused: Fused, frame: FrameBatch, state: State, head_out: HeadOutput) -> dict:
+    def carry(self, fused: Fused, frame: FrameBatch, state: State, head_out: HeadOutput, grid: VoxelGrid) -> dict:
         """The newest ``num_sweeps`` sweeps, this frame's first."""
         newest = Sweep(frame.points, frame.poses, frame.timestamps)
         return {"sweeps": [newest, *state.sweeps][: self.num_sweeps]}
@@ -154,6 +154,9 @@ class RecurrentFusion(TemporalFusion):
     history_dropout: in training only, the probability that a square BEV region of ``history_cell``
     voxels a side (randomly offset each frame, per stream) loses its carried state, so that objects
     there meet the next frame without history, as one coming out of an occlusion does (0: off).
+    object_dropout: in training only, the probability that a labelled object of the frame loses the
+    carried state inside its BEV footprint grown by ``object_margin`` metres, so that it meets the next
+    frame without history among neighbours that keep theirs (0: off).
     """
 
     def __init__(
@@ -173,6 +176,8 @@ class RecurrentFusion(TemporalFusion):
         forget_after: int | None = None,
         history_dropout: float = 0.0,
         history_cell: int = 16,
+        object_dropout: float = 0.0,
+        object_margin: float = 0.5,
     ) -> None:
         super().__init__(int(in_channels))
         if cell not in CELL_KINDS:
@@ -194,6 +199,11 @@ class RecurrentFusion(TemporalFusion):
                              f"got {history_dropout} and {history_cell}")
         self.history_dropout = float(history_dropout)
         self.history_cell = int(history_cell)
+        if not 0.0 <= object_dropout <= 1.0 or object_margin < 0:
+            raise ValueError(f"RecurrentFusion: object_dropout must lie in [0, 1] and object_margin be >= 0, "
+                             f"got {object_dropout} and {object_margin}")
+        self.object_dropout = float(object_dropout)
+        self.object_margin = float(object_margin)
         if self.skip and self.bidirectional:
             raise ValueError("RecurrentFusion: skip=true needs a causal model (bidirectional=false)")
 
@@ -221,9 +231,10 @@ class RecurrentFusion(TemporalFusion):
         """The forward step: the carried state moved into this frame and joined with ``feats``."""
         return self.run(feats, state.recurrent, relative_transforms(frame.poses, state.poses), grid)
 
-    def carry(self, fused: FusedOutput, frame: FrameBatch, state: State, head_out: HeadOutput) -> dict:
+    def carry(self, fused: FusedOutput, frame: FrameBatch, state: State, head_out: HeadOutput,
+              grid: VoxelGrid) -> dict:
         """The ``top_k`` sites per stream by the head's objectness."""
-        return {"recurrent": self.prune(fused, head_out.objectness())}
+        return {"recurrent": self.prune(fused, head_out.objectness(), frame, grid)}
 
     def empty_state(self, like: torch.Tensor) -> RecurrentState:
         z = like.new_zeros((0, self.hidden_channels))
@@ -267,9 +278,11 @@ class RecurrentFusion(TemporalFusion):
             inp = inp.replace_feature(torch.cat([x_rows, hidden[-1]], dim=1))
         return FusedOutput(inp, hidden, memory, age)
 
-    def prune(self, out: FusedOutput, score: torch.Tensor) -> RecurrentState:
+    def prune(self, out: FusedOutput, score: torch.Tensor, frame: FrameBatch | None = None,
+              grid: VoxelGrid | None = None) -> RecurrentState:
         """The state to carry: the ``top_k`` sites per stream by ``score`` among those not older than
-        ``forget_after``, less the regions ``history_dropout`` drops (training only)."""
+        ``forget_after``, less the regions ``history_dropout`` drops and the objects of ``frame``
+        (on ``grid``) ``object_dropout`` drops (training only)."""
         batch = out.fused.indices[:, 0].long()
         if self.forget_after is None:
             rows = top_k_per_stream(batch, score, self.top_k)
@@ -278,7 +291,27 @@ class RecurrentFusion(TemporalFusion):
             rows = young[top_k_per_stream(batch[young], score[young], self.top_k)]
         if self.training and self.history_dropout > 0 and rows.numel():
             rows = rows[self.surviving_regions(out.fused.indices[rows])]
+        if self.training and self.object_dropout > 0 and rows.numel() and frame is not None and grid is not None:
+            rows = rows[self.outside_dropped_objects(out.fused.indices[rows], frame.boxes, grid)]
         return out.state().select(rows)
+
+    def outside_dropped_objects(self, sites: torch.Tensor, boxes: torch.Tensor, grid: VoxelGrid) -> torch.Tensor:
+        """Mask (N,) of the ``sites`` (N, 4) ``[b, z, y, x]`` outside the BEV footprints, grown by
+        ``object_margin``, of the ``boxes`` (M, 8) ``[b, box7]`` dropped this frame, each with probability
+        ``object_dropout`` (torch's global generator)."""
+        chosen = boxes[torch.rand(boxes.shape[0], device=boxes.device) < self.object_dropout].to(sites.device)
+        if chosen.shape[0] == 0:
+            return torch.ones(sites.shape[0], dtype=torch.bool, device=sites.device)
+        xy = grid.centers(sites)[:, :2]
+        d = xy[:, None, :] - chosen[None, :, 1:3].float()
+        cos, sin = torch.cos(chosen[:, 7]).float(), torch.sin(chosen[:, 7]).float()
+        along = d[..., 0] * cos + d[..., 1] * sin
+        across = -d[..., 0] * sin + d[..., 1] * cos
+        half_l = chosen[:, 4].float() * 0.5 + self.object_margin
+        half_w = chosen[:, 5].float() * 0.5 + self.object_margin
+        same_stream = sites[:, :1].long() == chosen[None, :, 0].long()
+        inside = same_stream & (along.abs() <= half_l) & (across.abs() <= half_w)
+        return ~inside.any(dim=1)
 
     def surviving_regions(self, sites: torch.Tensor) -> torch.Tensor:
         """Mask (N,) of the ``sites`` (N, 4) ``[b, z, y, x]`` outside the BEV regions dropped this

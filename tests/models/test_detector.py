@@ -284,3 +284,30 @@ def test_history_dropout_drops_whole_regions_of_the_state_in_training_only():
     with pytest.raises(Exception, match="history_dropout must lie in"):
         build_model("lstm", ["model.temporal.history_dropout=1.0"])
     assert build_model("lstm").temporal.history_dropout == 0.0
+
+
+def test_object_dropout_drops_the_state_inside_labelled_boxes_in_training_only():
+    """``temporal.object_dropout``: in training every site the state drops lies inside the BEV footprint
+    (grown by ``object_margin``) of a labelled box, and with probability 1 every such site goes; in
+    evaluation nothing is dropped."""
+    from detector.models.targets import points_in_boxes
+    model = build_model("lstm", ["model.temporal.top_k=100000", "model.temporal.object_dropout=1.0",
+                                 "model.temporal.object_margin=0.5"])
+    frames = make_stream_frames([make_scene(22, radius=20.0, ego_speed=4.0)], num_frames=1, num_points=1500,
+                                seed=9, radius=25.0)
+    frame = frames[0]
+    assert frame.boxes.shape[0] > 0
+    with torch.no_grad():
+        full = model.eval().step(frame, model.init_state(1))[1].recurrent.sites
+        kept = model.train().step(frame, model.init_state(1))[1].recurrent.sites
+    centers = model.voxelizer.centers(full)
+    footprints = frame.boxes[:, 1:].clone()
+    footprints[:, 2], footprints[:, 5] = 0.0, float("inf")       # BEV: any height
+    flat = torch.cat([centers[:, :2], torch.zeros_like(centers[:, :1])], dim=1)
+    inside = points_in_boxes(flat, footprints, margin=0.5).any(dim=1)
+    assert inside.any() and (~inside).any()
+    expected = {tuple(r) for r in full[~inside].tolist()}
+    assert {tuple(r) for r in kept.tolist()} == expected
+    with pytest.raises(Exception, match="object_dropout must lie in"):
+        build_model("lstm", ["model.temporal.object_dropout=1.5"])
+    assert build_model("lstm").temporal.object_dropout == 0.0
