@@ -144,11 +144,27 @@ class LidarCapture:
     world_points: list[np.ndarray]
 
 
-def _features(t, prim, normals, dirs, cast: CastScene, rng, weaker: float = 1.0):
+@dataclass
+class PixelNoise:
+    """One draw per pixel of a range image (flat, H*W) for each noisy quantity of a return. Drawn for
+    every pixel whether it is hit or not, so that the random stream never depends on how many rays hit:
+    a ray that hits on one machine and misses on another (the last bit of a SIMD sine) changes that pixel
+    alone, not every draw after it."""
+
+    range: np.ndarray
+    intensity: np.ndarray
+    elongation: np.ndarray
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, n: int, range_sigma: float) -> "PixelNoise":
+        return cls(rng.normal(0, range_sigma, n), rng.normal(0, 0.1, n), rng.normal(0, 0.02, n))
+
+
+def _features(prim, normals, dirs, cast: CastScene, pixels: np.ndarray, noise: PixelNoise, weaker: float = 1.0):
     mat = cast.material[prim]
     cos = np.abs(np.einsum("ij,ij->i", normals, dirs))
-    intensity = REFLECTIVITY[mat] * (0.35 + 0.65 * cos) * np.exp(rng.normal(0, 0.1, len(t))) * weaker
-    elongation = np.clip(0.04 + 0.4 * (1.0 - cos) + rng.normal(0, 0.02, len(t)), 0.0, None)
+    intensity = REFLECTIVITY[mat] * (0.35 + 0.65 * cos) * np.exp(noise.intensity[pixels]) * weaker
+    elongation = np.clip(0.04 + 0.4 * (1.0 - cos) + noise.elongation[pixels], 0.0, None)
     return intensity, elongation
 
 
@@ -182,27 +198,31 @@ def capture(spec: LidarSpec, cast: CastScene, sweep_rpy_xyz: np.ndarray, nlz_pol
             cols = (start + np.arange(width)) % w
             valid[:, cols] = False
 
+    n = h * w
+    first, second = PixelNoise.draw(rng, n, noise.range_noise), PixelNoise.draw(rng, n, noise.range_noise)
+    second_draw = rng.random(n)
+
     dirs_flat = dirs.reshape(-1, 3)
     origins_flat = origins.reshape(-1, 3)
     idx = np.flatnonzero(valid)
-    r1 = quantize_range(t.ravel()[idx] + rng.normal(0, noise.range_noise, len(idx)))
+    r1 = quantize_range(t.ravel()[idx] + first.range[idx])
     keep = r1 > 0
     idx, r1 = idx[keep], r1[keep]
     world1 = origins_flat[idx] + r1[:, None].astype(np.float64) * dirs_flat[idx]
-    inten1, elong1 = _features(t.ravel()[idx], prim[idx], normals[idx], dirs_flat[idx], cast, rng)
+    inten1, elong1 = _features(prim[idx], normals[idx], dirs_flat[idx], cast, idx, first)
     img1 = _image(h, w, idx, r1, inten1, elong1, points_in_polygons(world1[:, :2], nlz_polygons))
 
     # Second returns: continue the ray past the first hit; keep it if it meets another object.
     thin = np.isin(cast.material[prim[idx]], (POLE, SIGN, TREE))
-    pick = rng.random(len(idx)) < np.where(thin, 0.5, noise.second_return)
+    pick = second_draw[idx] < np.where(thin, 0.5, noise.second_return)
     idx2 = idx[pick]
     start = t.ravel()[idx2] + 0.3
     t2, prim2, normals2 = cast.cast(origins_flat[idx2] + start[:, None] * dirs_flat[idx2], dirs_flat[idx2])
     ok = np.isfinite(t2) & (start + t2 <= spec.max_range)
     ok[ok] = cast.object_index[prim2[ok]] != cast.object_index[prim[idx2][ok]]
-    idx2, r2 = idx2[ok], quantize_range(start[ok] + t2[ok] + rng.normal(0, noise.range_noise, ok.sum()))
+    idx2, r2 = idx2[ok], quantize_range(start[ok] + t2[ok] + second.range[idx2[ok]])
     world2 = origins_flat[idx2] + r2[:, None].astype(np.float64) * dirs_flat[idx2]
-    inten2, elong2 = _features(r2, prim2[ok], normals2[ok], dirs_flat[idx2], cast, rng, weaker=0.5)
+    inten2, elong2 = _features(prim2[ok], normals2[ok], dirs_flat[idx2], cast, idx2, second, weaker=0.5)
     img2 = _image(h, w, idx2, r2, inten2, elong2, points_in_polygons(world2[:, :2], nlz_polygons))
 
     pixel_pose = None

@@ -16,12 +16,16 @@ step "set-up"
 
 step "synthesize Waymo-format segments -> $DEMO_DIR/records"
 SEGMENTS="${DEMO_SEGMENTS:-28}"
-if [ ! -f "$DEMO_DIR/records/.done$SEGMENTS" ]; then
+# the stamp names the synthesizer's version too: records (and their store) of an older generator or
+# another segment count are made again, not converted into a store that mixes the two
+STAMP="$DEMO_DIR/records/.done${SEGMENTS}_g$("$PY" -c 'from data_tools.synth_segment import GENERATOR; print(GENERATOR)')"
+if [ ! -f "$STAMP" ]; then
+  rm -rf "$DEMO_DIR/records" "$DEMO_DIR/store"
   # many training scenes seen twice each, not a few seen many times: a model that holds on scenes it
   # never saw (docs/RESULTS.md, "Detection quality")
   "$PY" -m data_tools.synthesize out_dir="$DEMO_DIR/records" segments="$SEGMENTS" val_segments=2 seed=0 \
     hydra.run.dir="$DEMO_DIR/logs/synthesize"
-  touch "$DEMO_DIR/records/.done$SEGMENTS"
+  touch "$STAMP"
 fi
 
 step "convert records -> frame store $DEMO_DIR/store"

@@ -89,12 +89,15 @@ def store_complete(data_root: Path, options: dict) -> bool:
 
 def ensure_data(data_root: Path, options: dict, workers: int = 2) -> None:
     """Synthesize and convert the benchmark split unless the store is complete with these options."""
+    from data_tools.synth_segment import GENERATOR
+
     manifest = data_root / "bench_data.json"
+    wanted = {**options, "generator": GENERATOR}
     if manifest.is_file():
         made = json.loads(manifest.read_text())
-        if made != options:
-            raise SystemExit(f"{data_root} holds a benchmark split made with other options ({made}); "
-                             f"delete it or pass another --data-root (wanted {options})")
+        if made != wanted:
+            raise SystemExit(f"{data_root} holds a benchmark split made with other options or by another version "
+                             f"of the synthesizer ({made}); delete it or pass another --data-root (wanted {wanted})")
         if store_complete(data_root, options):
             print(f"benchmark split: {data_root / 'synthetic'} complete, reused", flush=True)
             return
@@ -104,7 +107,7 @@ def ensure_data(data_root: Path, options: dict, workers: int = 2) -> None:
     data_root.mkdir(parents=True, exist_ok=True)
     from detector.atomic import write_json_atomic
 
-    write_json_atomic(manifest, options)
+    write_json_atomic(manifest, wanted)
     for cmd in data_commands(data_root, options, workers):
         print("$", " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT)

@@ -51,11 +51,13 @@ def split_segment_names(seed: int, split: str, count: int) -> list[str]:
 
 
 def make_store(seed: int, cache: Path, val_segments: int, frames: int, extra: list[str]) -> Path:
-    """``cache/seed_<S>/store`` with the validation segments of ``seed`` (made once, then reused)."""
+    """``cache/seed_<S>_g<generator>/store`` with the validation segments of ``seed`` (made once, then
+    reused by the same version of the synthesizer)."""
     from data_tools.convert_waymo import convert, summary
+    from data_tools.synth_segment import GENERATOR
     from data_tools.synthesize import segment_config, synthesize
 
-    base = cache / f"seed_{seed}"
+    base = cache / f"seed_{seed}_g{GENERATOR}"
     store, records, done = base / "store", base / "records", base / "store" / ".done"
     if done.is_file():
         return store

@@ -2,6 +2,7 @@
 number of workers), labels that match the cast geometry, and the temporal cues it promises."""
 
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,60 @@ def test_deterministic_and_independent_of_workers(tmp_path):
 def demo_segment():
     """Twenty frames of the demo rig (the TOP narrower to keep the test quick)."""
     return [parse_frame(r) for r, _ in synthesize_segment(SegmentConfig(frames=20, top_width=768), 11)]
+
+
+_SIMD_PROBE = """
+import sys
+import numpy as np
+from data_tools.synth_segment import SegmentConfig, synthesize_segment
+truths = [t for _, t in synthesize_segment(SegmentConfig(frames=8, top_width=512), 5)]
+np.savez(sys.argv[1], *[t.points for t in truths], *[t.num_points for t in truths])
+"""
+
+
+def test_same_data_whatever_numpy_simd_path(tmp_path):
+    """The same seed gives the same segment on a machine whose numpy runs other SIMD kernels (AVX-512
+    against AVX2 differ in the last bit of a sine): here numpy's baseline kernels in a subprocess against
+    this machine's best. Same points per frame, same per-object counts, coordinates to 1e-9 m; before
+    the noise was drawn per pixel, one ray hitting on one machine and missing on the other shifted every
+    later random draw of the segment."""
+    from numpy._core import _multiarray_umath as umath
+    env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": " ".join(umath.__cpu_dispatch__)}
+    runs = []
+    for i, run_env in enumerate((os.environ, env)):
+        out = tmp_path / f"run{i}.npz"
+        subprocess.run([sys.executable, "-c", _SIMD_PROBE, str(out)], check=True, cwd=REPO_ROOT, env=run_env,
+                       capture_output=True)
+        with np.load(out) as z:
+            runs.append([z[k] for k in z.files])
+    best, baseline = runs
+    assert len(best) == len(baseline) == 16
+    for a, b in zip(best[:8], baseline[:8]):
+        assert a.shape == b.shape and np.abs(a - b).max() < 1e-9
+    for a, b in zip(best[8:], baseline[8:]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_ray_cast_a_float32_rounding_apart_changes_a_few_points_not_the_segment(monkeypatch):
+    """Ray casters differ between builds and CPUs in the last bits of a hit (Embree's SIMD paths): with
+    every hit distance moved by 3e-7 of itself, each frame keeps its points and object counts but for a
+    few. Before the noise was drawn per pixel and per frame, the first pixel to cross the range limit
+    shifted every later draw (here: thousands of points and most object counts from the third frame)."""
+    from data_tools import synth_lidar
+    cfg = SegmentConfig(frames=5, vehicle_density=1.5, label_range=40.0,
+                        noise=NoiseConfig(beam_dropout=0.05, sector_dropout=0.5))
+    exact = [(len(t.points), t.num_points) for _, t in synthesize_segment(cfg, 1)]
+    cast = synth_lidar.CastScene.cast
+
+    def nudged(self, origins, dirs):
+        t, prim, normals = cast(self, origins, dirs)
+        return t * (1 + 3e-7), prim, normals
+
+    monkeypatch.setattr(synth_lidar.CastScene, "cast", nudged)
+    moved = [(len(t.points), t.num_points) for _, t in synthesize_segment(cfg, 1)]
+    for (n_a, counts_a), (n_b, counts_b) in zip(exact, moved):
+        assert abs(n_a - n_b) <= 20 and counts_a.shape == counts_b.shape
+        assert (counts_a != counts_b).sum() <= 5 and np.abs(counts_a - counts_b).max() <= 5
 
 
 def test_records_are_genuine_waymo_frames(demo_segment):
