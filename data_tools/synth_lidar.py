@@ -156,7 +156,7 @@ class PixelNoise:
     elongation: np.ndarray
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, n: int, range_sigma: float) -> "PixelNoise":
+    def draw(cls, rng: np.random.Generator, n: int, range_sigma: float) -> PixelNoise:
         return cls(rng.normal(0, range_sigma, n), rng.normal(0, 0.1, n), rng.normal(0, 0.02, n))
 
 
