@@ -2,6 +2,7 @@
 number of workers), labels that match the cast geometry, and the temporal cues it promises."""
 
 import hashlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -88,23 +89,17 @@ def test_same_data_whatever_numpy_simd_path(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_a_ray_cast_a_float32_rounding_apart_changes_a_few_points_not_the_segment(monkeypatch):
+def test_a_ray_cast_a_float32_rounding_apart_changes_a_few_points_not_the_segment():
     """Ray casters differ between builds and CPUs in the last bits of a hit (Embree's SIMD paths): with
-    every hit distance moved by 3e-7 of itself, each frame keeps its points and object counts but for a
-    few. Before the noise was drawn per pixel and per frame, the first pixel to cross the range limit
-    shifted every later draw (here: thousands of points and most object counts from the third frame)."""
-    from data_tools import synth_lidar
-    cfg = SegmentConfig(frames=5, vehicle_density=1.5, label_range=40.0,
-                        noise=NoiseConfig(beam_dropout=0.05, sector_dropout=0.5))
-    exact = [(len(t.points), t.num_points) for _, t in synthesize_segment(cfg, 1)]
-    cast = synth_lidar.CastScene.cast
-
-    def nudged(self, origins, dirs):
-        t, prim, normals = cast(self, origins, dirs)
-        return t * (1 + 3e-7), prim, normals
-
-    monkeypatch.setattr(synth_lidar.CastScene, "cast", nudged)
-    moved = [(len(t.points), t.num_points) for _, t in synthesize_segment(cfg, 1)]
+    every hit distance moved by 3e-7 of itself (``scripts/bench/synth_stability.py``), each frame keeps
+    its points and object counts but for a few. Before the noise was drawn per pixel and per frame, the
+    first pixel to cross the range limit shifted every later draw (here: thousands of points and most
+    object counts from the third frame on)."""
+    spec = importlib.util.spec_from_file_location("synth_stability",
+                                                  Path(REPO_ROOT) / "scripts" / "bench" / "synth_stability.py")
+    stability = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stability)
+    exact, moved = stability.truths(1, 5, 0.0), stability.truths(1, 5, 3e-7)
     for (n_a, counts_a), (n_b, counts_b) in zip(exact, moved):
         assert abs(n_a - n_b) <= 20 and counts_a.shape == counts_b.shape
         assert (counts_a != counts_b).sum() <= 5 and np.abs(counts_a - counts_b).max() <= 5
