@@ -148,8 +148,8 @@ class LidarCapture:
 class PixelNoise:
     """One draw per pixel of a range image (flat, H*W) for each noisy quantity of a return. Drawn for
     every pixel whether it is hit or not, so that the random stream never depends on how many rays hit:
-    a ray that hits on one machine and misses on another (the last bit of a SIMD sine) changes that pixel
-    alone, not every draw after it."""
+    a ray that hits on one machine and misses on another (the last bit of a ray cast, which differs
+    between ray-caster builds and CPUs) changes that pixel alone, not every draw after it."""
 
     range: np.ndarray
     intensity: np.ndarray

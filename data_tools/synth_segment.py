@@ -134,7 +134,7 @@ def synthesize_segment(cfg: SegmentConfig, seed: np.random.SeedSequence | int,
     start_micros = 1_550_000_000_000_000 + int(rng.integers(0, 10**13))
     rig_by_name = sorted(rig, key=lambda s: s.name)
     # one generator per frame: whatever a frame draws (its count can hang on the last bit of a ray cast,
-    # which differs between SIMD paths) leaves every other frame's draws as they are
+    # which differs between ray-caster builds and CPUs) leaves every other frame's draws as they are
     frame_rngs = rng.spawn(cfg.frames)
 
     for i, frame_rng in enumerate(frame_rngs):

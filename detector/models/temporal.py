@@ -33,6 +33,7 @@ from detector.models.state import (
     transform_points,
     union_sites,
 )
+from detector.models.targets import points_in_boxes
 
 __all__ = ["TemporalFusion", "Fused", "SingleFrame", "ConcatSweeps", "RecurrentFusion", "top_k_per_stream",
            "FusedOutput"]
@@ -302,15 +303,12 @@ class RecurrentFusion(TemporalFusion):
         chosen = boxes[torch.rand(boxes.shape[0], device=boxes.device) < self.object_dropout].to(sites.device)
         if chosen.shape[0] == 0:
             return torch.ones(sites.shape[0], dtype=torch.bool, device=sites.device)
-        xy = grid.centers(sites)[:, :2]
-        d = xy[:, None, :] - chosen[None, :, 1:3].float()
-        cos, sin = torch.cos(chosen[:, 7]).float(), torch.sin(chosen[:, 7]).float()
-        along = d[..., 0] * cos + d[..., 1] * sin
-        across = -d[..., 0] * sin + d[..., 1] * cos
-        half_l = chosen[:, 4].float() * 0.5 + self.object_margin
-        half_w = chosen[:, 5].float() * 0.5 + self.object_margin
+        footprints = chosen[:, 1:].float().clone()
+        footprints[:, 2], footprints[:, 5] = 0.0, float("inf")  # BEV: any height
+        flat = grid.centers(sites)
+        flat[:, 2] = 0.0
         same_stream = sites[:, :1].long() == chosen[None, :, 0].long()
-        inside = same_stream & (along.abs() <= half_l) & (across.abs() <= half_w)
+        inside = same_stream & points_in_boxes(flat, footprints, self.object_margin)
         return ~inside.any(dim=1)
 
     def surviving_regions(self, sites: torch.Tensor) -> torch.Tensor:

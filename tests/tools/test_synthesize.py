@@ -69,9 +69,9 @@ np.savez(sys.argv[1], *[t.points for t in truths], *[t.num_points for t in truth
 def test_same_data_whatever_numpy_simd_path(tmp_path):
     """The same seed gives the same segment on a machine whose numpy runs other SIMD kernels (AVX-512
     against AVX2 differ in the last bit of a sine): here numpy's baseline kernels in a subprocess against
-    this machine's best. Same points per frame, same per-object counts, coordinates to 1e-9 m; before
-    the noise was drawn per pixel, one ray hitting on one machine and missing on the other shifted every
-    later random draw of the segment."""
+    this machine's best. Same points per frame, same per-object counts, coordinates to 1e-9 m. (This held
+    before the noise was drawn per pixel too: the machine-to-machine difference found came from the ray
+    caster, which the next test covers.)"""
     from numpy._core import _multiarray_umath as umath
     env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": " ".join(umath.__cpu_dispatch__)}
     runs = []
