@@ -38,14 +38,26 @@ from detector.models.box_stage import (
 )
 from detector.models.losses import smooth_l1
 from detector.models.outputs import Detections
+from detector.models.state import Sweep, with_sweeps
 from detector.models.targets import class_indices
 
-__all__ = ["BoxRefine", "box_residuals", "apply_residuals"]
+__all__ = ["BoxRefine", "box_residuals", "apply_residuals", "sweep_xyz_age"]
+
+#: a sweep's age (seconds) times this is the point input (0.1 s between frames: 0.5 a frame)
+AGE_SCALE = 5.0
 
 #: the residual code: centre along / across / up (fractions of the box's size), log size ratios, axis change
 CODE = 7
 #: residual components whose sign flips when the box frame is read the other way round (along, across)
 _FLIP = torch.tensor([-1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+
+
+def sweep_xyz_age(points: torch.Tensor, poses: torch.Tensor, timestamps: torch.Tensor,
+                  earlier: list[Sweep]) -> torch.Tensor:
+    """(P, 5) ``[b, x, y, z, age]``: a frame's points (P, >= 4) ``[b, x, y, z, ...]`` and those of the
+    ``earlier`` sweeps (newest first) moved into its vehicle frame, with each sweep's age in seconds."""
+    p = with_sweeps(points, poses, timestamps, earlier)
+    return torch.cat([p[:, :4], p[:, -1:]], dim=1)
 
 
 def _axis_change(target: torch.Tensor, heading: torch.Tensor) -> torch.Tensor:
@@ -90,7 +102,9 @@ class BoxRefine(BoxStage):
     ``jitter_centre`` (along, across, up) in fractions of the box's size, ``jitter_heading`` in radians,
     ``jitter_size`` (length, width, height) log-normal deviations: the training boxes' moves, and the
     scale of the regressed residuals; ``max_points``: at most this many of a box's points (evenly spaced) are
-    read."""
+    read. ``frames`` > 1: the points of the ``frames - 1`` sweeps before are read too, moved into the
+    current vehicle frame by the ego poses, each with its sweep's age as a fourth input (a moving object's
+    earlier points lie behind it); training reads them from the clip's earlier frames."""
 
     name = "refine_box"
 
@@ -110,8 +124,12 @@ class BoxRefine(BoxStage):
         copies: int = 1,
         max_points: int = 128,
         train_frames: str = "last",
+        frames: int = 1,
     ) -> None:
         super().__init__(classes, apply_to, weight, max_boxes, min_points, train_frames)
+        self.frames = int(frames)
+        if self.frames < 1:
+            raise ValueError(f"BoxRefine: frames must be >= 1, got {frames}")
         self.margin = self._fractions(margin)
         self.jitter_centre = tuple(float(v) for v in jitter_centre)
         self.jitter_size = tuple(float(v) for v in jitter_size)
@@ -130,7 +148,8 @@ class BoxRefine(BoxStage):
 
         if self.copies < 1:
             raise ValueError(f"BoxRefine: copies must be >= 1, got {copies}")
-        self.point_mlp, width = point_mlp(point_channels)
+        # point inputs: the axis-frame coordinates, and the sweep's age when earlier sweeps are read
+        self.point_mlp, width = point_mlp(point_channels, 3 if self.frames == 1 else 4)
         # box inputs: the pooled point features, log(1 + points) and the box's log size (the class prior)
         self.box_mlp = nn.Sequential(
             nn.Linear(width + 4, hidden), nn.ReLU(inplace=True),
@@ -141,9 +160,17 @@ class BoxRefine(BoxStage):
     def residuals(self, points: torch.Tensor, boxes: torch.Tensor, cls: torch.Tensor) -> tuple[torch.Tensor,
                                                                                                   torch.Tensor]:
         """``(residuals (K, 7) in the jitter's units, points in each grown box (K,))`` of boxes (K, 7) read as
-        class indices ``cls`` (K,), from the frame's points (P, 3)."""
+        class indices ``cls`` (K,), from the frame's points (P, >= 3), or with ``frames`` > 1 those of its
+        sweeps (P, 4): x, y, z and the sweep's age in seconds."""
         k = int(boxes.shape[0])
-        box, uvw = points_in_box_frames(points[:, :3].float(), boxes.float(), self.margin)
+        if self.frames == 1:
+            points = points[:, :3]
+        elif points.shape[1] != 4:
+            raise ValueError(f"BoxRefine(frames={self.frames}): expected points (P, 4) x, y, z, age; "
+                             f"got {tuple(points.shape)}")
+        else:
+            points = points * points.new_tensor([1.0, 1.0, 1.0, AGE_SCALE])
+        box, uvw = points_in_box_frames(points.float(), boxes.float(), self.margin)
         box, uvw, counts = evenly_spaced(box, uvw, k, self.max_points)
         count = counts.to(torch.float32)
         extra = torch.cat([torch.log1p(count)[:, None] / 5.0, torch.log(boxes[:, 3:6].float().clamp(min=1e-3))], 1)
@@ -155,6 +182,20 @@ class BoxRefine(BoxStage):
             y = y[torch.arange(k, device=y.device), cls]
             reads.append(y if sign > 0 else y * flip)
         return 0.5 * (reads[0] + reads[1]), count
+
+    def clip_loss(self, frames: Sequence) -> torch.Tensor:
+        """As ``BoxStage.clip_loss``; with ``frames`` > 1 each training frame's points come with those of
+        the clip's frames before it (at most ``frames - 1``), as :meth:`apply` reads a stream's sweeps."""
+        if self.frames == 1:
+            return super().clip_loss(frames)
+        frames = list(frames)
+        terms = []
+        for f in self.training_frames(frames):
+            i = next(j for j, g in enumerate(frames) if g is f)
+            earlier = [Sweep(g.points, g.poses, g.timestamps) for g in reversed(frames[max(0, i - self.frames + 1):i])]
+            terms.append(self.loss(sweep_xyz_age(f.points, f.poses, f.timestamps, earlier), f.boxes, f.types,
+                                   f.num_points))
+        return terms[0] if len(terms) == 1 else torch.stack(terms).mean()
 
     def loss(self, points: torch.Tensor, boxes: torch.Tensor, types: torch.Tensor,
              num_points: torch.Tensor) -> torch.Tensor:
@@ -183,8 +224,8 @@ class BoxRefine(BoxStage):
     @torch.no_grad()
     def apply(self, points: torch.Tensor, dets: Detections) -> Detections:
         """``dets`` of one stream with its ``apply_to`` boxes moved by the stage (points (P, >=3) of that
-        stream's frame, vehicle frame); a box with fewer than ``min_points`` points in its grown extent
-        stays as it is."""
+        stream's frame, vehicle frame; with ``frames`` > 1 its sweeps' points (P, 4), see :meth:`residuals`);
+        a box with fewer than ``min_points`` points in its grown extent stays as it is."""
         rows = self._applies(dets.types)
         if rows.numel() == 0:
             return dets

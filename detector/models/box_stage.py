@@ -32,13 +32,14 @@ _KEY_SPAN = 1.0e6
 def points_in_box_frames(
     points: torch.Tensor, boxes: torch.Tensor, margin: Sequence[float]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The points (P, 3) in each box's (K, 7) grown extent, in its axis frame: ``(box (n,), uvw (n, 3))``.
+    """The points (P, 3 + E) in each box's (K, 7) grown extent, in its axis frame: ``(box (n,), uvw (n, 3 + E))``.
 
     ``uvw`` are the coordinates along the axis, across it and up from the box centre, divided by
-    ``(1 + margin[i])`` half-sizes, so each lies in (-1, 1); a point in two grown boxes appears twice.
+    ``(1 + margin[i])`` half-sizes, so each lies in (-1, 1), then the point's E further columns as they
+    are (a sweep's age); a point in two grown boxes appears twice.
     """
     k = int(boxes.shape[0])
-    empty = (torch.zeros(0, dtype=torch.long, device=boxes.device), boxes.new_zeros(0, 3))
+    empty = (torch.zeros(0, dtype=torch.long, device=boxes.device), boxes.new_zeros(0, points.shape[1]))
     if k == 0 or points.shape[0] == 0:
         return empty
     half = 0.5 * boxes[:, 3:6] * (1.0 + torch.as_tensor(margin, dtype=boxes.dtype, device=boxes.device))
@@ -71,7 +72,7 @@ def points_in_box_frames(
     h = half[box]
     uvw = torch.stack([(c * dx + s * dy) / h[:, 0], (-s * dx + c * dy) / h[:, 1], (p[:, 2] - b[:, 2]) / h[:, 2]], 1)
     inside = (uvw.abs() < 1).all(dim=1)
-    return box[inside], uvw[inside]
+    return box[inside], torch.cat([uvw, p[:, 3:].to(uvw.dtype)], 1)[inside]
 
 
 def box_grid_counts(
@@ -110,10 +111,10 @@ def evenly_spaced(box: torch.Tensor, uvw: torch.Tensor, k: int, max_points: int)
     return box, uvw, counts
 
 
-def point_mlp(channels: Sequence[int]) -> tuple[nn.Sequential, int]:
-    """A point-wise MLP from a point's 3 axis-frame coordinates through ``channels`` (ReLU after each), and
-    its output width."""
-    layers, width = [], 3
+def point_mlp(channels: Sequence[int], inputs: int = 3) -> tuple[nn.Sequential, int]:
+    """A point-wise MLP from a point's 3 axis-frame coordinates (and ``inputs - 3`` further columns)
+    through ``channels`` (ReLU after each), and its output width."""
+    layers, width = [], int(inputs)
     for ch in channels:
         layers += [nn.Linear(width, int(ch)), nn.ReLU(inplace=True)]
         width = int(ch)
@@ -121,8 +122,10 @@ def point_mlp(channels: Sequence[int]) -> tuple[nn.Sequential, int]:
 
 
 def axis_reading(uvw: torch.Tensor, sign: float) -> torch.Tensor:
-    """Axis-frame coordinates (n, 3) as read from the axis' other end for ``sign`` -1: (u, v) -> (-u, -v)."""
-    return uvw * torch.tensor([sign, sign, 1.0], device=uvw.device, dtype=uvw.dtype)
+    """Axis-frame coordinates (n, 3 + E) as read from the axis' other end for ``sign`` -1: (u, v) -> (-u, -v)."""
+    flip = torch.ones(uvw.shape[1], device=uvw.device, dtype=uvw.dtype)
+    flip[:2] = sign
+    return uvw * flip
 
 
 def max_pool(feats: torch.Tensor, box: torch.Tensor, k: int) -> torch.Tensor:
@@ -168,6 +171,8 @@ class BoxStage(nn.Module):
 
     name = "box"
     TRAIN_FRAMES = ("last", "all")
+    #: sweeps a stage reads: 1, the current frame's points (``detector.models.box_refine`` may read more)
+    frames = 1
 
     def __init__(self, classes: Sequence[int], apply_to: Sequence[int] | None, weight: float, max_boxes: int,
                  min_points: int, train_frames: str = "last") -> None:
@@ -205,8 +210,8 @@ class BoxStage(nn.Module):
 
     def _labelled(self, points: torch.Tensor, boxes: torch.Tensor, types: torch.Tensor, num_points: torch.Tensor,
                   gen: torch.Generator | None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Per stream of a frame batch (``FrameBatch`` fields: points (P, 6) with the stream in column 0,
-        boxes (M, 8) likewise): ``(stream points (p, 3), labelled boxes (k, 7), their class indices)``, the
+        """Per stream of a frame batch (``FrameBatch`` fields: points (P, C) with the stream in column 0,
+        boxes (M, 8) likewise): ``(stream points (p, C - 1), labelled boxes (k, 7), their class indices)``, the
         boxes of the head's classes with at least ``min_points`` points, at most ``max_boxes`` (a random
         subset in training, the first ones otherwise)."""
         cls_all = class_indices(types, self.classes)
@@ -218,7 +223,7 @@ class BoxStage(nn.Module):
             if idx.numel() > self.max_boxes:
                 pick = torch.randperm(idx.numel(), generator=gen) if gen is not None else torch.arange(idx.numel())
                 idx = idx[pick[: self.max_boxes].to(idx.device)]
-            yield points[points[:, 0] == b][:, 1:4], boxes[idx, 1:], cls_all[idx]
+            yield points[points[:, 0] == b][:, 1:], boxes[idx, 1:], cls_all[idx]
 
     def training_frames(self, frames: Sequence) -> list:
         """The frames of a clip (time order) that the stage's loss reads: the last one, or all of them."""

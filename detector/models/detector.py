@@ -33,11 +33,11 @@ from detector.data.batch import ClipBatch, FrameBatch
 from detector.data.clips import max_gap_micros
 from detector.models.backbone import SparseUNet
 from detector.models.box_direction import BoxDirection
-from detector.models.box_refine import BoxRefine
+from detector.models.box_refine import BoxRefine, sweep_xyz_age
 from detector.models.head import DetectionHead
 from detector.models.losses import sigmoid_focal_loss
 from detector.models.outputs import ClipOutput, Detections, HeadOutput
-from detector.models.state import State, relative_transforms, scatter_rows, union_sites
+from detector.models.state import State, Sweep, relative_transforms, scatter_rows, union_sites
 from detector.models.targets import assign_targets
 from detector.models.temporal import FusedOutput, RecurrentFusion, TemporalFusion
 from detector.models.voxelizer import Voxelizer
@@ -125,7 +125,7 @@ class Detector(nn.Module):
             if compute_loss:
                 frame_losses.append(self.head.loss(out, self.head.targets(out, frame.boxes, frame.types)))
             if decode:
-                detections.append(self._decode(out, frame))
+                detections.append(self._decode(out, frame, state.box_sweeps[1:]))
         losses = self._with_box_stages(self._average(frame_losses), clip.frames) if compute_loss else {}
         return ClipOutput(losses, frame_losses, detections, state.detach())
 
@@ -148,7 +148,7 @@ class Detector(nn.Module):
         if state.batch_size != frame.batch_size:
             raise ValueError(f"Detector.step: state has {state.batch_size} streams, frame has {frame.batch_size}")
         out, state = self._causal_frame(frame, state)
-        detections = self._decode(out, frame)
+        detections = self._decode(out, frame, state.box_sweeps[1:])
         if return_losses:
             losses = self._with_box_stages(self.head.loss(out, self.head.targets(out, frame.boxes, frame.types)),
                                            [frame])
@@ -192,20 +192,36 @@ class Detector(nn.Module):
         """The stages after decoding, in their order: the extent first, then the front of the moved box."""
         return [s for s in (self.box_refine, self.box_direction) if s is not None]
 
-    def _decode(self, out: HeadOutput, frame: FrameBatch) -> list[Detections]:
-        """The head's detections per stream, moved and turned by the box stages if there are any."""
+    @property
+    def _box_frames(self) -> int:
+        """Sweeps the box stages read (1: the current frame's points only)."""
+        return max([1, *(s.frames for s in self._box_stages)])
+
+    def _decode(self, out: HeadOutput, frame: FrameBatch, earlier: Sequence[Sweep] = ()) -> list[Detections]:
+        """The head's detections per stream, moved and turned by the box stages if there are any; a stage
+        that reads more than the current frame gets the ``earlier`` sweeps (newest first) too."""
         detections = self.head.decode(out, frame.batch_size)
         stages = self._box_stages
         if not stages:
             return detections
         stream = frame.points[:, 0].long()
+        swept = None
+        if self._box_frames > 1:
+            swept = sweep_xyz_age(frame.points, frame.poses, frame.timestamps, list(earlier))
+            swept_stream = swept[:, 0].long()
         result = []
         for b, det in enumerate(detections):
             points = frame.points[stream == b, 1:4]
             for stage in stages:
-                det = stage.apply(points, det)
+                det = stage.apply(points if stage.frames == 1 else swept[swept_stream == b, 1:], det)
             result.append(det)
         return result
+
+    def _box_sweeps(self, frame: FrameBatch, state: State) -> list[Sweep]:
+        """What the state keeps for the box stages after ``frame``: its newest sweeps, this frame's first."""
+        if self._box_frames == 1:
+            return []
+        return [Sweep(frame.points, frame.poses, frame.timestamps), *state.box_sweeps][: self._box_frames]
 
     def _with_box_stages(self, losses: dict[str, torch.Tensor],
                          frames: Sequence[FrameBatch]) -> dict[str, torch.Tensor]:
@@ -226,7 +242,8 @@ class Detector(nn.Module):
         fused = self.temporal.fuse(feats, frame, state, self.voxelizer)
         out = self._head(fused.features)
         carried = self.temporal.carry(fused, frame, state, out, self.voxelizer)
-        return out, State(frame.poses.double(), frame.timestamps.long(), torch.ones_like(state.valid), **carried)
+        return out, State(frame.poses.double(), frame.timestamps.long(), torch.ones_like(state.valid),
+                          box_sweeps=self._box_sweeps(frame, state), **carried)
 
     def _bidirectional(
         self, frames: list[FrameBatch], decode: bool, compute_loss: bool, cache: bool
@@ -291,7 +308,9 @@ class Detector(nn.Module):
                 losses["loss"] = losses["loss"] + aux
                 frame_losses.append(losses)
             if decode:
-                detections.append(self._decode(out, frame))
+                k = self._box_frames
+                earlier = [Sweep(g.points, g.poses, g.timestamps) for g in reversed(frames[max(0, t - k + 1):t])]
+                detections.append(self._decode(out, frame, earlier))
             state = State(frame.poses.double(), frame.timestamps.long(), torch.ones_like(state.valid))
             state.recurrent = temporal.prune(out_f, score_f.detach(), frame, self.voxelizer)
         losses = self._with_box_stages(self._average(frame_losses), frames) if compute_loss else {}

@@ -67,12 +67,29 @@ class RecurrentState:
 
 @dataclass
 class Sweep:
-    """One earlier sweep kept by the ``concat`` baseline: points (P, 6) ``[b, x, y, z, intensity,
-    elongation]`` in that sweep's own vehicle frame, with its poses (B, 4, 4) and timestamps (B,)."""
+    """One earlier sweep kept by the ``concat`` baseline (or for the box stages): points (P, 6) ``[b, x, y,
+    z, intensity, elongation]`` in that sweep's own vehicle frame, with its poses (B, 4, 4) and timestamps
+    (B,)."""
 
     points: torch.Tensor
     poses: torch.Tensor
     timestamps: torch.Tensor
+
+
+def with_sweeps(points: torch.Tensor, poses: torch.Tensor, timestamps: torch.Tensor,
+                sweeps: list[Sweep]) -> torch.Tensor:
+    """A frame's points (P, C) ``[b, x, y, z, ...]`` and those of earlier ``sweeps`` moved into its vehicle
+    frame by ``inv(pose_t) @ pose_k`` (``poses`` (B, 4, 4), ``timestamps`` (B,) the frame's), each row
+    with one more column: its sweep's age in seconds (0 for the frame's own points)."""
+    parts = [torch.cat([points, points.new_zeros((points.shape[0], 1))], dim=1)]
+    for sweep in sweeps:
+        if sweep.points.shape[0] == 0:
+            continue
+        b = sweep.points[:, 0]
+        xyz = transform_points(sweep.points[:, 1:4], b, relative_transforms(poses, sweep.poses))
+        age = (timestamps - sweep.timestamps).to(xyz.dtype).to(xyz.device)[b.long()] * 1e-6
+        parts.append(torch.cat([sweep.points[:, :1], xyz, sweep.points[:, 4:], age[:, None]], dim=1))
+    return torch.cat(parts, dim=0)
 
 
 @dataclass
@@ -81,8 +98,9 @@ class State:
 
     poses (B, 4, 4) float64 and timestamps (B,) int64 are those of the last frame seen; ``valid`` (B,)
     is False for a stream that has seen no frame yet (or was reset). ``recurrent`` holds the cell
-    state (recurrent modes), ``sweeps`` the newest-first earlier sweeps (``concat``); both hold only
-    the streams that are valid. Its size is bounded: at most ``top_k`` sites per stream, or K sweeps.
+    state (recurrent modes), ``sweeps`` the newest-first earlier sweeps (``concat``), ``box_sweeps`` the
+    newest-first sweeps the box stages read (this frame's first); all hold only the streams that are
+    valid. Its size is bounded: at most ``top_k`` sites per stream, or K sweeps.
     """
 
     poses: torch.Tensor
@@ -90,6 +108,7 @@ class State:
     valid: torch.Tensor
     recurrent: RecurrentState | None = None
     sweeps: list[Sweep] = field(default_factory=list)
+    box_sweeps: list[Sweep] = field(default_factory=list)
 
     @property
     def batch_size(self) -> int:
@@ -104,7 +123,7 @@ class State:
         tensors = [self.poses, self.timestamps, self.valid]
         if self.recurrent is not None:
             tensors += self.recurrent.tensors()
-        for s in self.sweeps:
+        for s in (*self.sweeps, *self.box_sweeps):
             tensors += [s.points, s.poses, s.timestamps]
         return sum(t.numel() * t.element_size() for t in tensors)
 
@@ -119,8 +138,11 @@ class State:
         recurrent = self.recurrent
         if recurrent is not None:
             recurrent = recurrent.select(keep_b[recurrent.sites[:, 0].long()])
-        sweeps = [replace(s, points=s.points[keep_b[s.points[:, 0].long()]]) for s in self.sweeps]
-        return replace(self, valid=self.valid & keep_b, recurrent=recurrent, sweeps=sweeps)
+        def kept(sweeps: list[Sweep]) -> list[Sweep]:
+            return [replace(s, points=s.points[keep_b[s.points[:, 0].long()]]) for s in sweeps]
+
+        return replace(self, valid=self.valid & keep_b, recurrent=recurrent, sweeps=kept(self.sweeps),
+                       box_sweeps=kept(self.box_sweeps))
 
 
 def relative_transforms(pose_to: torch.Tensor, pose_from: torch.Tensor) -> torch.Tensor:

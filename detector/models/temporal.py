@@ -30,8 +30,8 @@ from detector.models.state import (
     align_state,
     relative_transforms,
     scatter_rows,
-    transform_points,
     union_sites,
+    with_sweeps,
 )
 from detector.models.targets import points_in_boxes
 
@@ -93,16 +93,7 @@ class ConcatSweeps(TemporalFusion):
         self.num_sweeps = int(num_sweeps)
 
     def points(self, frame: FrameBatch, state: State) -> torch.Tensor:
-        parts = [torch.cat([frame.points, frame.points.new_zeros((frame.points.shape[0], 1))], dim=1)]
-        for sweep in state.sweeps:
-            if sweep.points.shape[0] == 0:
-                continue
-            transforms = relative_transforms(frame.poses, sweep.poses)
-            b = sweep.points[:, 0]
-            xyz = transform_points(sweep.points[:, 1:4], b, transforms)
-            age = (frame.timestamps - sweep.timestamps).to(xyz.dtype).to(xyz.device)[b.long()] * 1e-6
-            parts.append(torch.cat([sweep.points[:, :1], xyz, sweep.points[:, 4:], age[:, None]], dim=1))
-        return torch.cat(parts, dim=0)
+        return with_sweeps(frame.points, frame.poses, frame.timestamps, state.sweeps)
 
     def carry(self, fused: Fused, frame: FrameBatch, state: State, head_out: HeadOutput, grid: VoxelGrid) -> dict:
         """The newest ``num_sweeps`` sweeps, this frame's first."""

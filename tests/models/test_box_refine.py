@@ -8,9 +8,10 @@ import torch
 
 from detector.eval.iou import paired_iou
 from detector.models import Detections, build_model
-from detector.models.box_refine import BoxRefine, apply_residuals, box_residuals
+from detector.models.box_refine import BoxRefine, apply_residuals, box_residuals, sweep_xyz_age
 from detector.models.box_stage import jitter_boxes
 from detector.models.detector import Detector
+from detector.models.state import Sweep
 from tests.helpers.box_stages import fit_on_cars
 from tests.helpers.scenes import car_boxes_and_points, make_clip
 
@@ -92,3 +93,55 @@ def test_detector_adds_the_stage_loss_and_checks_its_classes():
     assert len(dets) == 2
     with pytest.raises(ValueError, match="box_refine.classes"):
         Detector(model.voxelizer, model.backbone, model.temporal, model.head, box_refine=BoxRefine([1]))
+
+
+def test_sweep_points_are_moved_by_the_poses_and_carry_their_age():
+    # the ego drove 2 m forward between the sweeps: a point 10 m ahead then is 8 m ahead now
+    now = torch.tensor([[0.0, 5.0, 1.0, 0.5, 0.2, 0.0]])
+    before = Sweep(torch.tensor([[0.0, 10.0, 0.0, 0.5, 0.3, 0.0]]), torch.eye(4, dtype=torch.float64)[None],
+                   torch.tensor([1_000_000]))
+    pose = torch.eye(4, dtype=torch.float64)
+    pose[0, 3] = 2.0
+    got = sweep_xyz_age(now, pose[None], torch.tensor([1_100_000]), [before])
+    torch.testing.assert_close(got, torch.tensor([[0.0, 5.0, 1.0, 0.5, 0.0], [0.0, 8.0, 0.0, 0.5, 0.1]]))
+
+
+def test_a_stage_of_two_frames_reads_the_sweep_before_in_training_and_streaming():
+    # the single-frame network: what differs between a frame streamed and the same frame alone is then the
+    # stage's sweep before; every site a candidate, so there are boxes to move
+    model = build_model("single_frame", ["model.box_refine.frames=2", "model.head.score_threshold=[0.0,0.0,0.0]",
+                                         "+model.box_refine.min_points=1"])
+    assert model.box_refine.frames == 2 and model.box_direction.frames == 1
+    for p in model.box_refine.parameters():  # large random weights: residuals far from 0
+        torch.nn.init.normal_(p, std=0.3)
+    model.eval()
+    clip = make_clip(num_frames=3, batch_size=2, num_points=2500, seed=0)
+    f0, f1, f2 = clip.frames
+    # training: the last frame's loss reads its points and the frame before's
+    swept = sweep_xyz_age(f2.points, f2.poses, f2.timestamps, [Sweep(f1.points, f1.poses, f1.timestamps)])
+    torch.testing.assert_close(model.box_refine.clip_loss(clip.frames),
+                               model.box_refine.loss(swept, f2.boxes, f2.types, f2.num_points))
+    assert not torch.allclose(model.box_refine.clip_loss(clip.frames),
+                              model.box_refine.loss(sweep_xyz_age(f2.points, f2.poses, f2.timestamps, []),
+                                                    f2.boxes, f2.types, f2.num_points))
+    # streaming keeps this frame's sweep and the one before (not more), and decodes as the clip does
+    state = model.init_state(2)
+    streamed = []
+    for f in clip.frames:
+        dets, state = model.step(f, state)
+        streamed.append(dets)
+    assert len(state.box_sweeps) == 2 and state.box_sweeps[0].points is f2.points
+    decoded = model(clip, decode=True, compute_loss=False).detections
+    for a, b in zip(streamed, decoded):
+        for da, db in zip(a, b):
+            torch.testing.assert_close(da.boxes, db.boxes)
+    # the sweep before matters: the same frame decoded alone moves its boxes elsewhere
+    alone, _ = model.step(f2, model.init_state(2))
+    assert all(len(d.boxes) > 0 for d in alone)
+    assert all(not torch.allclose(x.boxes, y.boxes) for x, y in zip(alone, streamed[-1]))
+    torch.testing.assert_close(torch.cat([d.scores for d in alone]), torch.cat([d.scores for d in streamed[-1]]))
+    # a reset stream forgets its sweeps
+    kept = state.drop_streams(torch.tensor([True, False]))
+    assert all((s.points[:, 0] == 1).all() for s in kept.box_sweeps)
+    with pytest.raises(ValueError, match="frames"):
+        BoxRefine([1, 2, 4], frames=0)
