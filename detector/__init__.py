@@ -4,7 +4,18 @@ from pathlib import Path
 
 __version__ = "0.1.0"
 
-#: The Hydra configuration folder, shipped inside the package (package data), found relative to this
-#: file: no command depends on the working directory or on a source checkout. Composing the configs
-#: needs ``detector.config.register_resolvers()`` (the entry points and ``detector.config.compose`` call it).
-CONFIG_DIR = str(Path(__file__).resolve().parent / "configs")
+
+def _config_dir() -> str:
+    """The installed package's copy (``detector/configs``, package data of ``pip install .``), else the
+    source checkout's top-level ``configs/`` (a checkout on ``sys.path`` or an editable install). Nothing
+    is raised at import: without either, Hydra names the missing folder when a command composes a config."""
+    here = Path(__file__).resolve().parent
+    installed = here / "configs"
+    return str(installed if installed.is_dir() else here.parent / "configs")
+
+
+#: The Hydra configuration folder, found relative to this file, so that no command depends on the working
+#: directory: ``<checkout>/configs`` in a source checkout, ``detector/configs`` inside an installed package
+#: (setup.cfg maps the top-level folder there). Composing the configs needs
+#: ``detector.config.register_resolvers()`` (the entry points and ``detector.config.compose`` call it).
+CONFIG_DIR = _config_dir()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-time (and idempotent) set-up of the project environment in .venv at the repository root.
 #   scripts/setup.sh            # CPU or CUDA picked by whether nvidia-smi works
-# A second run only checks: nothing is reinstalled unless setup.cfg or this script changed.
+# A second run only checks: nothing is reinstalled unless setup.cfg, setup.py or this script changed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
@@ -63,7 +63,7 @@ build_cpu_kernels() {
 
 # Stamp: hash of what decides the install; equal stamp -> nothing to do.
 STAMP="$VENV/.setup-stamp"
-want="$(cat "$ROOT/setup.cfg" "$ROOT/scripts/setup.sh" | sha256sum | cut -c1-16)-$FLAVOR"
+want="$(cat "$ROOT/setup.cfg" "$ROOT/setup.py" "$ROOT/scripts/setup.sh" | sha256sum | cut -c1-16)-$FLAVOR"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && "$VPY" -c "import detector, torch, spconv, open3d, lightning, hydra" 2>/dev/null; then
   build_cpu_kernels
   log "environment up to date ($FLAVOR): $VENV"

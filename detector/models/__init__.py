@@ -24,9 +24,9 @@ def instantiate_model(model_cfg) -> Detector:
 
 
 def build_model(name: str = "lstm", overrides: Sequence[str] = (), data: str | None = None) -> Detector:
-    """Instantiate ``detector/configs/model/<name>.yaml`` with Hydra overrides such as
+    """Instantiate ``configs/model/<name>.yaml`` with Hydra overrides such as
     ``"model.temporal.top_k=64"`` (keys start with ``model.`` or ``data.``). The model reads its range and
-    time-gap threshold from a data config: ``data`` (``detector/configs/data/<data>.yaml``; default: ``waymo``
+    time-gap threshold from a data config: ``data`` (``configs/data/<data>.yaml``; default: ``waymo``
     for the ``waymo_*`` models, ``synthetic`` for the others); change the range with ``data.point_range=``.
     Works inside or outside a Hydra app."""
     from hydra import compose, initialize_config_dir

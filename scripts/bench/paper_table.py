@@ -39,7 +39,7 @@ import lightning as L
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-#: The benchmark split: options of ``python -m data_tools.synthesize`` (detector/configs/synthesize.yaml).
+#: The benchmark split: options of ``python -m data_tools.synthesize`` (configs/synthesize.yaml).
 #: Denser traffic (more, longer occlusions) and more sensor dropout than the demo: temporal cues.
 #: Labels within 40 m, the small models' range (as Waymo labels to 75 m, the paper model's range):
 #: the metrics then count only objects a model could see.

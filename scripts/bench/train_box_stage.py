@@ -9,7 +9,7 @@ into the backbone, so one can be trained after the fact: this streams the experi
 of ``--store`` (its data settings, augmentation included), feeds the frames of each clip the stage trains on
 (its ``train_frames``) to its loss as ``Detector.forward`` does, and optimises it alone with the experiment's optimiser
 settings (AdamW, its learning rate and weight decay, one-cycle over all steps). The stage's config is
-the one in today's model config (``detector/configs/model/<--model>.yaml``) with ``--set`` changes;
+the one in today's model config (``configs/model/<--model>.yaml``) with ``--set`` changes;
 the output is the checkpoint with the stage's weights and config added (a stage already there is
 replaced), evaluable by ``detector.evaluate`` and ``unseen_seeds.py``. The rest of the detector is
 untouched, so a comparison against the input checkpoint differs only by the stage. (Inside a full

@@ -1,5 +1,6 @@
-"""A normal (non-editable) install works on its own: the configs ship as package data, and the commands
-run from any folder with the source checkout neither on ``sys.path`` nor the working directory.
+"""A normal (non-editable) install works on its own: the configs (the repository's top-level ``configs/``)
+ship as package data (``detector/configs``), and the commands run from any folder with the source
+checkout neither on ``sys.path`` nor the working directory.
 
 The install goes into a fresh folder with ``pip install --no-deps --no-build-isolation --target`` (the
 dependencies, torch included, are this environment's), from a copy of the sources so that the build
@@ -18,7 +19,7 @@ import pytest
 from tests.cli.test_train import TINY
 from tests.helpers.paths import REPO_ROOT
 
-SOURCES = ("detector", "data_tools", "setup.cfg", "pyproject.toml", "README.md", "MANIFEST.in")
+SOURCES = ("detector", "data_tools", "configs", "setup.cfg", "setup.py", "pyproject.toml", "README.md", "MANIFEST.in")
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,11 @@ def _run(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
 def test_installed_package_carries_its_configs(installed, tmp_path):
     assert (installed / "detector" / "configs" / "train.yaml").is_file()
     assert (installed / "detector" / "configs" / "experiment" / "base" / "waymo.yaml").is_file()
+    # the one source tree, configs/ at the repository's top, mapped into the package: nothing else installed
+    source = Path(REPO_ROOT) / "configs"
+    shipped = sorted(p.relative_to(installed / "detector" / "configs") for p in installed.rglob("*.yaml"))
+    assert shipped == sorted(p.relative_to(source) for p in source.rglob("*.yaml")) and len(shipped) > 30
+    assert not (installed / "configs").exists()
     r = _run(installed, tmp_path, "-c", "import sys, detector, data_tools; "
              "print(detector.__file__); print(data_tools.__file__); print(detector.CONFIG_DIR); print(sys.path)")
     assert r.returncode == 0, r.stderr[-2000:]
