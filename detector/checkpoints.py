@@ -3,7 +3,11 @@
 A checkpoint written by ``detector.train`` holds the resolved model config (``hyper_parameters.
 model_cfg``) next to the weights, so ``load_checkpoint(path)`` rebuilds the exact model from the file
 alone; ``load_detector(model_cfg, path)`` loads the weights into a configured model and refuses a
-checkpoint of another model with the config keys that differ.
+checkpoint of another model with the config keys that differ; ``check_checkpoint_fits_data(path, data)``
+refuses a checkpoint trained on another detection range than the data config's.
+
+Layering: this module sits above ``detector.config`` and ``detector.models`` (it builds models from
+configs); neither of them imports it.
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from detector.config import ConfigMismatchError, values_agree
 from detector.errors import InputError
 
-__all__ = ["check_checkpoint_file", "verify_checkpoint_crcs", "load_checkpoint", "load_detector",
-           "model_config_differences", "stored_model_config", "upgrade_model_config"]
+__all__ = ["check_checkpoint_file", "check_checkpoint_fits_data", "verify_checkpoint_crcs", "load_checkpoint",
+           "load_detector", "model_config_differences", "stored_model_config", "upgrade_model_config"]
 
 #: ``_target_`` paths of classes that moved, as stored in checkpoints written before the move.
 MOVED_TARGETS = {
@@ -74,6 +79,21 @@ def stored_model_config(ckpt_path: str | os.PathLike) -> dict | None:
     if model_cfg is None:
         return None
     return OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
+
+
+def check_checkpoint_fits_data(ckpt_path: str | os.PathLike, data_cfg: DictConfig | None) -> None:
+    """Refuse a checkpoint whose model was trained on another detection range than ``data_cfg.point_range``
+    (its weights would load, and its detections be scored on points it never saw) with a
+    ``ConfigMismatchError``. A checkpoint that stores no model config has nothing to compare: the model is
+    then the configured one."""
+    trained = ((stored_model_config(ckpt_path) or {}).get("voxelizer") or {}).get("point_range")
+    wanted = None if data_cfg is None else OmegaConf.select(data_cfg, "point_range")
+    wanted = OmegaConf.to_container(wanted, resolve=True) if isinstance(wanted, ListConfig) else wanted
+    if trained is None or wanted is None or values_agree(list(trained), list(wanted)):
+        return
+    raise ConfigMismatchError(
+        f"{ckpt_path}: trained with model.voxelizer.point_range={list(trained)}, but data.point_range={list(wanted)} "
+        f"here: pass data.point_range={list(trained)} (or the experiment the checkpoint was trained with)")
 
 
 def upgrade_model_config(model_cfg):

@@ -1,4 +1,4 @@
-"""The Hydra configs shipped in the package (``detector/configs/``) and what composing them needs.
+"""The Hydra configs (``configs/``; ``detector/configs`` in an installed package) and what composing them needs.
 
 - ``CONFIG_DIR``: the config folder, found from this file, so that no command depends on the working
   folder or on a source checkout (the configs are package data of a normal install);
@@ -7,7 +7,6 @@
 - ``compose(name, overrides)``: a primary config (``train``, ``evaluate``, ...) outside a Hydra app;
 - ``check_model_fits_data(cfg)``: the model's detection range and time-gap threshold are the data
   config's (the model configs read them by interpolation); an override of one side alone is refused;
-- ``check_checkpoint_fits_data(path, data)``: a checkpoint trained on another range is refused;
 - ``torch_threads(n)``: ``torch.set_num_threads`` for the duration of a command, restored afterwards;
 - ``running(cfg, checks)``: all of the above that a command running the model does first, in one place.
 """
@@ -15,7 +14,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -24,7 +22,7 @@ from detector import CONFIG_DIR
 from detector.errors import UserError
 
 __all__ = ["CONFIG_DIR", "SHARED_KEYS", "ConfigMismatchError", "register_resolvers", "compose", "check_model_fits_data",
-           "check_checkpoint_fits_data", "running", "torch_threads", "voxel_features"]
+           "running", "torch_threads", "values_agree", "voxel_features"]
 
 #: Model config keys that must equal a data config key: (model key, data key).
 SHARED_KEYS = (("model.voxelizer.point_range", "data.point_range"), ("model.max_gap_s", "data.max_gap_s"))
@@ -73,9 +71,10 @@ def _select(cfg, key: str):
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
-def _same(a, b) -> bool:
+def values_agree(a, b) -> bool:
+    """Whether two config values are equal, numbers compared as floats and lists element by element."""
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(values_agree(x, y) for x, y in zip(a, b))
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return float(a) == float(b)
     return a == b
@@ -91,26 +90,10 @@ def check_model_fits_data(cfg: DictConfig) -> None:
         if OmegaConf.select(cfg, model_key, default=None) is None or OmegaConf.select(cfg, data_key) is None:
             continue
         m, d = _select(cfg, model_key), _select(cfg, data_key)
-        if not _same(m, d):
+        if not values_agree(m, d):
             raise ConfigMismatchError(
                 f"{model_key}={m} but {data_key}={d}: they must agree (the model config reads {data_key}); "
                 f"override {data_key} alone to change both")
-
-
-def check_checkpoint_fits_data(ckpt_path: str | os.PathLike, data_cfg: DictConfig) -> None:
-    """Refuse a checkpoint whose model was trained on another detection range than ``data_cfg.point_range``
-    (its weights would load, and its detections be scored on points it never saw). A checkpoint that stores
-    no model config has nothing to compare: the model is then the configured one."""
-    from detector.checkpoints import stored_model_config
-
-    trained = ((stored_model_config(ckpt_path) or {}).get("voxelizer") or {}).get("point_range")
-    wanted = None if data_cfg is None else OmegaConf.select(data_cfg, "point_range")
-    wanted = OmegaConf.to_container(wanted, resolve=True) if isinstance(wanted, ListConfig) else wanted
-    if trained is None or wanted is None or _same(list(trained), list(wanted)):
-        return
-    raise ConfigMismatchError(
-        f"{ckpt_path}: trained with model.voxelizer.point_range={list(trained)}, but data.point_range={list(wanted)} "
-        f"here: pass data.point_range={list(trained)} (or the experiment the checkpoint was trained with)")
 
 
 @contextlib.contextmanager

@@ -27,13 +27,8 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from detector.atomic import ensure_dir, write_json_atomic
-from detector.checkpoints import load_detector
-from detector.config import (
-    CONFIG_DIR,
-    check_checkpoint_fits_data,
-    register_resolvers,
-    running,
-)
+from detector.checkpoints import check_checkpoint_fits_data, load_detector
+from detector.config import CONFIG_DIR, register_resolvers, running
 from detector.config_checks import EVALUATE_CHECKS
 from detector.devices import pick_device
 from detector.errors import InputError, user_errors

@@ -23,13 +23,8 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from detector.atomic import ensure_dir
-from detector.checkpoints import load_detector
-from detector.config import (
-    CONFIG_DIR,
-    check_checkpoint_fits_data,
-    register_resolvers,
-    running,
-)
+from detector.checkpoints import check_checkpoint_fits_data, load_detector
+from detector.config import CONFIG_DIR, register_resolvers, running
 from detector.config_checks import PREDICT_CHECKS
 from detector.data.segments import find_segments, segment_frame_batches
 from detector.devices import pick_device

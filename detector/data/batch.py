@@ -1,7 +1,8 @@
 """Batched tensors that travel from the data module into the model.
 
-A clip is T consecutive frames of one segment. A batch holds B clips; frame t of every clip is one
-``FrameBatch``. Tensors carry their batch index in column 0 (``points``, ``boxes``), as everything that
+A clip is T consecutive frames of one segment (``Clip``, the record the datasets of
+``detector/data/clips.py`` fill and ``detector/data/collate.py`` batches). A batch holds B clips; frame t
+of every clip is one ``FrameBatch``. Tensors carry their batch index in column 0 (``points``, ``boxes``), as everything that
 travels through the model does.
 """
 
@@ -9,7 +10,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+import numpy as np
 import torch
+
+from detector.data.augment import GlobalTransform
+from detector.data.frame import Frame
+
+
+@dataclass
+class Clip:
+    """T frames of one segment, after augmentation and filtering, with per-frame reset flags."""
+
+    frames: list[Frame]
+    reset: np.ndarray  # (T,) bool
+    segment: str
+    start: int
+    transform: GlobalTransform | None = None  # the augmentation applied, None without
+
+    def __len__(self) -> int:
+        return len(self.frames)
 
 
 @dataclass

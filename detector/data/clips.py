@@ -25,13 +25,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from detector.data.batch import FrameBatch
+from detector.data.batch import Clip, FrameBatch
 from detector.data.augment import AugmentConfig, GlobalTransform, sample_transform
 from detector.data.collate import collate_stream
 from detector.data.frame import TYPE_CYCLIST, TYPE_PEDESTRIAN, TYPE_VEHICLE, Frame
@@ -41,20 +41,6 @@ from detector.data.frame_store import FrameStoreError, SegmentInfo, list_segment
 log = logging.getLogger(__name__)
 
 DEFAULT_CLASSES = (TYPE_VEHICLE, TYPE_PEDESTRIAN, TYPE_CYCLIST)
-
-
-@dataclass
-class Clip:
-    """T frames of one segment, after augmentation and filtering, with per-frame reset flags."""
-
-    frames: list[Frame]
-    reset: np.ndarray  # (T,) bool
-    segment: str
-    start: int
-    transform: GlobalTransform | None = None  # the augmentation applied, None without
-
-    def __len__(self) -> int:
-        return len(self.frames)
 
 
 def max_gap_micros(max_gap_s: float | None) -> int | None:

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from detector.data.batch import ClipBatch, FrameBatch
+from detector.data.batch import Clip, ClipBatch, FrameBatch
 from detector.data.frame import Frame
-
-if TYPE_CHECKING:
-    from detector.data.clips import Clip
 
 
 def collate_frames(frames: Sequence[Frame], reset: Sequence[bool]) -> FrameBatch:
@@ -44,7 +40,7 @@ def _with_batch_column(a: np.ndarray, b: int) -> np.ndarray:
     return out
 
 
-def collate_clips(clips: Sequence["Clip"]) -> ClipBatch:
+def collate_clips(clips: Sequence[Clip]) -> ClipBatch:
     """B clips of equal length T -> ``ClipBatch`` of T ``FrameBatch``es in time order."""
     if not clips:
         raise ValueError("collate_clips: empty batch")
@@ -57,7 +53,7 @@ def collate_clips(clips: Sequence["Clip"]) -> ClipBatch:
                       for t in range(t_len)])
 
 
-def collate_stream(clips: Sequence["Clip"]) -> FrameBatch:
+def collate_stream(clips: Sequence[Clip]) -> FrameBatch:
     """One-frame clips (segment streaming) -> one ``FrameBatch``."""
     bad = [(c.segment, c.start, len(c)) for c in clips if len(c) != 1]
     if bad:

@@ -14,7 +14,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from detector.config import ConfigMismatchError, check_checkpoint_fits_data, compose
+from detector.checkpoints import check_checkpoint_fits_data
+from detector.config import ConfigMismatchError, compose
 from detector.data.clips import frame_resets, max_gap_micros
 from detector.errors import UserError
 from detector.models import build_model
