@@ -57,6 +57,8 @@ def test_installed_package_carries_its_configs(installed, tmp_path):
     shipped = sorted(p.relative_to(installed / "detector" / "configs") for p in installed.rglob("*.yaml"))
     assert shipped == sorted(p.relative_to(source) for p in source.rglob("*.yaml")) and len(shipped) > 30
     assert not (installed / "configs").exists()
+    # the CPU kernels' source: the loader names a build by its hash (the slow half trains through it)
+    assert (installed / "detector" / "ops" / "csrc" / "sparse_conv_cpu.cpp").is_file()
     r = _run(installed, tmp_path, "-c", "import sys, detector, data_tools; "
              "print(detector.__file__); print(data_tools.__file__); print(detector.CONFIG_DIR); print(sys.path)")
     assert r.returncode == 0, r.stderr[-2000:]
