@@ -1,7 +1,7 @@
 """What the temporal state contributes: the AP of every trained model of a paper-table run when its
 state starts afresh every N frames of a segment, against the state carried through whole segments.
 
-    .venv/bin/python scripts/bench/state_history.py --work-dir work/paper_table/full --out docs/state_history_full.md
+    .venv/bin/python scripts/bench/state_history.py --work-dir work/paper_table/full --out docs/tables/state_history_full.md
 
 N = 1 runs each frame alone (a recurrent model then sees no history; concat sees one sweep), N = the
 training clip length gives each frame at most the history it had in training, ``carried`` is how the
