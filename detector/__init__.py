@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-__version__ = "0.1.0"
+from detector.version import __version__  # noqa: F401  (setup.cfg's version; detector/version.py)
 
 #: The Hydra configuration folder, shipped inside the package (package data), found relative to this
 #: file: no command depends on the working directory or on a source checkout. Composing the configs

@@ -3,7 +3,8 @@
 A checkpoint written by ``detector.train`` holds the resolved model config (``hyper_parameters.
 model_cfg``) next to the weights, so ``load_checkpoint(path)`` rebuilds the exact model from the file
 alone; ``load_detector(model_cfg, path)`` loads the weights into a configured model and refuses a
-checkpoint of another model with the config keys that differ.
+checkpoint of another model with the config keys that differ. Since 0.2.0 it also holds the package
+version that wrote it (``checkpoint_version``); older checkpoints load the same without it.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from detector.errors import InputError
+from detector.version import CHECKPOINT_KEY
 
 __all__ = ["check_checkpoint_file", "verify_checkpoint_crcs", "load_checkpoint", "load_detector",
-           "model_config_differences", "stored_model_config", "upgrade_model_config"]
+           "model_config_differences", "stored_model_config", "checkpoint_version", "upgrade_model_config"]
 
 #: ``_target_`` paths of classes that moved, as stored in checkpoints written before the move.
 MOVED_TARGETS = {
@@ -74,6 +76,18 @@ def stored_model_config(ckpt_path: str | os.PathLike) -> dict | None:
     if model_cfg is None:
         return None
     return OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
+
+
+def checkpoint_version(ckpt_path: str | os.PathLike) -> str | None:
+    """The version of this package that wrote a training checkpoint (``detector.__version__`` at the time);
+    None for a checkpoint written before versions were stored (0.1.0). Read memory-mapped, weights untouched."""
+    path = check_checkpoint_file(ckpt_path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except (RuntimeError, EOFError, OSError) as e:
+        raise InputError(f"{path}: unreadable checkpoint ({e})") from e
+    version = ckpt.get(CHECKPOINT_KEY) if isinstance(ckpt, dict) else None
+    return str(version) if version is not None else None
 
 
 def upgrade_model_config(model_cfg):
