@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-__version__ = "0.1.0"
+from detector.version import __version__  # noqa: F401  (setup.cfg's version; detector/version.py)
 
 
 def _config_dir() -> str:

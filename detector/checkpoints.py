@@ -8,6 +8,8 @@ refuses a checkpoint trained on another detection range than the data config's.
 
 Layering: this module sits above ``detector.config`` and ``detector.models`` (it builds models from
 configs); neither of them imports it.
+Since 0.2.0 a checkpoint also holds the package version that wrote it (``checkpoint_version``); older
+checkpoints load the same without it.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from detector.config import ConfigMismatchError, values_agree
 from detector.errors import InputError
+from detector.version import CHECKPOINT_KEY
 
-__all__ = ["check_checkpoint_file", "check_checkpoint_fits_data", "verify_checkpoint_crcs", "load_checkpoint",
-           "load_detector", "model_config_differences", "stored_model_config", "upgrade_model_config"]
+__all__ = ["check_checkpoint_file", "check_checkpoint_fits_data", "checkpoint_version", "verify_checkpoint_crcs",
+           "load_checkpoint", "load_detector", "model_config_differences", "stored_model_config",
+           "upgrade_model_config"]
 
 #: ``_target_`` paths of classes that moved, as stored in checkpoints written before the move.
 MOVED_TARGETS = {
@@ -94,6 +98,18 @@ def check_checkpoint_fits_data(ckpt_path: str | os.PathLike, data_cfg: DictConfi
     raise ConfigMismatchError(
         f"{ckpt_path}: trained with model.voxelizer.point_range={list(trained)}, but data.point_range={list(wanted)} "
         f"here: pass data.point_range={list(trained)} (or the experiment the checkpoint was trained with)")
+
+
+def checkpoint_version(ckpt_path: str | os.PathLike) -> str | None:
+    """The version of this package that wrote a training checkpoint (``detector.__version__`` at the time);
+    None for a checkpoint written before versions were stored (0.1.0). Read memory-mapped, weights untouched."""
+    path = check_checkpoint_file(ckpt_path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except (RuntimeError, EOFError, OSError) as e:
+        raise InputError(f"{path}: unreadable checkpoint ({e})") from e
+    version = ckpt.get(CHECKPOINT_KEY) if isinstance(ckpt, dict) else None
+    return str(version) if version is not None else None
 
 
 def upgrade_model_config(model_cfg):

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from detector.data.batch import ClipBatch, FrameBatch
 from detector.models import instantiate_model
 from detector.streaming import Stream
+from detector.version import CHECKPOINT_KEY, __version__
 
 #: The breakdown that drives model selection and the progress bar.
 MAIN_METRIC = "OBJECT_TYPE_TYPE_VEHICLE_LEVEL_1"
@@ -38,6 +39,11 @@ class DetectorModule(L.LightningModule):
         self._metrics = None
         self._val_stream: Stream | None = None
         self._val_losses: list[float] = []
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The package version that wrote the checkpoint, beside its model config (``detector.checkpoints.
+        checkpoint_version`` reads it)."""
+        checkpoint[CHECKPOINT_KEY] = __version__
 
     # -- training ---------------------------------------------------------------------------------
     def forward(self, clip: ClipBatch, decode: bool = False):

@@ -6,8 +6,8 @@ cores shared with busy programs burn their time: the demo's training command too
 next to two busy processes. Sleeping at once (``OMP_WAIT_POLICY=PASSIVE``) is fair (1.6x), but the
 kernels' many short regions then wake the threads from sleep each time: 1.28x slower idle. A short
 spin, ``GOMP_SPINCOUNT=3000`` (~30 us) with the passive policy, keeps torch's idle speed and next to
-two busy programs takes about as long as passive (57 s against 55 s; docs/RESULTS.md, "Fair under
-load"). OpenMP reads the variables once, when torch loads its runtime, so the entry points call
+two busy programs takes about as long as passive (57 s against 55 s; docs/studies/openmp-under-load.md).
+OpenMP reads the variables once, when torch loads its runtime, so the entry points call
 ``prefer_passive_wait()`` before their first torch import. A wait policy the user set is kept with
 nothing added (``OMP_WAIT_POLICY=ACTIVE`` restores spinning); a spin count the user set is kept.
 """

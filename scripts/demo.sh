@@ -22,7 +22,7 @@ STAMP="$DEMO_DIR/records/.done${SEGMENTS}_g$("$PY" -c 'from data_tools.synth_seg
 if [ ! -f "$STAMP" ]; then
   rm -rf "$DEMO_DIR/records" "$DEMO_DIR/store"
   # many training scenes seen twice each, not a few seen many times: a model that holds on scenes it
-  # never saw (docs/RESULTS.md, "Detection quality")
+  # never saw (docs/studies/demo-history.md)
   "$PY" -m data_tools.synthesize out_dir="$DEMO_DIR/records" segments="$SEGMENTS" val_segments=2 seed=0 \
     hydra.run.dir="$DEMO_DIR/logs/synthesize"
   touch "$STAMP"

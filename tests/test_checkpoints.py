@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from detector import CONFIG_DIR
-from detector.checkpoints import load_checkpoint, load_detector, model_config_differences
+from detector.checkpoints import checkpoint_version, load_checkpoint, load_detector, model_config_differences
+from detector.config import compose
 from detector.errors import InputError
 from detector.models import instantiate_model
 from tests.helpers.scenes import make_clip
@@ -19,8 +18,7 @@ TINY = ["model.backbone.channels=[8,16]", "model.backbone.out_channels=8", "mode
 
 
 def _model_cfg(model: str) -> dict:
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"model={model}", *TINY])
+    cfg = compose("train", overrides=[f"model={model}", *TINY])  # registers the config resolvers too
     return OmegaConf.to_container(cfg.model, resolve=True)
 
 
@@ -35,6 +33,7 @@ def test_checkpoint_written_before_the_voxelizer_moved_loads(tmp_path, one_torch
     model = instantiate_model(cfg).eval()
     old = {**cfg, "voxelizer": {**cfg["voxelizer"], "_target_": "detector.data.voxelize.Voxelizer"}}
     _save(tmp_path / "old.ckpt", old, model)
+    assert checkpoint_version(tmp_path / "old.ckpt") is None  # written before versions were stored: loads as before
     loaded = load_checkpoint(tmp_path / "old.ckpt")
     clip = make_clip(num_frames=2, batch_size=1, num_points=3000, seed=1)
     with torch.no_grad():

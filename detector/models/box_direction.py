@@ -1,7 +1,7 @@
 """A second look at each box's front: the points inside the box, binned in the box's own axes.
 
 The head's direction bit is one logit per voxel of a shared feature map; learning a car's front there
-takes backbone capacity the boxes need (docs/RESULTS.md, "The direction bit"). This stage asks the
+takes backbone capacity the boxes need (docs/studies/direction-bit.md). This stage asks the
 question where it is a question of shape alone: the current frame's points in and around a box are
 counted in a ``length x width x height`` grid of the box's axis frame (the axis angle in
 (-pi/2, pi/2]), normalised by the box's size, and a small MLP says whether the front lies at the

@@ -3,7 +3,7 @@
 The head regresses a car's box from every voxel inside it, so the far end of a car is a guess from a
 voxel three metres away: on the demo's validation split the head's vehicle AP is 0.96 at IoU 0.5 and
 0.78 at 0.7, the length (0.27 m median error) and the centre along the axis (0.11 m) its largest
-errors (docs/RESULTS.md, "The box-refinement stage"). This stage reads the current frame's points in
+errors (docs/studies/box-refinement-stage.md). This stage reads the current frame's points in
 each decoded box grown by ``margin``, in the box's axis frame normalised by its half-sizes (the axis
 angle in (-pi/2, pi/2], so the frame does not depend on the front), through a point-wise MLP and a max
 over the box's points (a PointNet), and regresses the box's residuals: centre along / across / up in

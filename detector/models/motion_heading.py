@@ -45,8 +45,8 @@ class MotionHeading:
     history: int = 4
     #: the least distance (m) a track must have moved for its motion to count, per Waymo type (0 where
     #: absent): the centre of a parked car's box wanders by tenths of a metre from frame to frame, which over
-    #: a short track reads as walking speed, and a direction once taken is kept (docs/RESULTS.md, "Parked
-    #: cars that seemed to move")
+    #: a short track reads as walking speed, and a direction once taken is kept (docs/studies/
+    #: motion-heading-parked-cars.md)
     min_move: dict[int, float] = field(default_factory=lambda: {1: 1.0})
     min_alignment: float = 0.8  # |cos| between the motion and the box axis
     max_gap_s: float = 0.5

@@ -11,6 +11,10 @@ axis frame (centre along / across the axis and up, length, width, height, axis a
 and over those below the official IoU; vehicles at least 6.5 m long (trucks, buses) apart; and the share
 of matches whose front is right (heading within 90 degrees of the truth's), over all and over the still
 objects (labelled speed below 0.5 m/s, where labels have a speed: the fronts motion cannot tell).
+
+Why it stays: the one measure of box fit (AP at IoU 0.5–0.7, median errors of matched boxes) that the official
+metrics do not give; any change to the head or the box stages is judged with it (docs/studies/box-refinement-
+stage.md). Tested in tests/cli/test_box_errors.py.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from scripts.bench._harness import write_report  # noqa: E402
 
 CLASSES = {1: "VEHICLE", 2: "PEDESTRIAN", 4: "CYCLIST"}
 OFFICIAL_IOU = {1: 0.7, 2: 0.5, 4: 0.5}
@@ -142,9 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  {label}: {e['matches']} matches, {e['at_official_iou']:.3f} at IoU, front right "
               f"{e['front_right']:.3f}{still}; " + ", ".join(parts))
     if args.out:
-        from detector.atomic import write_json_atomic
-
-        write_json_atomic(args.out, result)
+        write_report(args.out, result)
     return result
 
 

@@ -21,27 +21,28 @@ lidars, both returns), then, in this one process and on one thread, times:
   child that loads the whole v2 ``lidar`` table at once (what a non-streaming reader would hold).
 
     .venv/bin/python scripts/bench/convert.py [--frames 6] [--repeats 3] [--records DIR] [--long 10] [--no-official]
+
+Why it stays: the reader's speed against the official conversion and v1 against v2 are the figures of
+docs/RESULTS.md, "Conversion"; rerun when the reader, the CRC or the v2 schema changes
+(docs/studies/conversion.md, docs/studies/waymo-v2-reader.md).
 """
 
 from __future__ import annotations
 
-import os
-
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = "1"  # one core: frames/s here is frames/s per core
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import zlib  # noqa: E402
-from pathlib import Path  # noqa: E402
+import sys
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from scripts.bench._harness import best_of, child_json, one_thread  # noqa: E402
+
+one_thread()  # one core: frames/s here is frames/s per core
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import zlib  # noqa: E402
 
 import pyarrow as pa  # noqa: E402
 from waymo_open_dataset import dataset_pb2  # noqa: E402
@@ -56,16 +57,6 @@ OFFICIAL_PY = ROOT / ".venv-official" / "bin" / "python"
 
 #: the official conversion, run in .venv-official
 OFFICIAL_POINTS = ROOT / "tests" / "helpers" / "official_points.py"
-
-
-def _best(fn, repeats: int) -> float:
-    best = None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        dt = time.perf_counter() - t
-        best = dt if best is None else min(best, dt)
-    return best
 
 
 def _decode_only(path: Path) -> int:
@@ -119,9 +110,7 @@ print(json.dumps({"seconds": time.perf_counter() - t, "frames": frames, "points"
 
 
 def _run_child(kind: str, path: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD_SCRIPT, kind, str(path), str(ROOT)], check=True,
-                         capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return child_json([sys.executable, "-c", CHILD_SCRIPT, kind, str(path), str(ROOT)])
 
 
 def _write_both(protos, work: Path, name: str, times: int, row_group_frames: int) -> tuple[Path, Path]:
@@ -173,22 +162,22 @@ def main() -> None:
           f"{n_points / len(frames):,.0f} points/frame "
           f"(5 lidars, 2 returns); python {platform.python_version()}, {platform.processor() or platform.machine()}")
 
-    t_decode = _best(lambda: _decode_only(path), args.repeats)
-    t_reader = _best(lambda: sum(len(f.points) for f in iter_frames(path)), args.repeats)
+    t_decode = best_of(lambda: _decode_only(path), args.repeats)
+    t_reader = best_of(lambda: sum(len(f.points) for f in iter_frames(path)), args.repeats)
     in_use = tfrecord.crc32c
     tfrecord.crc32c = crc32c_numpy  # masked_crc32c looks the module's crc32c up at call time
     try:
-        t_decode_np = _best(lambda: _decode_only(path), args.repeats)
-        t_reader_np = _best(lambda: sum(len(f.points) for f in iter_frames(path)), args.repeats)
+        t_decode_np = best_of(lambda: _decode_only(path), args.repeats)
+        t_reader_np = best_of(lambda: sum(len(f.points) for f in iter_frames(path)), args.repeats)
     finally:
         tfrecord.crc32c = in_use
     data = [d for d in iter_records(path)]
-    t_crc = _best(lambda: [crc32c(d) for d in data], args.repeats)
-    t_crc_np = _best(lambda: [crc32c_numpy(d) for d in data], args.repeats)
+    t_crc = best_of(lambda: [crc32c(d) for d in data], args.repeats)
+    t_crc_np = best_of(lambda: [crc32c_numpy(d) for d in data], args.repeats)
     if [crc32c(d) for d in data] != [crc32c_numpy(d) for d in data]:
         raise SystemExit("CRC-32C backends disagree")
     sample = data[0][:2_000_000]
-    t_serial = _best(lambda: _crc_register_serial(sample, 0xFFFFFFFF), 1) * sum(map(len, data)) / len(sample)
+    t_serial = best_of(lambda: _crc_register_serial(sample, 0xFFFFFFFF), 1) * sum(map(len, data)) / len(sample)
 
     n = len(frames)
     rows = [("decode (read+CRC+parse+zlib)", t_decode), ("reader (iter_frames)", t_reader),
@@ -201,9 +190,8 @@ def main() -> None:
           f"byte-serial python: {mb / t_serial:.1f} MB/s")
 
     if OFFICIAL_PY.exists() and not args.no_official:
-        out = subprocess.run([str(OFFICIAL_PY), str(OFFICIAL_POINTS), "time", str(path), str(args.repeats)], check=True,
-                             capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
-        off = json.loads(out.stdout.strip().splitlines()[-1])
+        off = child_json([str(OFFICIAL_PY), str(OFFICIAL_POINTS), "time", str(path), str(args.repeats)],
+                         env={"CUDA_VISIBLE_DEVICES": ""})
         if off["points"] != n_points:
             print(f"WARNING: official conversion gives {off['points']} points, ours {n_points}")
         print(f"{'official TF frame_utils':<34}{n / off['seconds']:>14.2f}{1e3 * off['seconds'] / n:>10.1f}"
@@ -221,8 +209,8 @@ def main() -> None:
     # v1 and v2 interleaved, best of each: both see the same machine load
     t_v1 = t_v2 = float("inf")
     for _ in range(args.repeats):
-        t_v1 = min(t_v1, _best(lambda: sum(len(f.points) for f in iter_frames(path)), 1))
-        t_v2 = min(t_v2, _best(lambda: sum(len(f.points) for f in waymo_v2.iter_frames(seg)), 1))
+        t_v1 = min(t_v1, best_of(lambda: sum(len(f.points) for f in iter_frames(path)), 1))
+        t_v2 = min(t_v2, best_of(lambda: sum(len(f.points) for f in waymo_v2.iter_frames(seg)), 1))
     v2_mb = sum(p.stat().st_size for p in seg.root.rglob("*.parquet")) / 1e6
     print(f"\nv2 components: {v2_mb / n:.2f} MB/frame on disk (snappy, {args.row_group_frames} frames a row group); "
           f"frames identical to v1")

@@ -23,6 +23,9 @@ the labelled objects with at least one point whose centre lies in the model's ra
   right in >= 80% / <= 20% of their frames, the share right under a causal majority vote over each
   object's frames, and the share of static detections facing +x of the vehicle frame.
 
+Why it stays: the diagnosis that found the parked cars' fronts and the motion heading's errors
+(docs/studies/direction-bit.md, docs/studies/motion-heading-parked-cars.md); the first tool to run when a
+class's AP or APH drops.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from scripts.bench._harness import write_report  # noqa: E402
 
 NAMES = {1: "vehicle", 2: "pedestrian", 4: "cyclist"}
 IOU_THRESHOLD = {1: 0.7, 2: 0.5, 4: 0.5}
@@ -250,8 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(name, json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"checkpoint": str(args.ckpt), "store": str(args.store), "report": report},
-                                       indent=1))
+        write_report(args.out, {"checkpoint": str(args.ckpt), "store": str(args.store), "report": report})
     return report
 
 

@@ -18,6 +18,10 @@ points; this says how many objects live there on a split, and how much AP is lef
 rows split the objects by speed over ground (``--moving``, from each tracking id's centre in the frame
 before, moved by the poses): a state moved by the ego poses only must follow a moving object itself;
 and the last rows by distance from the ego (``--ranges``).
+
+Why it stays: it says where a temporal model gains and how much AP is left to take on a split
+(docs/studies/lstm-gain-headroom.md); the question comes back with every new split or model. Tested in
+tests/cli/test_headroom.py.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from scripts.bench._harness import markdown_table, write_report  # noqa: E402
 
 CLASSES = {1: "VEHICLE", 2: "PEDESTRIAN", 4: "CYCLIST"}
 LEVEL_2 = 2  # label_pb2.Label.DifficultyLevel
@@ -156,15 +161,12 @@ def markdown(result: dict) -> str:
     loose = f"iou {result['loose_iou']:g}"
     lines = []
     for cls in CLASSES.values():
-        first = result["models"][names[0]]
+        first, models = result["models"][names[0]], result["models"]
+        rows = [[b, f"{first[b][cls]['objects']:,}",
+                 *(f"{100 * models[n][b][cls]['official']:.1f} / {100 * models[n][b][cls][loose]:.1f}" for n in names)]
+                for b in result["bins"]]
         lines += [f"**{cls.lower()}** (LEVEL_1 AP in %, official IoU / IoU {result['loose_iou']:g})", "",
-                  "| points | objects | " + " | ".join(names) + " |",
-                  "| --- | --- | " + " | ".join("---" for _ in names) + " |"]
-        for b in result["bins"]:
-            cells = [f"{100 * result['models'][n][b][cls]['official']:.1f} / "
-                     f"{100 * result['models'][n][b][cls][loose]:.1f}" for n in names]
-            lines.append(f"| {b} | {first[b][cls]['objects']:,} | " + " | ".join(cells) + " |")
-        lines.append("")
+                  markdown_table(["points", "objects", *names], rows), ""]
     return "\n".join(lines)
 
 
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--moving", type=float, default=1.0, help="speed (m/s) from which an object counts as moving")
     p.add_argument("--ranges", type=float, nargs="*", default=[20.0, 30.0],
                    help="edges of the distance bands (m, BEV distance from the ego)")
-    p.add_argument("--out", type=Path, help="also write the result as JSON here")
+    p.add_argument("--out", type=Path, help="also write the result as JSON here (its tables beside it, .md)")
     args = p.parse_args(argv)
     runs: dict[str, Path] = {}
     for kv in args.runs:
@@ -190,9 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = headroom(args.store, args.split, runs, args.bins, args.loose_iou, args.moving, args.ranges)
     print(markdown(result))
     if args.out:
-        from detector.atomic import write_json_atomic
-
-        write_json_atomic(args.out, result)
+        write_report(args.out, result, markdown(result))
     return result
 
 

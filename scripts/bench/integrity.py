@@ -7,41 +7,33 @@
   ``objects_to_frames`` (its grouping of the same objects, which it needs anyway).
 
     .venv/bin/python scripts/bench/integrity.py [--frames 8] [--repeats 3]
+
+Why it stays: the cost of the integrity checks in docs/RESULTS.md, "Faults"; rerun when a check or the frame
+format changes (docs/studies/fault-injection.md).
 """
 
 from __future__ import annotations
 
-import os
-
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = "1"
-
-import argparse  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import sys
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from scripts.bench._harness import best_of, one_thread  # noqa: E402
+
+one_thread()
+
+import argparse  # noqa: E402
+import tempfile  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from detector.checkpoints import verify_checkpoint_crcs  # noqa: E402
 from detector.data.frame import Frame, verify_frame_file  # noqa: E402
 from detector.eval.object_checks import check_frames  # noqa: E402
 from detector.eval.submission import detections_to_objects, objects_to_frames  # noqa: E402
 from detector.models import instantiate_model  # noqa: E402
-
-
-def best(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main() -> None:
@@ -62,25 +54,23 @@ def main() -> None:
                       num_points=np.ones(50), difficulty=np.ones(50))
             paths.append(tmp / f"{i:04d}.npz")
             f.save_npz(paths[-1])
-        load = best(lambda: [Frame.load_npz(p) for p in paths], args.repeats)
-        verify = best(lambda: [verify_frame_file(p) for p in paths], args.repeats)
+        load = best_of(lambda: [Frame.load_npz(p) for p in paths], args.repeats)
+        verify = best_of(lambda: [verify_frame_file(p) for p in paths], args.repeats)
         print(f"frame files ({args.frames} x {args.points} points): load {load * 1e3 / args.frames:.1f} ms/frame, "
               f"verify {verify * 1e3 / args.frames:.1f} ms/frame, ratio verify/load {verify / load:.2f}")
 
-        from hydra import compose, initialize_config_dir
         from omegaconf import OmegaConf
 
-        from detector import CONFIG_DIR
+        from detector.config import compose
 
-        with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-            cfg = OmegaConf.to_container(compose("train", overrides=["experiment=waymo_lstm"]).model, resolve=True)
+        cfg = OmegaConf.to_container(compose("train", overrides=["experiment=waymo_lstm"]).model, resolve=True)
         model = instantiate_model(cfg)
         ckpt = tmp / "model.ckpt"
         torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
                     "hyper_parameters": {"model_cfg": cfg}}, ckpt)
         size = ckpt.stat().st_size / 2**20
-        tl = best(lambda: torch.load(ckpt, map_location="cpu", weights_only=False), args.repeats)
-        tv = best(lambda: verify_checkpoint_crcs(ckpt), args.repeats)
+        tl = best_of(lambda: torch.load(ckpt, map_location="cpu", weights_only=False), args.repeats)
+        tv = best_of(lambda: verify_checkpoint_crcs(ckpt), args.repeats)
         print(f"checkpoint (waymo_lstm, {size:.0f} MiB): torch.load {tl * 1e3:.0f} ms, CRC check {tv * 1e3:.0f} ms, "
               f"ratio {tv / tl:.2f}")
 
@@ -91,9 +81,9 @@ def main() -> None:
     from waymo_open_dataset.protos import metrics_pb2
 
     objects = metrics_pb2.Objects(objects=objs)
-    tg = best(lambda: objects_to_frames(objects), args.repeats)
+    tg = best_of(lambda: objects_to_frames(objects), args.repeats)
     frames = objects_to_frames(objects)
-    tc = best(lambda: check_frames(frames, "bench", ground_truth=False), args.repeats)
+    tc = best_of(lambda: check_frames(frames, "bench", ground_truth=False), args.repeats)
     print(f"objects ({n} in {len(frames)} frames): objects_to_frames {tg * 1e3:.0f} ms, "
           f"check_frames {tc * 1e3:.0f} ms, "
           f"ratio {tc / tg:.3f}")

@@ -19,27 +19,27 @@ of this process's peak RSS during the run, the op as its child's peak RSS (Tenso
     .venv/bin/python scripts/bench/metrics.py [--cases fake,subset,files,full] [--frames 40000]
         [--official-frames 500] [--files-frames 2000] [--json OUT]
     .venv/bin/python scripts/bench/metrics.py --official-fake-constants   # values for the tests
+
+Why it stays: the agreement with the official op and the speed in docs/RESULTS.md, "Metrics", and
+``--official-fake-constants`` prints the constants tests/eval/test_official.py pins (docs/studies/metrics-vs-
+official.md).
 """
 
 from __future__ import annotations
 
-import os
-
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = "1"
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import resource  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
+import sys
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from scripts.bench._harness import one_thread, peak_rss_mib, timed_command, write_report  # noqa: E402
+
+one_thread()
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 from detector.eval import WaymoMetrics, default_config, evaluate_objects, objects_to_frames, read_objects  # noqa: E402
 from detector.eval.submission import FrameObjects  # noqa: E402
@@ -47,10 +47,6 @@ from tests.helpers.metric_cases import synthetic_frames  # noqa: E402
 from tests.helpers.official import official_available, official_inputs, run_official_op  # noqa: E402
 
 FAKE_DIR = ROOT.parent / "shared" / "waymo_fake"
-
-
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _max_diff(ours: dict, official: dict) -> float:
@@ -94,7 +90,7 @@ def bench_subset(frames: int, seed: int) -> dict:
 
 
 def bench_full(frames: int, seed: int) -> dict:
-    rss_before = _peak_rss_mib()
+    rss_before = peak_rss_mib()
     m = WaymoMetrics()
     ours_s = 0.0
     n_gt = n_pred = 0
@@ -109,7 +105,7 @@ def bench_full(frames: int, seed: int) -> dict:
     m.compute()
     ours_s += time.perf_counter() - start
     return {"case": "full", "frames": frames, "ours_s": ours_s, "gt_boxes": n_gt, "pred_boxes": n_pred,
-            "ours_peak_growth_mib": _peak_rss_mib() - rss_before}
+            "ours_peak_growth_mib": peak_rss_mib() - rss_before}
 
 
 def bench_files(frames: int, seed: int) -> dict:
@@ -133,12 +129,9 @@ def bench_files(frames: int, seed: int) -> dict:
         write_objects(Path(tmp) / "pred.bin", pred)
         del gt, pred
         # The CLI itself, in a fresh process: its wall time and peak RSS (imports included).
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "detector.metrics", str(Path(tmp) / "gt.bin"),
-                        str(Path(tmp) / "pred.bin")],
-                       cwd=ROOT, check=True, capture_output=True)
-        seconds = time.perf_counter() - start
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+        seconds, _ = timed_command([sys.executable, "-m", "detector.metrics", str(Path(tmp) / "gt.bin"),
+                                    str(Path(tmp) / "pred.bin")])
+        peak = peak_rss_mib(children=True)
         return {"case": "files", "frames": frames, "ours_s": seconds, "gt_boxes": n_gt, "pred_boxes": n_pred,
                 "cli_peak_rss_mib": peak}
 
@@ -189,7 +182,7 @@ def main() -> None:
                      f"peak RSS growth {r['ours_peak_growth_mib']:.0f} MiB)")
         print(line, flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+        write_report(Path(args.json), rows)
 
 
 if __name__ == "__main__":

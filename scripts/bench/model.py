@@ -27,6 +27,9 @@ Configs: ``small`` (the shipped CPU configs: single_frame, concat, lstm) or ``pa
     .venv/bin/python scripts/bench/model.py [--device cpu|cuda] [--scales synthetic,waymo]
         [--configs small|paper] [--frames 8] [--warmup 3] [--threads 1] [--train] [--json OUT]
         [--records SEGMENT.tfrecord  (with --scales records)]
+
+Why it stays: the per-frame cost of the three temporal modes on CPU and GPU in docs/RESULTS.md, "Model cost";
+the one benchmark that runs the paper-scale configs on a GPU (docs/studies/model-cost.md).
 """
 
 from __future__ import annotations
@@ -34,12 +37,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from scripts.bench._harness import THREAD_VARIABLES, child_json, markdown_table, write_report  # noqa: E402
+
 MODELS = ("none", "concat", "lstm")
 CONFIGS = {
     "small": {"none": "single_frame", "concat": "concat", "lstm": "lstm"},
@@ -65,9 +70,8 @@ def _child(spec: dict) -> dict:
     """Runs in a fresh process. ``measure == "time"``: every model of ``spec["configs_list"]``
     interleaved frame by frame (and step by step when training), so that a load change on a shared
     machine hits them alike. ``measure == "memory"``: one model, its streaming peak."""
-    threads = str(spec["threads"])
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = threads
+    for var in THREAD_VARIABLES:
+        os.environ[var] = str(spec["threads"])
     import statistics
     import time
 
@@ -147,15 +151,8 @@ def _child(spec: dict) -> dict:
 
 
 def _run_child(spec: dict) -> dict:
-    env = dict(os.environ)
-    if spec["measure"] == "memory":
-        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, cwd=ROOT, env=env
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"{spec['scale']}/{spec['models']} ({spec['measure']}) failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    env = {"MALLOC_MMAP_THRESHOLD_": "65536"} if spec["measure"] == "memory" else {}
+    return child_json([sys.executable, __file__, "--child", json.dumps(spec)], env=env)
 
 
 def _records_data(records: str, frames: int, train: bool) -> dict:
@@ -249,27 +246,22 @@ def main() -> None:
 
     print(f"device={args.device} configs={configs} threads={args.threads} frames={args.frames} "
           f"(after {args.warmup} warm-up)")
-    header = "| scale | model | points/frame | voxels/frame | ms/frame | x none | peak MB | x none | state KB |"
+    header = ["scale", "model", "points/frame", "voxels/frame", "ms/frame", "x none", "peak MB", "x none", "state KB"]
     if args.train:
-        header += " train step s (4x2) | x none |"
-    print(header)
-    print("|" + "---|" * (header.count("|") - 1))
+        header += ["train step s (4x2)", "x none"]
+    table = []
     for scale, rows in results.items():
         ref = rows["none"]
         for name, r in rows.items():
-            line = (
-                f"| {scale} | {name} | {r['points_per_frame']} | {r['voxels_per_frame']:.0f} | "
-                f"{r['ms_per_frame']:.1f} | "
-                f"{r['ms_per_frame'] / ref['ms_per_frame']:.2f} | {r['peak_mb']:.1f} | "
-                f"{r['peak_mb'] / max(ref['peak_mb'], 1e-9):.2f} | {r['state_kb']:.0f} |"
-            )
+            row = [scale, name, r["points_per_frame"], f"{r['voxels_per_frame']:.0f}", f"{r['ms_per_frame']:.1f}",
+                   f"{r['ms_per_frame'] / ref['ms_per_frame']:.2f}", f"{r['peak_mb']:.1f}",
+                   f"{r['peak_mb'] / max(ref['peak_mb'], 1e-9):.2f}", f"{r['state_kb']:.0f}"]
             if args.train:
-                line += f" {r['train_step_s']:.2f} | {r['train_step_s'] / ref['train_step_s']:.2f} |"
-            print(line)
+                row += [f"{r['train_step_s']:.2f}", f"{r['train_step_s'] / ref['train_step_s']:.2f}"]
+            table.append(row)
+    print(markdown_table(header, table))
     if args.json:
-        tmp = Path(args.json).with_suffix(".tmp")
-        tmp.write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
-        os.replace(tmp, args.json)
+        write_report(Path(args.json), {"args": vars(args), "results": results})
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """What the temporal state contributes: the AP of every trained model of a paper-table run when its
 state starts afresh every N frames of a segment, against the state carried through whole segments.
 
-    .venv/bin/python scripts/bench/state_history.py --work-dir work/paper_table/full --out docs/state_history_full.md
+    .venv/bin/python scripts/bench/state_history.py --work-dir work/paper_table/full \
+        --out docs/tables/state_history_full.md
 
 N = 1 runs each frame alone (a recurrent model then sees no history; concat sees one sweep), N = the
 training clip length gives each frame at most the history it had in training, ``carried`` is how the
@@ -15,6 +16,10 @@ the streamed frames: the state's sites after each frame, the share of them where
 point (memory of occluded or moved objects, or ghosts), and per class the share of the frame's voxels
 inside labelled boxes that the state keeps: an object whose voxels are not kept reaches the next frame
 with no history, as if it were background.
+
+Why it stays: what the carried state adds or costs, per model of a paper-table run; it found the state bound
+and forgetting that the LSTM's defaults now use (docs/studies/lstm-state.md, docs/studies/forget-after.md).
+Tested in tests/cli/test_paper_table.py.
 """
 
 from __future__ import annotations

@@ -8,6 +8,10 @@ and nudged, and prints per frame the difference in the number of points and the 
 objects whose ``num_lidar_points_in_box`` differs. A generator whose random draws hang on how many rays
 hit turns the first changed pixel into a different rest of the segment; one that draws per pixel and per
 frame changes a few points.
+
+Why it stays: the check behind the synthesizer's claim that a seed gives the same segments on every machine
+(docs/studies/synthesizer-determinism.md); tests/tools/test_synthesize.py runs it. Rerun when the synthesizer
+changes.
 """
 
 from __future__ import annotations

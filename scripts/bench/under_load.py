@@ -20,6 +20,9 @@ Variants (``--variants``, comma-separated):
 
     PYTHONPATH=. .venv/bin/python scripts/bench/under_load.py --store work/demo/store [--steps 10] \\
         [--variants default,passive,workers1] [--repeats 1]
+
+Why it stays: it chose the OpenMP wait setting the entry points ship (docs/studies/openmp-under-load.md); the
+answer depends on the kernels' parallel regions, so it is rerun when the kernels change.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from detector.openmp import SPIN_VARIABLE, VARIABLE  # noqa: E402  (torch-free: the names only)
+from scripts.bench._harness import markdown_table, timed_command  # noqa: E402
 
 VARIANTS = {
     "default": ({}, []),
@@ -53,13 +57,7 @@ def _train(store: str, steps: int, env: dict, overrides: list[str], run_dir: str
     cmd = [sys.executable, "-m", "detector.train", "experiment=demo_synthetic", f"data.root={store}",
            f"trainer.max_steps={steps}", "trainer.limit_val_batches=0", "trainer.enable_progress_bar=false",
            f"hydra.run.dir={run_dir}", *overrides]
-    full_env = {**{k: v for k, v in os.environ.items() if k not in (VARIABLE, SPIN_VARIABLE)}, **env}
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True)
-    dt = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"training command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
-    return dt
+    return timed_command(cmd, env=env, unset=(VARIABLE, SPIN_VARIABLE))[0]
 
 
 def _variant(name: str) -> tuple[dict, list[str]] | None:
@@ -111,11 +109,11 @@ def main() -> None:
     base = statistics.median(times[names[0]]["idle"])
     print(f"training command, {args.steps} steps of experiment=demo_synthetic (start-up included), "
           f"{args.competitors} busy competitors, median of {args.repeats}")
-    print("| variant | idle s | vs first variant idle | with competitors s | slowdown |")
-    print("| --- | --- | --- | --- | --- |")
+    rows = []
     for n in names:
         i, lo = statistics.median(times[n]["idle"]), statistics.median(times[n]["loaded"])
-        print(f"| {n} | {i:.1f} | {i / base:.2f} | {lo:.1f} | {lo / i:.2f}x |")
+        rows.append([n, f"{i:.1f}", f"{i / base:.2f}", f"{lo:.1f}", f"{lo / i:.2f}x"])
+    print(markdown_table(["variant", "idle s", "vs first variant idle", "with competitors s", "slowdown"], rows))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ settings (``configs/synthesize.yaml``), converts the records to a frame store (b
 prints per-seed and mean/min/max LEVEL_1 AP/APH per class. The segments of seed S are checked to
 differ from every segment of the training seed (``--train-seed``), so no scene is scored that the
 model trained or was validated on. ``--run DIR`` takes ``DIR/checkpoints/last.ckpt``.
+
+Why it stays: the unseen-scene figures of docs/RESULTS.md, "Detection quality"; every change to the detector
+is checked on fresh seeds with it (docs/studies/demo-history.md).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from scripts.bench._harness import markdown_table, write_report  # noqa: E402
 
 CLASSES = ("VEHICLE", "PEDESTRIAN", "CYCLIST")
 
@@ -107,15 +111,11 @@ def spread(per_seed: dict[str, dict]) -> dict[str, dict[str, dict[str, float]]]:
 
 
 def format_report(result: dict) -> str:
-    head = "| seed | " + " | ".join(f"{c.lower()} AP / APH" for c in CLASSES) + " |"
-    lines = [head, "|" + " --- |" * (len(CLASSES) + 1)]
-    for seed, r in result["seeds"].items():
-        cells = [f"{r['level_1'][c]['AP']:.3f} / {r['level_1'][c]['APH']:.3f}" for c in CLASSES]
-        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
-    for stat in ("mean", "min", "max"):
-        cells = [f"{result['spread'][c]['AP'][stat]:.3f} / {result['spread'][c]['APH'][stat]:.3f}" for c in CLASSES]
-        lines.append(f"| **{stat}** | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = [[seed, *(f"{r['level_1'][c]['AP']:.3f} / {r['level_1'][c]['APH']:.3f}" for c in CLASSES)]
+            for seed, r in result["seeds"].items()]
+    rows += [[f"**{stat}**", *(f"{result['spread'][c]['AP'][stat]:.3f} / {result['spread'][c]['APH'][stat]:.3f}"
+                               for c in CLASSES)] for stat in ("mean", "min", "max")]
+    return markdown_table(["seed", *(f"{c.lower()} AP / APH" for c in CLASSES)], rows)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -183,11 +183,8 @@ def main(argv: list[str] | None = None) -> dict:
     text = format_report(result)
     print(text)
     if args.out:
-        from detector.atomic import write_json_atomic
-
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(args.out, result)
-        args.out.with_suffix(".md").write_text(f"checkpoint: {ckpt}\n\n{text}\n")
+        write_report(args.out, result, f"checkpoint: {ckpt}\n\n{text}")
     return result
 
 

@@ -6,6 +6,9 @@ Prints seconds per frame of the Open3D offscreen renderer (bird's eye and chase)
 bird's-eye plot, and their ratios to the Open3D bird's-eye time (the baseline, measured in the same
 process). Each renderer renders the frames ``--repeats`` times, interleaved with the others; the best
 repeat counts (the machine's cores are shared). Renderer creation is timed apart from the frames.
+
+Why it stays: the headless render figures of docs/RESULTS.md, "Viewer" (measured 2026-11-27, due a rerun); the
+only timing of ``headless=true`` renders (docs/studies/viewer-timing.md).
 """
 
 from __future__ import annotations

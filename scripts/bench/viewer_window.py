@@ -15,34 +15,35 @@ window on its own virtual display (Xvfb), and measures from outside:
 Baselines, in the same command: the import floor (``python -c "import detector.visualize, open3d"``,
 no window) and reading every frame of the segment with the viewer's own reader and point colouring,
 no window (frames/s): the playback rate can at best approach it.
+
+Why it stays: the viewer's targets (first frame ≤ 8 s, peak ≤ 1.5 GB, ≥ 5 frames/s) in docs/RESULTS.md,
+"Viewer"; rerun on a quiet machine when the viewer changes (docs/studies/viewer-timing.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-from detector.viz.interactive import point_arrays
-from detector.viz.loader import SceneLoader
-from detector.viz.scene import SceneOptions
-from detector.viz.sources import open_source
-from detector.viz.xdisplay import ViewerSession, VirtualDisplay
-
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+from detector.viz.interactive import point_arrays  # noqa: E402
+from detector.viz.loader import SceneLoader  # noqa: E402
+from detector.viz.scene import SceneOptions  # noqa: E402
+from detector.viz.sources import open_source  # noqa: E402
+from detector.viz.xdisplay import ViewerSession, VirtualDisplay  # noqa: E402
+from scripts.bench._harness import load_average, peak_rss_mib, timed_command  # noqa: E402
 
 
 def import_floor() -> float:
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import detector.visualize, open3d"], cwd=REPO, check=True)
-    return time.perf_counter() - t0
+    return timed_command([sys.executable, "-c", "import detector.visualize, open3d"])[0]
 
 
 def read_rate(path: str) -> tuple[float, int]:
@@ -81,13 +82,13 @@ def run_window(path: str, width: int, height: int, workdir: Path, play: bool) ->
                     break
             time.sleep(0.2)
         session.proc.wait(timeout=1800)
-        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the viewer is the big child
+        peak_mb = peak_rss_mib(children=True)  # the viewer is the big child
         rc = session.close()
         recs = session.records()
     if rc != 0:
         raise RuntimeError(f"the viewer exited with status {rc}; see {workdir / 'viewer.log'}")
     times = np.array([r["time"] for r in recs])
-    result = {"first_drawn_s": first_drawn, "first_trace_s": float(times[0] - t0), "peak_rss_mb": peak_kb / 1024}
+    result = {"first_drawn_s": first_drawn, "first_trace_s": float(times[0] - t0), "peak_rss_mb": peak_mb}
     if play:
         positions = [r["position"] for r in recs]
         rss = {r["position"]: r["rss_mb"] for r in recs}
@@ -95,13 +96,6 @@ def run_window(path: str, width: int, height: int, workdir: Path, play: bool) ->
         result.update(frames=last + 1, drawn_records=len(recs), playback_fps=last / float(times[-1] - times[0]),
                       rss_mb_at={k: rss.get(k) for k in (10, 100, last)})
     return result
-
-
-def load_average() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().split()[0]
-    except OSError:
-        return "?"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -98,3 +98,14 @@ def test_installed_demo_runs_from_another_folder(installed, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 frames of split 'validation'" in r.stdout, r.stdout[-2000:]
     assert len(list((work / "outputs" / "evaluate").glob("*/metrics.json"))) == 1
+
+
+def test_installed_package_reports_its_version(installed, tmp_path):
+    """No setup.cfg beside the installed package: the version comes from the install's metadata."""
+    import configparser
+
+    parser = configparser.ConfigParser()
+    parser.read(Path(REPO_ROOT) / "setup.cfg")
+    r = _run(installed, tmp_path, "-c", "import detector; print(detector.__version__)")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == parser["metadata"]["version"]

@@ -59,7 +59,8 @@ def test_every_experiment_composes_for_every_command(experiment):
 
 
 def test_train_evaluate_predict_end_to_end(store, tmp_path):
-    from detector.checkpoints import load_checkpoint
+    import detector
+    from detector.checkpoints import checkpoint_version, load_checkpoint
     from detector.evaluate import evaluate
     from detector.predict import predict
     from detector.train import train
@@ -72,6 +73,7 @@ def test_train_evaluate_predict_end_to_end(store, tmp_path):
     csv = (tmp_path / "train" / "logs" / "csv" / "metrics.csv").read_text()
     assert "val/AP_vehicle_level_1" in csv and "val/loss" in csv and "train/loss_epoch" in csv
     assert load_checkpoint(str(ckpt)).temporal_mode == "lstm"
+    assert checkpoint_version(ckpt) == detector.__version__  # the version that wrote it, beside the model config
 
     ecfg = _compose("evaluate", ["experiment=demo_synthetic", f"data.root={store}", f"ckpt_path={ckpt}",
                                  "device=cpu", *TINY])

@@ -1,7 +1,7 @@
 """The viewer window as a person sees it: the real ``python -m detector.visualize`` window on a virtual X
 display, driven with real key presses, checked on screenshots.
 
-    python -m tests.helpers.window docs/viewer.png     # the screenshot in docs/VISUALIZE.md
+    python -m tests.helpers.window docs/images/viewer.png     # the screenshot in docs/VISUALIZE.md
 
 The test (tests/viz/test_window.py) and the docs screenshot share ``predictions_file`` and
 ``wait_screen``; the docs' predictions are the ground truth jittered (no trained model needed for a
@@ -68,7 +68,7 @@ def scene_pixels(image: np.ndarray, record: dict) -> np.ndarray:
 
 
 def docs_screenshot(out: Path) -> None:
-    """docs/viewer.png: a tiny synthetic segment with jittered ground truth as predictions."""
+    """docs/images/viewer.png: a tiny synthetic segment with jittered ground truth as predictions."""
     from PIL import Image
 
     from detector.viz.sources import open_source
@@ -97,4 +97,4 @@ def docs_screenshot(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    docs_screenshot(Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "docs" / "viewer.png")
+    docs_screenshot(Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "docs" / "images" / "viewer.png")
