@@ -103,10 +103,10 @@ def _sync(device) -> None:
 
 def gpu_tests(sec: Section, cpu: bool) -> None:
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
-           "tests/models/test_gpu.py", "tests/ops/test_precision.py"]
+           "tests/ops/test_gpu.py", "tests/models/test_gpu.py", "tests/ops/test_precision.py"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     tail = [line for line in r.stdout.splitlines() if line.strip()][-1:] or ["(no output)"]
-    sec.rows.append({"command": "pytest -m gpu tests/models/test_gpu.py tests/ops/test_precision.py",
+    sec.rows.append({"command": "pytest -m gpu " + " ".join(cmd[-3:]),
                      "result": tail[0]})
     # 5: nothing collected; without CUDA the gpu tests skip (rc 0)
     if r.returncode != 0:
