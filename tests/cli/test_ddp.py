@@ -93,7 +93,8 @@ def stores(tmp_path_factory):
     return {n: make_tiny_dataset(root / f"val{n}", segments=2, frames=6, seed=0, val_segments=n)[1] for n in (1, 2)}
 
 
-@pytest.mark.parametrize("devices", [2, pytest.param(3, marks=pytest.mark.slow)])
+@pytest.mark.slow  # 90 s wall for 2 ranks on 2 shared cores
+@pytest.mark.parametrize("devices", [2, 3])
 def test_rank_without_validation_segments_and_one_process_metrics(stores, tmp_path, devices):
     store = stores[devices - 1]
     out = tmp_path / "run"
