@@ -8,7 +8,8 @@
 - ``check_model_fits_data(cfg)``: the model's detection range and time-gap threshold are the data
   config's (the model configs read them by interpolation); an override of one side alone is refused;
 - ``torch_threads(n)``: ``torch.set_num_threads`` for the duration of a command, restored afterwards;
-- ``running(cfg, checks)``: all of the above that a command running the model does first, in one place.
+- ``running(cfg, checks)``: all of the above that a command running the model does first, in one place
+  (and ``tf32``: TF32 for the float32 math on CUDA, ``detector.ops.precision``).
 """
 
 from __future__ import annotations
@@ -116,11 +117,14 @@ def torch_threads(n: int | None) -> Iterator[None]:
 def running(cfg: DictConfig, checks) -> Iterator[None]:
     """The preamble of ``train``, ``evaluate`` and ``predict``: resolvers registered, the config's values
     checked (``detector.config_checks.check_config(cfg, checks)``), the model's shared keys checked against
-    the data's; then ``cfg.torch_threads`` applies while the block runs and is restored afterwards."""
+    the data's; then ``cfg.torch_threads`` and ``cfg.tf32`` (``detector.ops.precision.allow_tf32``: TF32 for
+    float32 on CUDA) apply while the block runs and are restored afterwards."""
     from detector.config_checks import check_config
 
     register_resolvers()
     check_config(cfg, checks)
     check_model_fits_data(cfg)
-    with torch_threads(cfg.get("torch_threads")):
+    from detector.ops.precision import allow_tf32
+
+    with torch_threads(cfg.get("torch_threads")), allow_tf32(cfg.get("tf32")):
         yield

@@ -94,6 +94,7 @@ _DATA = [
     ("data.max_gap_s", number(0.0, strict=True, nullable=True)),
     ("data.classes", classes),
     ("torch_threads", whole(1, nullable=True)),
+    ("tf32", one_of(True, False, None)),
 ]
 TRAIN_CHECKS: list[tuple[str, Check]] = [
     ("seed", whole(0)),

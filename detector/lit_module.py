@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from detector.data.batch import ClipBatch, FrameBatch
+from detector.data.datamodule import NoFrames
 from detector.models import instantiate_model
 from detector.streaming import Stream
 from detector.version import CHECKPOINT_KEY, __version__
@@ -52,6 +53,8 @@ class DetectorModule(L.LightningModule):
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         if isinstance(batch, (ClipBatch, FrameBatch)):
             return batch.to(device)
+        if isinstance(batch, NoFrames):
+            return batch
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def training_step(self, batch: ClipBatch, batch_idx: int) -> torch.Tensor:
@@ -106,7 +109,9 @@ class DetectorModule(L.LightningModule):
         self._val_stream = Stream(self.model, device=None)
         self._val_losses = []
 
-    def validation_step(self, frame: FrameBatch, batch_idx: int) -> None:
+    def validation_step(self, frame: FrameBatch | NoFrames, batch_idx: int) -> None:
+        if isinstance(frame, NoFrames):  # a DDP rank without validation segments: nothing to stream
+            return
         # with labels, also the loss of this frame given the carried state (no gradient)
         step = self._val_stream.step(frame, return_losses=bool(len(frame.boxes)))
         if step.losses is not None:

@@ -28,7 +28,7 @@ from detector.atomic import ensure_dir, output_error
 from detector.checkpoints import check_checkpoint_file
 from detector.config import CONFIG_DIR, register_resolvers, running
 from detector.config_checks import TRAIN_CHECKS
-from detector.errors import user_errors
+from detector.errors import UserError, user_errors
 from detector.lit_module import DetectorModule
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,10 @@ def output_dir(cfg: DictConfig) -> Path:
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
     return Path(cfg.get("output_dir") or "outputs/train")
+
+
+class CheckpointWriteError(UserError):
+    """Another rank could not write a checkpoint: this rank stops too."""
 
 
 class AtomicCheckpoint(ModelCheckpoint):
@@ -55,14 +59,31 @@ class AtomicCheckpoint(ModelCheckpoint):
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         tmp = f"{filepath}.partial"
+        # rank 0 writes; a write error is held until every rank is past Lightning's barrier, then all ranks
+        # learn of it and stop (under DDP, a raise on rank 0 alone would leave the others at that barrier)
+        strategy, failed = trainer.strategy, []
+        save = strategy.save_checkpoint
+
+        def save_or_hold(checkpoint, path, storage_options=None):
+            try:
+                save(checkpoint, path, storage_options=storage_options)
+            except OSError as e:
+                failed.append(e)
+
+        strategy.save_checkpoint = save_or_hold
         try:
             super()._save_checkpoint(trainer, tmp)
-        except OSError as e:  # a full or read-only disk: no partial file stays, the last good one is kept
+        finally:
+            del strategy.save_checkpoint  # the class's method again
+        if strategy.reduce_boolean_decision(bool(failed), all=False):
+            if not failed:
+                raise CheckpointWriteError(f"{filepath}: not written by rank 0 (its error is in its log)")
+            e = failed[0]  # a full or read-only disk: no partial file stays, the last good one is kept
             if os.path.exists(tmp):
                 os.unlink(tmp)
             err = output_error(filepath, e)
             if err is e:
-                raise
+                raise e
             raise err from e
         if trainer.is_global_zero:
             os.replace(tmp, filepath)
@@ -106,7 +127,8 @@ def _train(cfg: DictConfig, callbacks: list | None) -> dict:
     datamodule = instantiate(cfg.data, seed=int(cfg.seed))
     module = DetectorModule(model_cfg=OmegaConf.to_container(cfg.model, resolve=True), **cfg.module)
     trainer = build_trainer(cfg, out, callbacks)
-    OmegaConf.save(cfg, out / "train_config.yaml", resolve=True)
+    if trainer.is_global_zero:  # every rank runs this; one writes
+        OmegaConf.save(cfg, out / "train_config.yaml", resolve=True)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     result = {"output_dir": str(out), "last_checkpoint": str(out / "checkpoints" / "last.ckpt"),
               "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}}

@@ -10,11 +10,14 @@ os.environ.setdefault("HYDRA_FULL_ERROR", "1")
 
 
 def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` run wherever torch sees CUDA (the default selection, ``-m "not slow"``, keeps
+    them) and are skipped, not deselected, without it. The marker is read from the test, not from its
+    keywords: those hold every parent's name, a checkout folder called ``gpu`` included."""
     if torch.cuda.is_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs CUDA")
     for item in items:
-        if "gpu" in item.keywords:
+        if item.get_closest_marker("gpu") is not None:
             item.add_marker(skip_gpu)
 
 

@@ -7,7 +7,10 @@
 - ``val/test/predict_dataloader``: ``SegmentDataset`` -> one ``FrameBatch`` per step (batch size 1), every
   frame of this rank's whole segments in order, ``reset`` at segment starts and on gaps. Under DDP the
   segments are split across ranks whole, so ranks may run different numbers of steps: do not sync
-  across ranks per step (no ``sync_dist`` on step-level logs), reduce metrics at epoch end.
+  across ranks per step (no ``sync_dist`` on step-level logs), reduce metrics at epoch end. A rank that
+  owns no segment (more ranks than segments) validates one ``NoFrames`` item instead of an empty loader,
+  which Lightning refuses and whose rank would skip the epoch-end merge (and DDP's buffer broadcast at the
+  first validation step) that the others wait in.
 
 Boxes: training drops boxes whose centre lies outside ``point_range`` (unless
 ``keep_boxes_outside_range``); the streamed splits keep them by default (``eval_keep_boxes_outside_range``)
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import lightning as L
 from torch.utils.data import DataLoader, SequentialSampler
@@ -28,6 +32,19 @@ from detector.data.augment import AugmentConfig
 from detector.data.clips import DEFAULT_CLASSES, ClipDataset, SegmentDataset
 from detector.data.collate import collate_clips, collate_stream
 from detector.data.sampler import ClipSampler, distributed_context
+
+
+@dataclass
+class NoFrames:
+    """The one item of the validation loader of a DDP rank that owns no segment of the split: its
+    ``validation_step`` streams nothing, and the rank still reaches the collectives of the others."""
+
+    split: str
+    rank: int
+
+
+def _collate_no_frames(items: Sequence[NoFrames]) -> NoFrames:
+    return items[0]
 
 
 class ClipDataModule(L.LightningDataModule):
@@ -107,6 +124,9 @@ class ClipDataModule(L.LightningDataModule):
         if name not in self.stream_sets:
             self.setup({"val": "validate", "test": "test", "predict": "predict"}[name])
         ds = self.stream_sets[name]
+        num_replicas, rank = self._rank()
+        if len(ds) == 0 and num_replicas > 1 and name == "val":
+            return DataLoader([NoFrames(self.splits[name], rank)], batch_size=1, collate_fn=_collate_no_frames)
         return DataLoader(ds, batch_size=1, sampler=SequentialSampler(ds), collate_fn=collate_stream,
                           **self._loader_kwargs())
 
@@ -120,4 +140,4 @@ class ClipDataModule(L.LightningDataModule):
         return self._stream_loader("predict")
 
 
-__all__ = ["ClipDataModule"]
+__all__ = ["ClipDataModule", "NoFrames"]

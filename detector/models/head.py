@@ -189,7 +189,8 @@ class DetectionHead(nn.Module):
             direction, rel = direction[:, :-1], direction[:, -1]
         if not self.direction_per_class:
             direction = direction[:, 0]
-        return HeadOutput(x.indices, centres, self.cls(f), reg[:, :k], direction, iou, rel)
+        f32 = lambda t: None if t is None else t.float()  # noqa: E731  losses and decoding in float32 under autocast
+        return HeadOutput(x.indices, centres, *map(f32, (self.cls(f), reg[:, :k], direction, iou, rel)))
 
     def direction_logits(self, out: HeadOutput, rows: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
         """The direction-bit logits of ``rows`` read as class ``cls``, the site-relative logit added in

@@ -17,7 +17,8 @@ feature computation, on one of two paths:
 - ``torch`` (the fallback, and the reference kept callable as ``gather_gemm_scatter``): per offset
   ``index_select``, matrix product, ``index_add_``.
 
-On CUDA ``forward`` is spconv's own, untouched.
+On CUDA ``forward`` is spconv's own, untouched but for the precision it runs in under a bfloat16
+autocast (``detector.ops.precision``).
 
 The classes subclass spconv's, so weights, state dicts and ``SparseConvTensor`` are spconv's.
 """
@@ -37,6 +38,7 @@ from spconv.pytorch import ops as spconv_ops
 from spconv.pytorch.core import IndiceData
 
 from detector.ops import cpu_kernels
+from detector.ops.precision import current_spconv_cuda_dtype
 
 __all__ = ["SubMConv3d", "SparseConv3d", "SparseInverseConv3d", "gather_gemm_scatter", "neighbour_conv",
            "cpu_backend", "use_cpu_backend"]
@@ -320,8 +322,20 @@ class _CpuSafeConv:
 
     def forward(self, input: SparseConvTensor, add_input: SparseConvTensor | None = None):  # noqa: A002
         if input.features.is_cuda:
-            return super().forward(input, add_input)
+            return self._cuda_forward(input, add_input)
         return self._cpu_forward(input, add_input)
+
+    def _cuda_forward(self, input: SparseConvTensor, add_input: SparseConvTensor | None) -> SparseConvTensor:  # noqa: A002
+        """spconv's own forward; under a bfloat16 autocast in float32 with autocast off inside it (spconv would
+        cast to float16 with no scaler to keep its gradients: ``detector.ops.precision``)."""
+        dtype = current_spconv_cuda_dtype()
+        if dtype is None:
+            return super().forward(input, add_input)
+        input = input.replace_feature(input.features.to(dtype))  # noqa: A001
+        if add_input is not None:
+            add_input = add_input.replace_feature(add_input.features.to(dtype))
+        with torch.autocast("cuda", enabled=False):
+            return super().forward(input, add_input)
 
     def _check_channels(self, channels: int) -> None:
         if channels != self.in_channels:
