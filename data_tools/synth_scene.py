@@ -338,7 +338,26 @@ def make_scene(rng: np.random.Generator, duration: float, object_range: float = 
 #: Surface reflectivity of vehicle paints (black, dark, grey, light, white) and of clothing: the sensor of
 #: generator 3 loses returns of dark surfaces at range (``synth_lidar.Detection``), as a real lidar does.
 _PAINT = ((0.30, 0.04, 0.10), (0.25, 0.10, 0.25), (0.25, 0.25, 0.50), (0.20, 0.50, 0.90))
-_CLOTHING = (0.12, 0.6)
+_CLOTHING = (0.2, 0.7)
+
+
+@dataclass(frozen=True)
+class StreetLayout:
+    """Offsets ``|d|`` (m from the centre line) of a street's rows, the same on both sides."""
+
+    lanes: tuple[float, ...]  # traffic lanes each way, inner first
+    bike: float | None  # bike lane (None: none)
+    parked: float
+    poles: float  # poles, signs and trees
+    walks: tuple[float, float, float]  # three sidewalk strips
+    wall: float
+    front: float  # where the lots (buildings, parking lots, plazas) start; a cross street's half corridor
+
+
+#: An avenue (two lanes each way, bike lanes) and a street (one lane each way, no bike lane: sidewalks 5 m
+#: nearer the ego). Cars up to 2.6 m wide, people up to 1 m: no two rows overlap.
+AVENUE = StreetLayout((1.75, 5.25), 7.6, 9.6, 11.4, (12.6, 13.6, 14.6), 15.6, 16.5)
+STREET = StreetLayout((1.75,), None, 4.85, 6.6, (7.8, 8.8, 9.8), 10.8, 11.7)
 
 
 @dataclass(frozen=True)
@@ -350,6 +369,7 @@ class CityConfig:
     pedestrian_density: float = 1.0  # scales sidewalks, corner crowds and plazas
     cross_street_gap: tuple[float, float] = (55.0, 120.0)  # metres between cross streets
     lot_kinds: tuple[float, float, float] = (0.5, 0.28, 0.22)  # chance of a building, parking lot, plaza
+    street_share: float = 0.5  # chance that the scene is a street (STREET) rather than an avenue (AVENUE)
     wobble: float = 0.0
     nlz_prob: float = 0.5
 
@@ -371,10 +391,11 @@ def make_city_scene(rng: np.random.Generator, duration: float, cfg: CityConfig =
     so that no two ever overlap."""
     # a straight road (a grid city): cross streets then stay perpendicular to it all the way out
     road = RoadPath(rng.uniform(-300, 300), rng.uniform(-300, 300), rng.uniform(-np.pi, np.pi), 0.0)
-    # the ego waits at a light a quarter of the time; its speed changes by at most ~8 m over the segment,
-    # so that it keeps clear of the cars before and after it in its lane
+    lay = STREET if rng.random() < cfg.street_share else AVENUE
+    # the ego drives in the inner or the outer lane; it waits at a light a quarter of the time; its speed
+    # changes by at most ~4 m over the segment, so that it keeps clear of the cars before and after it
     moving = rng.random() >= 0.25
-    ego = Ego(d=-1.75, speed=rng.uniform(3.0, 13.0) if moving else 0.0,
+    ego = Ego(d=-float(rng.choice(lay.lanes)), speed=rng.uniform(3.0, 13.0) if moving else 0.0,
               accel=rng.uniform(-0.3, 0.5) * min(1.0, (4.0 / max(duration, 1e-3)) ** 2) if moving else 0.0,
               wobble=cfg.wobble, phase=(rng.uniform(0, 2 * np.pi), rng.uniform(0, 2 * np.pi)))
     reach = cfg.object_range
@@ -409,20 +430,20 @@ def make_city_scene(rng: np.random.Generator, duration: float, cfg: CityConfig =
     def clothing():
         return float(rng.uniform(*_CLOTHING))
 
-    # Cross streets: straight, across the main road; a corridor of +-16.5 m along s is theirs.
+    # Cross streets: straight, across the main road, of its layout; a corridor of +-front along s is theirs.
     crossings = []
     s = s_lo + rng.uniform(0.0, cfg.cross_street_gap[1])
     while s < s_hi:
         crossings.append(s)
         s += rng.uniform(*cfg.cross_street_gap)
-    half = 16.5
+    half = lay.front
 
     def free(s0, s1):
         """True where [s0, s1] along the main road stays clear of every crossing's corridor."""
         return all(s1 < c - half or s0 > c + half for c in crossings)
 
     # Main road: moving traffic, one speed per lane; the ego's own place kept free.
-    for d, direction in ((-1.75, 1), (-5.25, 1), (1.75, -1), (5.25, -1)):
+    for d, direction in [(-lane, 1) for lane in lay.lanes] + [(lane, -1) for lane in lay.lanes]:
         speed = ego.speed if d == ego.d else float(rng.choice([0.0, rng.uniform(3.0, 14.0)], p=[0.15, 0.85]))
         span = speed * duration + 10
         lo, hi = (s_lo - span, s_hi) if direction > 0 else (s_lo, s_hi + span)
@@ -432,19 +453,19 @@ def make_city_scene(rng: np.random.Generator, duration: float, cfg: CityConfig =
                 continue
             add(TYPE_VEHICLE, size, s, d, _paint(rng), speed=direction * speed, reverse=direction < 0, boxy=boxy)
     # Parked rows along both curbs, outside the crossings.
-    for d in (-9.6, 9.6):
-        for s, length, (size, boxy) in _fill_row(rng, s_lo, s_hi, vehicle, 0.8, 7.0, keep=min(1.0, 0.3 * vd)):
+    for d in (-lay.parked, lay.parked):
+        for s, length, (size, boxy) in _fill_row(rng, s_lo, s_hi, vehicle, 0.8, 7.0, keep=min(1.0, 0.2 * vd)):
             if free(s - length / 2, s + length / 2):
                 add(TYPE_VEHICLE, size, s, d, _paint(rng), reverse=bool(rng.random() < 0.3), boxy=boxy)
     # Cyclists in the bike lanes.
-    for d, direction in ((-7.6, 1), (7.6, -1)):
+    for d, direction in ((-lay.bike, 1), (lay.bike, -1)) if lay.bike else ():
         speed = rng.uniform(2.5, 6.0)
         for s, _, size in _fill_row(rng, s_lo - speed * duration, s_hi + speed * duration, cyclist, 12.0, 55.0):
             add(TYPE_CYCLIST, size, s, d, clothing(), speed=direction * speed, reverse=direction < 0)
     # Sidewalks: three strips a side (walking one way, the other, standing), across the crossings too.
     for side in (-1, 1):
         speeds = rng.permutation([rng.uniform(0.7, 1.6), -rng.uniform(0.7, 1.6), 0.0])
-        for d, speed in zip((12.6, 13.6, 14.6), speeds):
+        for d, speed in zip(lay.walks, speeds):
             for s, _, size in _fill_row(rng, s_lo, s_hi, lambda: (0.8, pedestrian_size()), 1.0, 4.0 + 80.0 / pd,
                                         keep=0.8):
                 add(TYPE_PEDESTRIAN, size, s, side * d, clothing(), speed=speed,
@@ -476,37 +497,39 @@ def make_city_scene(rng: np.random.Generator, duration: float, cfg: CityConfig =
         x, y, h = road.at(c, 0.0)
         cross = RoadPath(float(x), float(y), float(h) + np.pi / 2, 0.0)
         for sgn in (-1, 1):  # the half on the main road's left (+1) or right (-1)
-            for d in (1.75, 5.25):
+            for d in lay.lanes:
                 # inbound (towards the main road) on the right of their travel: d' = +d on the left half
                 queue_d, out_d = sgn * d, -sgn * d
-                s = 17.5
+                s = half + 1.0
                 for _ in range(int(rng.integers(0, int(3 * vd) + 1))):
                     (l_, w_, h_), boxy = _vehicle_size(rng)
                     add(TYPE_VEHICLE, (l_, w_, h_), sgn * (s + l_ / 2), queue_d, _paint(rng), path=cross,
                         reverse=sgn > 0, boxy=boxy)
                     s += l_ + rng.uniform(1.0, 3.5)
                 speed = rng.uniform(4.0, 12.0)
-                for s, _, (size, boxy) in _fill_row(rng, 18.0, 70.0, vehicle, 10.0, 10.0 + 90.0 / vd):
+                for s, _, (size, boxy) in _fill_row(rng, half + 1.5, 70.0, vehicle, 10.0, 10.0 + 90.0 / vd):
                     add(TYPE_VEHICLE, size, sgn * s, out_d, _paint(rng), path=cross, speed=sgn * speed,
                         reverse=sgn < 0, boxy=boxy)
-            for d in (-9.6, 9.6):
-                for s, _, (size, boxy) in _fill_row(rng, 19.0, 50.0, vehicle, 0.8, 8.0, keep=min(1.0, 0.25 * vd)):
+            for d in (-lay.parked, lay.parked):
+                for s, _, (size, boxy) in _fill_row(rng, half + 2.5, 50.0, vehicle, 0.8, 8.0, keep=min(1.0, 0.25 * vd)):
                     add(TYPE_VEHICLE, size, sgn * s, d, _paint(rng), path=cross, reverse=bool(rng.random() < 0.5),
                         boxy=boxy)
-            for d in (12.6, 13.6, 14.6):  # walking away from the crossing, or standing
+            for d in lay.walks:  # walking away from the crossing, or standing
                 speed = float(rng.choice([0.0, rng.uniform(0.7, 1.6)]))
-                for s, _, size in _fill_row(rng, 22.0, 60.0, lambda: (0.8, pedestrian_size()), 1.0,
+                for s, _, size in _fill_row(rng, half + 5.5, 60.0, lambda: (0.8, pedestrian_size()), 1.0,
                                             4.0 + 50.0 / pd, keep=0.8):
                     for side in (-1, 1):
                         add(TYPE_PEDESTRIAN, size if side < 0 else pedestrian_size(), sgn * s, side * d, clothing(),
                             path=cross, speed=sgn * speed, reverse=sgn < 0)
             for side in (-1, 1):  # people waiting at the corner to cross
                 if rng.random() < 0.7:
-                    crowd(cross, sgn * 16.9, sgn * 21.2, side * 11.2, side * (11.2 + rng.uniform(2.1, 4.2)),
+                    edge = lay.poles - 0.2
+                    crowd(cross, sgn * (half + 0.4), sgn * (half + 4.7), side * edge,
+                          side * (edge + rng.uniform(2.1, 4.2)),
                           keep=0.22 * pd)
             for side in (-1, 1):  # poles and trees along the cross street
-                for s, _, kind in _fill_row(rng, 23.0, reach + 20, lambda: (0.3, rng.random()), 10.0, 30.0):
-                    _pole_or_tree(place, kind, sgn * s, side * 11.4, rng, path=cross)
+                for s, _, kind in _fill_row(rng, half + 6.5, reach + 20, lambda: (0.3, rng.random()), 10.0, 30.0):
+                    _pole_or_tree(place, kind, sgn * s, side * lay.poles, rng, path=cross)
 
     # Lots between the crossings on both sides: building, parking lot or plaza, each with a building behind.
     for side in (-1, 1):
@@ -516,17 +539,17 @@ def make_city_scene(rng: np.random.Generator, duration: float, cfg: CityConfig =
             s0, s1 = s - length / 2, s + length / 2
             if not free(s0, s1):
                 continue
-            d_near = 16.5 + setback
+            d_near = lay.front + setback
             p_build, p_park, _ = cfg.lot_kinds
             if kind < p_build:
                 place(box(-length / 2, length / 2, -depth / 2, depth / 2, 0, rng.uniform(4, 25)), s,
                       side * (d_near + depth / 2), BUILDING, albedo=rng.uniform(0.1, 0.35))
                 if rng.random() < 0.5:
-                    place(box(-length / 2, length / 2, -0.15, 0.15, 0, rng.uniform(1.0, 2.3)), s, side * 15.6, WALL)
+                    place(box(-length / 2, length / 2, -0.15, 0.15, 0, rng.uniform(1.0, 2.3)), s, side * lay.wall, WALL)
                 continue
             if kind < p_build + p_park:  # rows of cars parked across, aisles between them
-                d = 17.2
-                while d + 5.6 < 16.5 + depth:
+                d = lay.front + 0.7
+                while d + 5.6 < lay.front + depth:
                     facing = bool(rng.random() < 0.5)
                     for p in np.arange(s0 + 1.5, s1 - 1.5, rng.uniform(2.6, 3.2)):
                         if rng.random() < min(1.0, 0.15 * vd):
@@ -540,29 +563,33 @@ def make_city_scene(rng: np.random.Generator, duration: float, cfg: CityConfig =
                 for k in range(groups):
                     g0, g1 = s0 + k * length / groups, s0 + (k + 1) * length / groups
                     gs = rng.uniform(g0, max(g0, g1 - 4.0))
-                    gd = rng.uniform(17.0, 16.5 + depth - 6.0)
+                    gd = rng.uniform(lay.front + 0.5, lay.front + depth - 6.0)
                     crowd(road, gs, min(g1, gs + rng.uniform(3.2, 8.0)), side * gd, side * (gd + rng.uniform(2.2, 5.5)),
                           keep=0.25 * pd)
             back = rng.uniform(8, 20)
             place(box(-length / 2, length / 2, -back / 2, back / 2, 0, rng.uniform(4, 25)), s,
-                  side * (16.5 + depth + back / 2 + 0.5), BUILDING, albedo=rng.uniform(0.1, 0.35))
+                  side * (lay.front + depth + back / 2 + 0.5), BUILDING, albedo=rng.uniform(0.1, 0.35))
 
     # Poles (some with signs) and trees along the main road, outside the crossings.
     for side in (-1, 1):
         for s, _, kind in _fill_row(rng, s_lo, s_hi, lambda: (0.3, rng.random()), 8.0, 25.0):
             if free(s - 1.0, s + 1.0):
-                sign = _pole_or_tree(place, kind, s, side * 11.4, rng)
+                sign = _pole_or_tree(place, kind, s, side * lay.poles, rng)
                 if sign is not None:
-                    add(TYPE_SIGN, sign[0], s - 0.2 * side, side * 11.4, 1.1, z0=sign[1], reverse=side > 0)
+                    add(TYPE_SIGN, sign[0], s - 0.2 * side, side * lay.poles, 1.1, z0=sign[1], reverse=side > 0)
 
     zones = []
     if rng.random() < cfg.nlz_prob:
         s0 = rng.uniform(-20.0, ego_s_end)
         sd = rng.choice([-1, 1])
         ss = np.array([s0, s0 + 20, s0 + 20, s0])
-        dd = sd * np.array([16.0, 16.0, 40.0, 40.0])
+        dd = sd * np.array([lay.front - 0.5, lay.front - 0.5, lay.front + 23.5, lay.front + 23.5])
         x, y, _ = road.at(ss, dd)
         zones.append(np.c_[x, y])
+        # nothing labelled inside a no-label zone: the actors of the lots and streets under it stay away
+        times = np.linspace(0.0, duration, 9)
+        inside = [any(points_in_polygons(a.state(road, t)[0][None, :2], zones)[0] for t in times) for a in actors]
+        actors = [a for a, out in zip(actors, inside) if not out]
     v, t = merge(parts)
     return Scene(road, ego, actors, (v, t, np.concatenate(mats)), zones, np.concatenate(albedos))
 
