@@ -158,7 +158,7 @@ class Detection:
     head-on is detected (at the median); 0.45 (a grey car) reaches 2.1x as far, ground at grazing incidence
     much less far. Real lidars lose dark cars and far ground the same way."""
 
-    dark_range: float = 110.0
+    dark_range: float = 90.0
     spread: float = 0.35  # standard deviation of the log received power
 
     def detected(self, reflectivity: np.ndarray, cos: np.ndarray, distance: np.ndarray,
