@@ -1,13 +1,15 @@
 """The paper's comparison on the synthetic benchmark: single frame vs concatenation vs LSTM (vs GRU).
 
-    .venv/bin/python scripts/bench/paper_table.py --quick            # <= 30 min on 2 idle cores
-    .venv/bin/python scripts/bench/paper_table.py                    # full budget, <= 3 h
+    .venv/bin/python scripts/bench/paper_table.py --quick            # the quick budget (4 epochs)
+    .venv/bin/python scripts/bench/paper_table.py                    # full budget (16 epochs)
     .venv/bin/python scripts/bench/paper_table.py --quick --dry-run  # the plan, composed and checked
     .venv/bin/python scripts/bench/paper_table.py --data-only --data-root DIR  # the split and its calibration
 
 ``--generator`` picks the benchmark split by the synthesizer version that makes it (``BENCH_SPLITS``): 3 (the
-default) the Waymo-calibrated split and the ``bench_calibrated_<model>`` experiments (+-75 m); 2 the street
-split of the earlier tables (``docs/RESULTS.md``) and the ``bench_synthetic_<model>`` experiments (+-40 m).
+default) the Waymo-calibrated split and the ``bench_calibrated_<model>`` experiments (+-75 m; the full budget
+estimated at ~1.4 h for the three models on 2 idle cores, docs/studies/calibrated_world.md); 2 the street
+split of the earlier tables (``docs/RESULTS.md``: quick <= 30 min, full ~50 min for three models on 2 idle
+cores) and the ``bench_synthetic_<model>`` experiments (+-40 m).
 
 1. The benchmark split, with fixed seeds: ``python -m data_tools.synthesize`` + ``python -m
    data_tools.convert_waymo`` into ``--data-root`` (default ``data/bench_calibrated``, with ``--generator 2``
