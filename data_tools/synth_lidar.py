@@ -77,14 +77,28 @@ def top_beam_inclinations(height: int) -> np.ndarray:
     return np.deg2rad(-17.6 + 20.0 * (1.0 - (1.0 - u) ** 1.6))
 
 
-def make_rig(kind: str = "demo", top_height: int | None = None, top_width: int | None = None) -> list[LidarSpec]:
-    """``demo``: TOP 64x1024 and FRONT 48x160; ``waymo``: TOP 64x2650 and four short-range 200x600."""
+def banded_beam_inclinations(height: int) -> np.ndarray:
+    """Increasing, in two bands as long-range lidars space them: the upper 9/16 of the beams every ~0.21
+    degrees from -5 to +2.4 degrees (where far objects are), the rest every ~0.45 degrees below, to -17.6."""
+    fine = int(round(height * 9 / 16))
+    low = np.linspace(-17.6, -5.0, height - fine, endpoint=False)
+    return np.deg2rad(np.concatenate([low, np.linspace(-5.0, 2.4, fine)]))
+
+
+def make_rig(kind: str = "demo", top_height: int | None = None, top_width: int | None = None,
+             top_beams: str = "smooth") -> list[LidarSpec]:
+    """``demo``: TOP 64x1024 and FRONT 48x160; ``waymo``: TOP 64x2650 and four short-range 200x600.
+    ``top_beams``: the TOP's beam inclinations, ``smooth`` (``top_beam_inclinations``) or ``banded``
+    (``banded_beam_inclinations``, generator 3)."""
     if kind not in ("demo", "waymo"):
         raise ValueError(f"lidar rig {kind!r}: expected 'demo' or 'waymo'")
+    beams = {"smooth": top_beam_inclinations, "banded": banded_beam_inclinations}
+    if top_beams not in beams:
+        raise ValueError(f"top_beams {top_beams!r}: expected one of {', '.join(beams)}")
     th, tw = (64, 2650) if kind == "waymo" else (64, 1024)
     th, tw = top_height or th, top_width or tw
     top = LidarSpec(L.TOP, th, tw, _extrinsic((1.43, 0.0, 2.184), roll=-0.003, pitch=0.004, yaw=0.1),
-                    top_beam_inclinations(th), float(np.deg2rad(-17.6)), float(np.deg2rad(2.4)), 75.0,
+                    beams[top_beams](th), float(np.deg2rad(-17.6)), float(np.deg2rad(2.4)), 75.0,
                     rolling_shutter=True)
     short = dict(inclination_min=float(np.deg2rad(-90.0)), inclination_max=float(np.deg2rad(30.0)),
                  max_range=20.0, max_abs_azimuth=float(np.deg2rad(90.0)), beam_inclinations=None)
@@ -105,14 +119,18 @@ class CastScene:
     scene: o3d.t.geometry.RaycastingScene
     material: np.ndarray
     object_index: np.ndarray
+    albedo: np.ndarray | None = None  # per-triangle reflectivity (None: REFLECTIVITY of the material)
 
     @classmethod
     def build(cls, vertices: np.ndarray, triangles: np.ndarray, material: np.ndarray,
-              object_index: np.ndarray) -> CastScene:
+              object_index: np.ndarray, albedo: np.ndarray | None = None) -> CastScene:
         scene = o3d.t.geometry.RaycastingScene()
         scene.add_triangles(o3d.core.Tensor(vertices.astype(np.float32)),
                             o3d.core.Tensor(triangles.astype(np.uint32)))
-        return cls(scene, material, object_index)
+        return cls(scene, material, object_index, albedo)
+
+    def reflectivity(self, prim: np.ndarray) -> np.ndarray:
+        return REFLECTIVITY[self.material[prim]] if self.albedo is None else self.albedo[prim]
 
     def cast(self, origins: np.ndarray, dirs: np.ndarray):
         rays = np.concatenate([origins, dirs], axis=-1).astype(np.float32).reshape(-1, 6)
@@ -130,6 +148,24 @@ class NoiseConfig:
     beam_dropout: float = 0.01  # chance that a TOP row is missing in a frame
     sector_dropout: float = 0.2  # chance that a frame loses an azimuth sector of the TOP lidar
     second_return: float = 0.03  # chance of a second return behind a first one (thin things: 0.5)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """When a return is strong enough to be detected (generator 3): the received power of a return goes as
+    ``reflectivity * (0.35 + 0.65 cos(incidence)) / range^2`` and is detected above a threshold, with a
+    log-normal spread per pixel. ``dark_range``: the range to which a surface of reflectivity 0.1 seen
+    head-on is detected (at the median); 0.45 (a grey car) reaches 2.1x as far, ground at grazing incidence
+    much less far. Real lidars lose dark cars and far ground the same way."""
+
+    dark_range: float = 90.0
+    spread: float = 0.35  # standard deviation of the log received power
+
+    def detected(self, reflectivity: np.ndarray, cos: np.ndarray, distance: np.ndarray,
+                 draws: np.ndarray) -> np.ndarray:
+        power = reflectivity * (0.35 + 0.65 * cos) / np.maximum(distance, 0.3) ** 2
+        threshold = 0.1 / self.dark_range ** 2
+        return np.log(power / threshold) + self.spread * draws >= 0.0
 
 
 @dataclass
@@ -161,16 +197,16 @@ class PixelNoise:
 
 
 def _features(prim, normals, dirs, cast: CastScene, pixels: np.ndarray, noise: PixelNoise, weaker: float = 1.0):
-    mat = cast.material[prim]
     cos = np.abs(np.einsum("ij,ij->i", normals, dirs))
-    intensity = REFLECTIVITY[mat] * (0.35 + 0.65 * cos) * np.exp(noise.intensity[pixels]) * weaker
+    intensity = cast.reflectivity(prim) * (0.35 + 0.65 * cos) * np.exp(noise.intensity[pixels]) * weaker
     elongation = np.clip(0.04 + 0.4 * (1.0 - cos) + noise.elongation[pixels], 0.0, None)
     return intensity, elongation
 
 
 def capture(spec: LidarSpec, cast: CastScene, sweep_rpy_xyz: np.ndarray, nlz_polygons, rng: np.random.Generator,
-            noise: NoiseConfig) -> LidarCapture:
-    """Cast one lidar. ``sweep_rpy_xyz``: (W, 6) ego pose of each column (rolling shutter) or (1, 6)."""
+            noise: NoiseConfig, detection: Detection | None = None) -> LidarCapture:
+    """Cast one lidar. ``sweep_rpy_xyz``: (W, 6) ego pose of each column (rolling shutter) or (1, 6).
+    ``detection``: drop returns too weak to detect (generator 3; None: every hit within range returns)."""
     h, w = spec.height, spec.width
     pose6 = np.asarray(sweep_rpy_xyz, np.float64).reshape(-1, 6)
     if spec.rolling_shutter:
@@ -204,6 +240,11 @@ def capture(spec: LidarSpec, cast: CastScene, sweep_rpy_xyz: np.ndarray, nlz_pol
 
     dirs_flat = dirs.reshape(-1, 3)
     origins_flat = origins.reshape(-1, 3)
+    if detection is not None:  # one draw per pixel, hit or not (see PixelNoise)
+        power_draw = rng.normal(0.0, 1.0, n)
+        hit = np.flatnonzero(valid)
+        cos = np.abs(np.einsum("ij,ij->i", normals[hit], dirs_flat[hit]))
+        np.put(valid, hit, detection.detected(cast.reflectivity(prim[hit]), cos, t.ravel()[hit], power_draw[hit]))
     idx = np.flatnonzero(valid)
     r1 = quantize_range(t.ravel()[idx] + first.range[idx])
     keep = r1 > 0

@@ -13,14 +13,32 @@ from dataclasses import dataclass, field
 import numpy as np
 from waymo_open_dataset import dataset_pb2, label_pb2
 
-from data_tools.synth_lidar import CastScene, NoiseConfig, capture, make_rig, pose_matrices, sweep_times
-from data_tools.synth_scene import ACTOR_MATERIAL, GROUND, Scene, actor_world_mesh, ground_mesh, make_scene
+from data_tools.synth_lidar import CastScene, Detection, NoiseConfig, capture, make_rig, pose_matrices, sweep_times
+from data_tools.synth_scene import (
+    ACTOR_MATERIAL,
+    GROUND,
+    REFLECTIVITY,
+    CityConfig,
+    Scene,
+    actor_world_mesh,
+    ground_mesh,
+    make_city_scene,
+    make_scene,
+)
 from detector.data.waymo_reader import encode_matrix_float
 
-#: The generator's version: raised whenever the same seed and settings start giving other data, so that
-#: a store made by an older generator is not taken for this one's (``scripts/bench/paper_table.py``,
-#: ``scripts/demo.sh``). 2: noise drawn per pixel and per frame (the same data on any CPU to a few points).
+#: The default generator version (``SegmentConfig.generator``): a version is raised whenever the same seed
+#: and settings start giving other data, so that a store made by an older generator is not taken for this
+#: one's (``scripts/bench/paper_table.py``, ``scripts/demo.sh``); every version listed in ``GENERATORS``
+#: stays reproducible by its number. 2: the street world (``synth_scene.make_scene``), noise drawn per pixel
+#: and per frame (the same data on any CPU to a few points); the demo's world.
 GENERATOR = 2
+#: The versions this synthesizer makes. 3: the Waymo-calibrated city (``synth_scene.make_city_scene``),
+#: objects placed to 90 m, surfaces of their own reflectivity and a sensor that loses weak returns
+#: (``synth_lidar.Detection``), calibrated to real Waymo label statistics (docs/studies/calibrated_world.md).
+GENERATORS = (2, 3)
+#: The calibrated world's sensor (generator 3).
+CALIBRATED_DETECTION = Detection()
 
 FRAME_SECONDS = 0.1
 LEVEL_2 = label_pb2.Label.DifficultyLevel.LEVEL_2
@@ -30,12 +48,14 @@ TOP = dataset_pb2.LaserName.TOP
 @dataclass
 class SegmentConfig:
     frames: int = 30
+    generator: int = GENERATOR  # the world and sensor model: one of GENERATORS
     lidar: str = "demo"  # "demo" or "waymo" (see synth_lidar.make_rig)
     top_height: int | None = None
     top_width: int | None = None
-    object_range: float = 45.0  # metres around the ego's path where objects are placed
+    object_range: float = 45.0  # metres around the ego's path where objects are placed (generator 3: 90)
     label_range: float = 75.0  # objects whose centre is closer than this to the ego are labeled
     vehicle_density: float = 1.0
+    pedestrian_density: float = 1.0  # generator 3: scales sidewalks, crowds and plazas
     wobble: float = 0.0  # amplitude (rad) of the ego body's roll and pitch oscillation
     nlz_prob: float = 0.5  # chance that a segment has a no-label zone (over a building block)
     zlib_level: int = 1  # any level reads the same; 1 compresses ~2x faster than 6 for 2% more bytes
@@ -118,18 +138,38 @@ def _world_mesh(scene: Scene, states, ego_xy):
     add(sv, st, smat, -2 - np.arange(len(st)) // 12)
     for i, (actor, (center, heading)) in enumerate(zip(scene.actors, states)):
         add(actor_world_mesh(actor, center, heading), actor.mesh[1], ACTOR_MATERIAL[actor.type], i)
+    albedo = None
+    if scene.static_albedo is not None:  # surfaces of their own reflectivity (generator 3)
+        albedo = np.concatenate([np.full(len(gt), REFLECTIVITY[GROUND]), scene.static_albedo]
+                                + [np.full(len(a.mesh[1]), REFLECTIVITY[ACTOR_MATERIAL[a.type]] if a.albedo is None
+                                           else a.albedo) for a in scene.actors])
     return CastScene.build(np.concatenate(v_parts), np.concatenate(t_parts), np.concatenate(mat_parts),
-                           np.concatenate(obj_parts))
+                           np.concatenate(obj_parts), albedo)
 
 
-def synthesize_segment(cfg: SegmentConfig, seed: np.random.SeedSequence | int,
+def make_world(cfg: SegmentConfig, rng: np.random.Generator) -> tuple[Scene, Detection | None]:
+    """The scene and the sensor's detection model of generator ``cfg.generator``."""
+    duration = cfg.frames * FRAME_SECONDS
+    if cfg.generator == 2:
+        return make_scene(rng, duration, cfg.object_range, cfg.vehicle_density, cfg.wobble, cfg.nlz_prob), None
+    if cfg.generator == 3:
+        city = CityConfig(object_range=cfg.object_range, vehicle_density=cfg.vehicle_density,
+                          pedestrian_density=cfg.pedestrian_density, wobble=cfg.wobble, nlz_prob=cfg.nlz_prob)
+        return make_city_scene(rng, duration, city), CALIBRATED_DETECTION
+    raise ValueError(f"generator={cfg.generator}: this synthesizer makes versions {', '.join(map(str, GENERATORS))}")
+
+
+def synthesize_segment(cfg: SegmentConfig, seed: np.random.SeedSequence | int, only: set[int] | None = None,
                        ) -> Iterator[tuple[bytes, FrameTruth]]:
-    """Serialized ``dataset_pb2.Frame`` records of one segment, with what was cast (deterministic for ``seed``)."""
+    """Serialized ``dataset_pb2.Frame`` records of one segment, with what was cast (deterministic for ``seed``);
+    ``only``: just the frames of these indices (each the same as in the whole segment)."""
+    if cfg.generator not in GENERATORS:
+        raise ValueError(f"generator={cfg.generator}: this synthesizer makes versions "
+                         f"{', '.join(map(str, GENERATORS))}")
     rng = np.random.default_rng(seed)
     name = segment_name(rng, cfg.frames)  # drawn first: data_tools.synthesize names the file from it
-    rig = make_rig(cfg.lidar, cfg.top_height, cfg.top_width)
-    duration = cfg.frames * FRAME_SECONDS
-    scene = make_scene(rng, duration, cfg.object_range, cfg.vehicle_density, cfg.wobble, cfg.nlz_prob)
+    rig = make_rig(cfg.lidar, cfg.top_height, cfg.top_width, "banded" if cfg.generator >= 3 else "smooth")
+    scene, detection = make_world(cfg, rng)
     context = _context(name, rig)
     start_micros = 1_550_000_000_000_000 + int(rng.integers(0, 10**13))
     rig_by_name = sorted(rig, key=lambda s: s.name)
@@ -138,6 +178,8 @@ def synthesize_segment(cfg: SegmentConfig, seed: np.random.SeedSequence | int,
     frame_rngs = rng.spawn(cfg.frames)
 
     for i, frame_rng in enumerate(frame_rngs):
+        if only is not None and i not in only:
+            continue
         t = i * FRAME_SECONDS
         pose6 = scene.ego.rpy_xyz(scene.road, t)
         pose = pose_matrices(pose6)[0]
@@ -146,7 +188,7 @@ def synthesize_segment(cfg: SegmentConfig, seed: np.random.SeedSequence | int,
         caps = {}
         for spec in rig_by_name:
             sweep = scene.ego.rpy_xyz(scene.road, t + sweep_times(spec.width)) if spec.rolling_shutter else pose6
-            caps[spec.name] = capture(spec, cast, sweep, scene.no_label_zones, frame_rng, cfg.noise)
+            caps[spec.name] = capture(spec, cast, sweep, scene.no_label_zones, frame_rng, cfg.noise, detection)
 
         world_to_vehicle = np.linalg.inv(pose)
         world = np.concatenate([caps[s.name].world_points[k] for k in (0, 1) for s in rig_by_name])

@@ -91,9 +91,10 @@ def write_segment(task: SegmentTask) -> tuple[str, int]:
 
 def segment_config(cfg: DictConfig) -> SegmentConfig:
     return SegmentConfig(
-        frames=int(cfg.frames), lidar=str(cfg.lidar), top_height=cfg.top_height, top_width=cfg.top_width,
-        object_range=float(cfg.object_range), label_range=float(cfg.label_range),
-        vehicle_density=float(cfg.vehicle_density), wobble=float(cfg.wobble), nlz_prob=float(cfg.nlz_prob),
+        frames=int(cfg.frames), generator=int(cfg.generator), lidar=str(cfg.lidar), top_height=cfg.top_height,
+        top_width=cfg.top_width, object_range=float(cfg.object_range), label_range=float(cfg.label_range),
+        vehicle_density=float(cfg.vehicle_density), pedestrian_density=float(cfg.pedestrian_density),
+        wobble=float(cfg.wobble), nlz_prob=float(cfg.nlz_prob),
         zlib_level=int(cfg.zlib_level),
         noise=NoiseConfig(**{k: float(v) for k, v in cfg.noise.items()}),
     )

@@ -1,14 +1,23 @@
 """The paper's comparison on the synthetic benchmark: single frame vs concatenation vs LSTM (vs GRU).
 
-    .venv/bin/python scripts/bench/paper_table.py --quick            # <= 30 min on 2 idle cores
-    .venv/bin/python scripts/bench/paper_table.py                    # full budget, <= 3 h
+    .venv/bin/python scripts/bench/paper_table.py --quick            # the quick budget (4 epochs)
+    .venv/bin/python scripts/bench/paper_table.py                    # full budget (16 epochs)
     .venv/bin/python scripts/bench/paper_table.py --quick --dry-run  # the plan, composed and checked
+    .venv/bin/python scripts/bench/paper_table.py --data-only --data-root DIR  # the split and its calibration
+
+``--generator`` picks the benchmark split by the synthesizer version that makes it (``BENCH_SPLITS``): 3 (the
+default) the Waymo-calibrated split and the ``bench_calibrated_<model>`` experiments (+-75 m; the full budget
+estimated at ~1.4 h for the three models on 2 idle cores, docs/studies/calibrated_world.md); 2 the street
+split of the earlier tables (``docs/RESULTS.md``: quick <= 30 min, full ~50 min for three models on 2 idle
+cores) and the ``bench_synthetic_<model>`` experiments (+-40 m).
 
 1. The benchmark split, with fixed seeds: ``python -m data_tools.synthesize`` + ``python -m
-   data_tools.convert_waymo`` into ``--data-root`` (default ``data/bench``: records in ``records/``,
-   the frame store in ``synthetic/``, what the ``bench_synthetic_*`` experiments read). Skipped when
-   the store is complete and was made with the same options (``bench_data.json``).
-2. Every model trains with the same data, budget and seed (``experiment=bench_synthetic_<model>``; the
+   data_tools.convert_waymo`` into ``--data-root`` (default ``data/bench_calibrated``, with ``--generator 2``
+   ``data/bench``: records in ``records/``, the frame store in ``synthetic/``, what the experiments read).
+   Skipped when the store is complete and was made with the same options and generator (``bench_data.json``).
+   Then its label statistics beside real Waymo labels (``--real``, a ``metrics_pb2.Objects`` file; see
+   ``python -m data_tools.stats --compare``), printed and written to ``<data-root>/calibration.md``.
+2. Every model trains with the same data, budget and seed (``experiment=<experiments>_<model>``; the
    full mode is the experiment configs as they are, ``--quick`` fewer epochs) and is evaluated on the
    validation split from its last checkpoint (``detector.evaluate``), plus the AP on objects occluded
    in the previous frames (``detector.eval.occlusion``). Results land in ``<work-dir>/<model>/``; a
@@ -39,15 +48,34 @@ import lightning as L
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-#: The benchmark split: options of ``python -m data_tools.synthesize`` (configs/synthesize.yaml).
-#: Denser traffic (more, longer occlusions) and more sensor dropout than the demo: temporal cues.
-#: Labels within 40 m, the small models' range (as Waymo labels to 75 m, the paper model's range):
-#: the metrics then count only objects a model could see.
+#: The street benchmark split (generator 2): options of ``python -m data_tools.synthesize``
+#: (configs/synthesize.yaml). Denser traffic (more, longer occlusions) and more sensor dropout than
+#: the demo: temporal cues. Labels within 40 m, the small models' range: the metrics then count only objects a
+#: model could see.
 BENCH_DATA = {
     "segments": 10, "val_segments": 4, "frames": 40, "seed": 2020,
     "vehicle_density": 1.5, "object_range": 45.0, "label_range": 40.0,
     "noise.beam_dropout": 0.05, "noise.sector_dropout": 0.5,
 }
+#: The calibrated benchmark split (generator 3): the Waymo-calibrated city (``world=calibrated``: Waymo's
+#: lidar rig, objects placed to 90 m, labels to 75 m), the sensor's own noise; as many frames as the street
+#: split.
+CALIBRATED_DATA = {"world": "calibrated", "segments": 10, "val_segments": 4, "frames": 40, "seed": 2034}
+
+
+@dataclass(frozen=True)
+class BenchSplit:
+    generator: int  # the synthesizer version that makes it (recorded in bench_data.json)
+    options: dict
+    data_dir: str  # default --data-root, under the repository
+    experiments: str  # experiment=<experiments>_<model>
+
+
+BENCH_SPLITS = {2: BenchSplit(2, BENCH_DATA, "data/bench", "bench_synthetic"),
+                3: BenchSplit(3, CALIBRATED_DATA, "data/bench_calibrated", "bench_calibrated")}
+#: Real Waymo labels to calibrate against, where no --real is given (the first that exists).
+REAL_LABELS = (ROOT.parent / "shared" / "waymo_fake" / "fake_ground_truths.bin",
+               ROOT.parent.parent / "shared" / "waymo_fake" / "fake_ground_truths.bin")
 #: Overrides of each mode on top of ``experiment=bench_synthetic_<model>`` (the full mode: none).
 MODES = {
     "quick": {"models": ("single_frame", "concat", "lstm"),
@@ -87,12 +115,14 @@ def store_complete(data_root: Path, options: dict) -> bool:
     return all(len(segs[s]) == want[s] and all(x.num_frames == int(options["frames"]) for x in segs[s]) for s in want)
 
 
-def ensure_data(data_root: Path, options: dict, workers: int = 2) -> None:
+def ensure_data(data_root: Path, options: dict, workers: int = 2, generator: int = 2) -> None:
     """Synthesize and convert the benchmark split unless the store is complete with these options."""
-    from data_tools.synth_segment import GENERATOR
+    from data_tools.synth_segment import GENERATORS
 
+    if generator not in GENERATORS:
+        raise SystemExit(f"generator {generator}: this synthesizer makes versions {GENERATORS}")
     manifest = data_root / "bench_data.json"
-    wanted = {**options, "generator": GENERATOR}
+    wanted = {**options, "generator": generator}
     if manifest.is_file():
         made = json.loads(manifest.read_text())
         if made != wanted:
@@ -113,6 +143,27 @@ def ensure_data(data_root: Path, options: dict, workers: int = 2) -> None:
         subprocess.run(cmd, check=True, cwd=ROOT)
     if not store_complete(data_root, options):
         raise SystemExit(f"{data_root / 'synthetic'}: incomplete after conversion (see the messages above)")
+
+
+def calibration_table(data_root: Path, real: str | None) -> str | None:
+    """The split's label statistics beside real Waymo labels (``data_tools.stats``), printed and written to
+    ``<data-root>/calibration.md``; None (and a note) where no real labels are found."""
+    from data_tools.stats import calibration, compare, labels_from_ground_truth, labels_from_store
+    from detector.atomic import atomic_open
+
+    path = Path(real) if real else next((p for p in REAL_LABELS if p.is_file()), None)
+    if path is None:
+        print("calibration: no real labels (--real GT.bin) found; table skipped", flush=True)
+        return None
+    if not path.is_file():
+        raise SystemExit(f"--real {path}: no such file")
+    text, met, made = compare(calibration(labels_from_store(data_root / "synthetic")),
+                              calibration(labels_from_ground_truth(path)))
+    text = f"Real labels: `{path}`; split: `{data_root / 'synthetic'}`.\n\n" + text
+    with atomic_open(data_root / "calibration.md", "w") as f:
+        f.write(text)
+    print(text + f"wrote {data_root / 'calibration.md'}", flush=True)
+    return text
 
 
 # -- training and evaluation ----------------------------------------------------------------------------
@@ -147,11 +198,11 @@ def _for_eval(override: str) -> bool:
 
 
 def plan_runs(mode: str, models: list[str], data_root: Path, work_dir: Path, seed: int, threads: int | None,
-              device: str, extra: list[str]) -> list[RunPlan]:
+              device: str, extra: list[str], experiments: str = "bench_synthetic") -> list[RunPlan]:
     common = [f"paths.data_root={data_root}"] + ([f"torch_threads={threads}"] if threads else [])
     runs = []
     for m in models:
-        exp = [f"experiment=bench_synthetic_{m}"]
+        exp = [f"experiment={experiments}_{m}"]
         train = exp + common + [f"seed={seed}"] + MODES[mode]["overrides"] + \
             (["trainer=gpu"] if device == "cuda" else []) + \
             ["trainer.enable_progress_bar=false"] + extra
@@ -418,7 +469,7 @@ def format_tables(results: dict[str, dict], costs: dict[str, Cost], meta: dict) 
             f"{r['train_step_s']:.2f}", str(r["train_steps"])]) + " |")
     if meta.get("png"):
         lines += ["", f"Learning curves of all runs: `{meta['png']}`."]
-    lines += ["", "Targets (issue 8):", ""] + [f"- {t}" for t in target_lines(results, costs)]
+    lines += ["", "Targets:", ""] + [f"- {t}" for t in target_lines(results, costs)]
     return "\n".join(lines) + "\n"
 
 
@@ -449,7 +500,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--models", default=None, help="comma-separated: single_frame,concat,lstm,gru (default by mode)")
     ap.add_argument("--out", default=None, help="markdown output (default <work-dir>/paper_table.md); "
                                                 ".json and .png are written next to it")
-    ap.add_argument("--data-root", default=str(ROOT / "data" / "bench"))
+    ap.add_argument("--generator", type=int, default=3, choices=sorted(BENCH_SPLITS),
+                    help="the benchmark split by its synthesizer version: 3 calibrated (default), 2 street")
+    ap.add_argument("--data-root", default=None, help="default data/bench_calibrated (--generator 2: data/bench)")
+    ap.add_argument("--real", default=None, metavar="GT.bin",
+                    help="real Waymo labels (metrics_pb2.Objects) to compare the split with (default: REAL_LABELS)")
     ap.add_argument("--work-dir", default=None, help="default work/paper_table/<quick|full>")
     ap.add_argument("--seed", type=int, default=0, help="training seed (the data seed is fixed in BENCH_DATA)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -474,26 +529,31 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(memory_child(json.loads(args.memory_child))))
         return {}
     mode = "quick" if args.quick else "full"
-    models = [m for m in (args.models or ",".join(MODES[mode]["models"])).split(",") if m]
     from detector import CONFIG_DIR
 
-    known = {p.stem.removeprefix("bench_synthetic_")
-             for p in (Path(CONFIG_DIR) / "experiment").glob("bench_synthetic_*.yaml")}
+    split = BENCH_SPLITS[args.generator]
+    known = {p.stem.removeprefix(f"{split.experiments}_")
+             for p in (Path(CONFIG_DIR) / "experiment").glob(f"{split.experiments}_*.yaml")}
+    # by default the mode's models that the split has experiments for (the calibrated split: no gru yet)
+    models = [m for m in (args.models or ",".join(m for m in MODES[mode]["models"] if m in known)).split(",") if m]
     unknown = [m for m in models if m not in known]
     if unknown:
-        raise SystemExit(f"--models: no experiment bench_synthetic_{unknown[0]} (have {sorted(known)})")
-    options = dict(BENCH_DATA)
+        raise SystemExit(f"--models: no experiment {split.experiments}_{unknown[0]} (have {sorted(known)})")
+    options = dict(split.options)
     for kv in args.synth:
         key, sep, value = kv.partition("=")
         if not sep or not key:
             raise SystemExit(f"--synth {kv}: expected KEY=VALUE (an option of python -m data_tools.synthesize)")
         options[key] = type(options[key])(value) if key in options else value
-    data_root = Path(args.data_root).resolve()
-    work_dir = Path(args.work_dir or ROOT / "work" / "paper_table" / mode).resolve()
+    data_root = Path(args.data_root or ROOT / split.data_dir).resolve()
+    work_dir = Path(args.work_dir or ROOT / "work" / "paper_table"
+                    / (mode if args.generator == 2 else f"{mode}_g{args.generator}")).resolve()
     out = Path(args.out or work_dir / "paper_table.md").resolve()
-    runs = plan_runs(mode, models, data_root, work_dir, args.seed, args.threads, args.device, list(args.set))
+    runs = plan_runs(mode, models, data_root, work_dir, args.seed, args.threads, args.device, list(args.set),
+                     split.experiments)
 
     command = " ".join(["python scripts/bench/paper_table.py"] + (["--quick"] if args.quick else [])
+                       + ([f"--generator {args.generator}"] if args.generator != 3 else [])
                        + ([f"--models {args.models}"] if args.models else []))
     print(f"mode {mode}: models {models}; data {data_root} ({options}); work {work_dir}")
     for cmd in data_commands(data_root, options, args.workers):
@@ -513,9 +573,11 @@ def main(argv: list[str] | None = None) -> dict:
         return {"runs": [asdict(r) | {"work": str(r.work)} for r in runs], "data": options}
 
     t_start = time.perf_counter()
-    ensure_data(data_root, options, args.workers)
+    ensure_data(data_root, options, args.workers, split.generator)
+    table = calibration_table(data_root, args.real)
     if args.data_only:
-        return {"data": options, "seconds": time.perf_counter() - t_start}
+        return {"data": options, "generator": split.generator, "seconds": time.perf_counter() - t_start,
+                "calibration": table}
     label_range = float(options.get("label_range", 75.0))  # the synthesizer's default
     results = {run.model: run_model(run, data_root, label_range, args.fresh) for run in runs}
 

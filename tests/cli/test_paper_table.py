@@ -194,19 +194,34 @@ def _without_model(path: Path) -> dict:
     return cfg
 
 
-def test_bench_experiments_differ_only_in_the_model():
-    paths = sorted((Path(CONFIG_DIR) / "experiment").glob("bench_synthetic_*.yaml"))
-    assert {p.stem for p in paths} >= {f"bench_synthetic_{m}" for m in ("single_frame", "concat", "lstm", "gru")}
+@pytest.mark.parametrize("prefix, models", [("bench_synthetic", ("single_frame", "concat", "lstm", "gru")),
+                                             ("bench_calibrated", ("single_frame", "concat", "lstm"))])
+def test_bench_experiments_differ_only_in_the_model(prefix, models):
+    paths = sorted((Path(CONFIG_DIR) / "experiment").glob(f"{prefix}_*.yaml"))
+    assert {p.stem for p in paths} >= {f"{prefix}_{m}" for m in models}
     first = _without_model(paths[0])
     for p in paths[1:]:
         assert _without_model(p) == first, p.name
 
 
+def test_calibrated_experiments_cover_the_waymo_range():
+    """The calibrated split labels to 75 m: its models see +-75 m (and read its store); the street ones +-40 m."""
+    from detector.config import compose
+
+    for m in ("single_frame", "concat", "lstm"):
+        cfg = compose("train", [f"experiment=bench_calibrated_{m}"])
+        assert list(cfg.model.voxelizer.point_range)[:2] == [-75.0, -75.0] and cfg.data.root.endswith(
+            "bench_calibrated/synthetic")
+        street = compose("train", [f"experiment=bench_synthetic_{m}"])
+        assert list(street.model.voxelizer.point_range)[:2] == [-40.0, -40.0]
+        assert cfg.trainer.max_epochs == street.trainer.max_epochs and cfg.data.clip_length == street.data.clip_length
+
+
 def test_dry_run_plans_the_same_budget_for_every_model(tmp_path, capsys):
     for quick, models in ((True, ["single_frame", "concat", "lstm"]),
                           (False, ["single_frame", "concat", "lstm", "gru"])):
-        plan = paper_table.main((["--quick"] if quick else []) + ["--dry-run", "--data-root", str(tmp_path / "d"),
-                                                                  "--work-dir", str(tmp_path / "w")])
+        plan = paper_table.main((["--quick"] if quick else []) + [
+            "--generator", "2", "--dry-run", "--data-root", str(tmp_path / "d"), "--work-dir", str(tmp_path / "w")])
         runs = plan["runs"]
         assert [r["model"] for r in runs] == models
         strip = [[o for o in r["train_overrides"] if not o.startswith("experiment=")] for r in runs]
@@ -215,7 +230,13 @@ def test_dry_run_plans_the_same_budget_for_every_model(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "data_tools.synthesize" in out and "python -m detector.evaluate experiment=bench_synthetic_gru" in out
     with pytest.raises(SystemExit, match="no experiment bench_synthetic_nope"):
-        paper_table.main(["--dry-run", "--models", "lstm,nope"])
+        paper_table.main(["--generator", "2", "--dry-run", "--models", "lstm,nope"])
+    # the default: the calibrated split, its own experiments and data folder
+    plan = paper_table.main(["--quick", "--dry-run", "--work-dir", str(tmp_path / "w3")])
+    assert [r["model"] for r in plan["runs"]] == ["single_frame", "concat", "lstm"]
+    assert plan["data"]["world"] == "calibrated"
+    assert all(r["train_overrides"][0] == f"experiment=bench_calibrated_{r['model']}" for r in plan["runs"])
+    assert any(o.endswith("data/bench_calibrated") for o in plan["runs"][0]["train_overrides"])
 
 
 def test_tables_and_targets():
@@ -250,6 +271,29 @@ def test_existing_split_made_otherwise_is_refused(tmp_path):
         paper_table.ensure_data(tmp_path, dict(paper_table.BENCH_DATA))
 
 
+REAL_LABELS = Path(REPO_ROOT).parent / "shared" / "waymo_fake" / "fake_ground_truths.bin"
+if not REAL_LABELS.is_file():
+    REAL_LABELS = Path(REPO_ROOT).parent.parent / "shared" / "waymo_fake" / "fake_ground_truths.bin"
+
+
+@pytest.mark.slow  # ~40 s on an idle core (the calibrated world's five lidars), 2 min on a loaded one
+@pytest.mark.skipif(not REAL_LABELS.is_file(), reason="no real Waymo labels (shared/waymo_fake) here")
+def test_data_only_makes_the_calibrated_split_and_its_table(tmp_path, capsys):
+    """``--data-only`` on a tiny calibrated split (generator 3, TOP narrowed): the store, the manifest with its
+    generator, and the calibration table beside the real labels; a rerun reuses the store."""
+    root = tmp_path / "bench"
+    args = ["--data-only", "--data-root", str(root), "--workers", "1", "--real", str(REAL_LABELS),
+            "--synth", "segments=1", "--synth", "val_segments=1", "--synth", "frames=2", "--synth", "top_width=512"]
+    report = paper_table.main(args)
+    manifest = json.loads((root / "bench_data.json").read_text())
+    assert manifest["generator"] == 3 and manifest["world"] == "calibrated" and report["generator"] == 3
+    table = (root / "calibration.md").read_text()
+    assert "| VEHICLE | [50, 75] |" in table and "| PEDESTRIAN | [0, 30) |" in table and "Within bounds:" in table
+    assert report["calibration"].rstrip() in capsys.readouterr().out
+    assert paper_table.main(args)["calibration"] == report["calibration"]
+    assert "complete, reused" in capsys.readouterr().out
+
+
 def test_a_finished_model_is_reused(tmp_path):
     (run,) = paper_table.plan_runs("quick", ["lstm"], tmp_path / "data", tmp_path / "work", 0, None, "cpu", [])
     run.work.mkdir(parents=True)
@@ -268,7 +312,7 @@ def test_micro_run_writes_the_table(tmp_path):
     """Every phase for real on a tiny split (1 + 1 segments x 6 frames, 1 epoch, narrow models): data,
     training, evaluation, occlusion AP, cost in one process (+ the memory child), plot, table."""
     out = tmp_path / "table.md"
-    args = ["--quick", "--models", "single_frame,lstm", "--data-root", str(tmp_path / "bench"),
+    args = ["--quick", "--generator", "2", "--models", "single_frame,lstm", "--data-root", str(tmp_path / "bench"),
             "--work-dir", str(tmp_path / "work"), "--out", str(out), "--threads", "1", "--workers", "1",
             "--cost-frames", "5", "--cost-rounds", "1",
             "--synth", "segments=1", "--synth", "val_segments=1", "--synth", "frames=6"]
