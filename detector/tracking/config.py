@@ -1,0 +1,58 @@
+"""The tracker's settings (the ``tracker`` Hydra group builds this with ``_target_``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from waymo_open_dataset import label_pb2
+
+Label = label_pb2.Label
+
+#: Class names of the settings, as the configs spell them, and their Waymo ``Label.Type``.
+CLASS_TYPES = {"vehicle": Label.TYPE_VEHICLE, "pedestrian": Label.TYPE_PEDESTRIAN, "sign": Label.TYPE_SIGN,
+               "cyclist": Label.TYPE_CYCLIST}
+
+
+def _per_type(values: Mapping, key: str) -> dict[int, float]:
+    out = {}
+    for name, v in dict(values).items():
+        if name not in CLASS_TYPES:
+            raise ValueError(f"tracker.{key}.{name}: unknown class (expected one of {', '.join(CLASS_TYPES)})")
+        out[CLASS_TYPES[name]] = float(v)
+    return out
+
+
+@dataclass
+class TrackerConfig:
+    """What the tracker does; see ``detector/tracking/tracker.py``.
+
+    ``gate_m``: the largest distance (metres, bird's eye) between a track's predicted centre and a detection
+    it may take, per class; ``birth_score``: an unmatched detection at or above it starts a track (below, it
+    gets an id of its own that nothing continues); ``max_coast_s``: how long a track is kept without a
+    detection (occlusions) before it dies; ``min_hits``: detections a track needs before its motion counts
+    for the heading; ``process_noise``/``measurement_noise``: the constant-velocity Kalman filter's
+    acceleration spectral density (m^2/s^3) and centre noise (m^2); ``motion_heading``: turn moving boxes to
+    face their track's motion (``detector/models/motion_heading.py``).
+    """
+
+    enabled: bool = True
+    gate_m: Mapping = field(default_factory=lambda: {"vehicle": 2.5, "pedestrian": 1.0, "sign": 1.0,
+                                                     "cyclist": 1.5})
+    birth_score: float = 0.3
+    max_coast_s: float = 0.5
+    min_hits: int = 2
+    process_noise: float = 4.0
+    measurement_noise: float = 0.04
+    max_gap_s: float = 0.5
+    motion_heading: bool = True
+
+    def __post_init__(self) -> None:
+        self.gates = _per_type(self.gate_m, "gate_m")
+        for name in ("birth_score", "max_coast_s", "process_noise", "measurement_noise", "max_gap_s"):
+            if not float(getattr(self, name)) >= 0:
+                raise ValueError(f"tracker.{name}={getattr(self, name)!r}: must be >= 0")
+        if any(g <= 0 for g in self.gates.values()):
+            raise ValueError(f"tracker.gate_m: every gate must be > 0, got {dict(self.gate_m)}")
+        if int(self.min_hits) < 1:
+            raise ValueError(f"tracker.min_hits={self.min_hits!r}: must be >= 1")
