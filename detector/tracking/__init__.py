@@ -5,7 +5,7 @@ association (``association``: gated Hungarian on centre distance, per class), th
 (``life_cycle``: birth on a score, coasting, death) and the ``Tracker`` that runs them frame by frame.
 """
 
-from detector.tracking.config import CLASS_TYPES, TrackerConfig
+from detector.tracking.config import CLASS_TYPES, TrackerConfig, tracker_config
 from detector.tracking.tracker import HISTORY, Tracker, TrackState
 
-__all__ = ["CLASS_TYPES", "HISTORY", "TrackState", "Tracker", "TrackerConfig"]
+__all__ = ["CLASS_TYPES", "HISTORY", "TrackState", "Tracker", "TrackerConfig", "tracker_config"]

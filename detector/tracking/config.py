@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from waymo_open_dataset import label_pb2
 
@@ -30,8 +31,7 @@ class TrackerConfig:
     ``gate_m``: the largest distance (metres, bird's eye) between a track's predicted centre and a detection
     it may take, per class; ``birth_score``: an unmatched detection at or above it starts a track (below, it
     gets an id of its own that nothing continues); ``max_coast_s``: how long a track is kept without a
-    detection (occlusions) before it dies; ``min_hits``: detections a track needs before its motion counts
-    for the heading; ``process_noise``/``measurement_noise``: the constant-velocity Kalman filter's
+    detection (occlusions) before it dies; ``process_noise``/``measurement_noise``: the constant-velocity Kalman filter's
     acceleration spectral density (m^2/s^3) and centre noise (m^2); ``motion_heading``: turn moving boxes to
     face their track's motion (``detector/models/motion_heading.py``).
     """
@@ -41,7 +41,6 @@ class TrackerConfig:
                                                      "cyclist": 1.5})
     birth_score: float = 0.3
     max_coast_s: float = 0.5
-    min_hits: int = 2
     process_noise: float = 4.0
     measurement_noise: float = 0.04
     max_gap_s: float = 0.5
@@ -54,5 +53,23 @@ class TrackerConfig:
                 raise ValueError(f"tracker.{name}={getattr(self, name)!r}: must be >= 0")
         if any(g <= 0 for g in self.gates.values()):
             raise ValueError(f"tracker.gate_m: every gate must be > 0, got {dict(self.gate_m)}")
-        if int(self.min_hits) < 1:
-            raise ValueError(f"tracker.min_hits={self.min_hits!r}: must be >= 1")
+
+
+def tracker_config(node: Any) -> TrackerConfig | None:
+    """The ``tracker`` config node built (``_target_``) into a ``TrackerConfig``; None when absent. Bad keys or
+    values raise ``InputError`` naming them."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from detector.errors import InputError
+
+    if node is None:
+        return None
+    try:
+        config = instantiate(node, _convert_="all")
+    except InstantiationException as exc:
+        cause = exc.__cause__ or exc
+        raise InputError(f"tracker: {cause}") from exc
+    if not isinstance(config, TrackerConfig):
+        raise InputError(f"tracker._target_ must build a detector.tracking.TrackerConfig, got {type(config).__name__}")
+    return config
