@@ -19,6 +19,7 @@ import torch
 
 from detector.data.batch import FrameBatch
 from detector.models.motion_heading import MotionHeading
+from detector.models.outputs import Detections
 from detector.tracking import Tracker, TrackerConfig
 
 __all__ = ["FrameResult", "Stream", "StreamStep", "frame_result", "motion_heading_of", "stream", "stream_segments",
@@ -136,13 +137,18 @@ class Stream:
         det = dets[0]
         if self.tracker is not None:
             pose, ts = frame.poses[0].cpu().numpy(), int(frame.timestamps[0])
-            tracks = self.tracker.update(det.boxes.detach().double().cpu().numpy(),
-                                         det.scores.detach().cpu().numpy(), det.types.cpu().numpy(), pose, ts)
-            if self.motion is not None:
+            tracks = self.tracker.update(_numpy(det.boxes), _numpy(det.scores), _numpy(det.types), pose, ts)
+            torch_out = isinstance(det, Detections)
+            if self.motion is not None and torch_out:
                 det = self.motion.apply(det, tracks, pose, ts)
-            if self.tracker_config.enabled:
-                det = replace(det, track_ids=torch.as_tensor(tracks.track_ids, device=det.scores.device))
+            if self.tracker_config.enabled and hasattr(det, "track_ids"):
+                ids = tracks.track_ids
+                det = replace(det, track_ids=torch.as_tensor(ids, device=det.scores.device) if torch_out else ids)
         return StreamStep(frame, det, self.state, losses)
+
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def stream(model: torch.nn.Module, frames: Iterable[FrameBatch], device: torch.device | str | None = "cpu",
