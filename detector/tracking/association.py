@@ -17,17 +17,18 @@ def associate(track_xy: np.ndarray, track_types: np.ndarray, det_xy: np.ndarray,
         d = np.nonzero(det_types == ty)[0]
         if not len(t) or not len(d):
             continue
-        diff = track_xy[t, None, :] - det_xy[None, d, :]
-        dist = np.sqrt((diff ** 2).sum(-1))
-        ok = dist <= gate
+        dx = track_xy[t, 0][:, None] - det_xy[d, 0][None, :]
+        dy = track_xy[t, 1][:, None] - det_xy[d, 1][None, :]
+        d2 = dx * dx + dy * dy
+        ok = d2 <= gate * gate
         if not ok.any():
             continue
         # Only rows and columns with a candidate take part: smaller problems, same solution.
         tr, dc = np.nonzero(ok.any(1))[0], np.nonzero(ok.any(0))[0]
-        sub = dist[np.ix_(tr, dc)]
-        cost = np.where(ok[np.ix_(tr, dc)], sub, gate * 1e3)
+        sub_ok = ok[np.ix_(tr, dc)]
+        cost = np.where(sub_ok, np.sqrt(d2[np.ix_(tr, dc)]), gate * 1e3)
         r, c = linear_sum_assignment(cost)
-        good = ok[tr[r], dc[c]]
+        good = sub_ok[r, c]
         rows.append(t[tr[r[good]]])
         cols.append(d[dc[c[good]]])
     if not rows:

@@ -125,7 +125,9 @@ class Tracker:
         self.score_sum[rows] += scores[cols]
         self._push_history(rows, centres[cols, :2], t)
 
-        unmatched = np.setdiff1d(np.arange(k), cols)
+        free = np.ones(k, bool)
+        free[cols] = False
+        unmatched = np.flatnonzero(free)
         born = births(scores, unmatched, c.birth_score)
         track_of = np.full(k, -1, np.int64)
         track_of[cols] = rows
@@ -167,8 +169,8 @@ class Tracker:
     def _push_history(self, rows, xy, t) -> None:
         if not len(rows):
             return
-        self.hist_xy[rows] = np.roll(self.hist_xy[rows], -1, axis=1)
-        self.hist_t[rows] = np.roll(self.hist_t[rows], -1, axis=1)
+        self.hist_xy[rows, :-1] = self.hist_xy[rows, 1:]
+        self.hist_t[rows, :-1] = self.hist_t[rows, 1:]
         self.hist_xy[rows, -1] = xy
         self.hist_t[rows, -1] = t
         self.hist_n[rows] = np.minimum(self.hist_n[rows] + 1, HISTORY)
