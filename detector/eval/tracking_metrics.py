@@ -514,7 +514,10 @@ class WaymoTrackingMetrics:
                 for li, _ in enumerate(levels):
                     name = next(names)
                     (mota, motp, miss, mism, fp, cutoff), c = _best_mota(total, shard, li, self.spec.score_cutoffs)
-                    pick = (lambda a: int(a[c])) if c is not None else (lambda a: 0)
+
+                    def pick(a, c=c):
+                        return int(a[c]) if c is not None else 0
+
                     out[name] = TrackingResult(
                         name=name, mota=float(mota), motp=float(motp), miss=float(miss), mismatch=float(mism),
                         fp=float(fp), score_cutoff=float(cutoff),

@@ -31,9 +31,10 @@ class TrackerConfig:
     ``gate_m``: the largest distance (metres, bird's eye) between a track's predicted centre and a detection
     it may take, per class; ``birth_score``: an unmatched detection at or above it starts a track (below, it
     gets an id of its own that nothing continues); ``max_coast_s``: how long a track is kept without a
-    detection (occlusions) before it dies; ``process_noise``/``measurement_noise``: the constant-velocity Kalman filter's
-    acceleration spectral density (m^2/s^3) and centre noise (m^2); ``motion_heading``: turn moving boxes to
-    face their track's motion (``detector/models/motion_heading.py``).
+    detection (occlusions) before it dies; ``process_noise``/``measurement_noise``: the constant-velocity
+    Kalman filter's acceleration spectral density (m^2/s^3) and centre noise (m^2); ``max_gap_s``: a longer
+    timestamp gap ends every track; ``motion_heading``: turn moving boxes to face their track's motion
+    (``detector/models/motion_heading.py``).
     """
 
     enabled: bool = True

@@ -12,7 +12,6 @@ track; ids keep counting, so an id never names two objects within a stream.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np

@@ -430,9 +430,9 @@ def visible_predictions(scene: SceneFrame, opts: SceneOptions) -> PredictedBoxes
 
 def score_labels(scene: SceneFrame, opts: SceneOptions, near: tuple[float, float] = (0.0, 0.0),
                  selected: int | None = None) -> list[SceneLabel]:
-    """A label ``"VEH 0.87"`` (``"VEH 0.87 #12"`` with track id 12) above the top centre of shown predictions: the ``max_labels`` nearest
-    to ``near`` (x, y metres; the ego by default), plus prediction ``selected`` (an index into
-    ``visible_predictions``) whatever its distance."""
+    """A label ``"VEH 0.87"`` (``"VEH 0.87 #12"`` with track id 12) above the top centre of shown
+    predictions: the ``max_labels`` nearest to ``near`` (x, y metres; the ego by default), plus prediction
+    ``selected`` (an index into ``visible_predictions``) whatever its distance."""
     preds = visible_predictions(scene, opts)
     if not opts.show_scores or preds is None or not len(preds):
         return []
@@ -467,7 +467,8 @@ def frame_caption(scene: SceneFrame, opts: SceneOptions) -> str:
 
 __all__ = [
     "GT_COLORS", "PRED_COLORS", "STATE_COLOR", "BOX_EDGES", "TOP_EDGES", "SEGMENTS_PER_BOX",
-    "PredictedBoxes", "TrailMemory", "trail_segments", "StateVoxels", "SceneFrame", "SceneOptions", "SceneGeometry", "SceneLabel",
+    "PredictedBoxes", "TrailMemory", "trail_segments", "StateVoxels", "SceneFrame", "SceneOptions",
+    "SceneGeometry", "SceneLabel",
     "box_corners", "box_segments", "dashed", "box_lines", "lines_geometry", "clean_scene",
     "visible_ground_truth", "class_colors", "point_colors", "subsample_points", "points_geometry",
     "boxes_geometry", "state_geometry", "build_scene", "visible_predictions", "score_labels",

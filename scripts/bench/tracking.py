@@ -46,7 +46,8 @@ def bench_tracker(num_dets: int, frames: int, seed: int = 0) -> dict:
     speed = {1: 10.0, 2: 1.4, 4: 5.0}
     pos = rng.uniform(-75, 75, (num_dets, 2))
     head = rng.uniform(-np.pi, np.pi, num_dets)
-    vel = np.stack([np.cos(head), np.sin(head)], 1) * np.array([speed[t] for t in types])[:, None] * rng.random((num_dets, 1))
+    vel = (np.stack([np.cos(head), np.sin(head)], 1) * np.array([speed[t] for t in types])[:, None]
+           * rng.random((num_dets, 1)))
     sizes = {1: (4.5, 2.0, 1.6), 2: (0.8, 0.8, 1.8), 4: (1.8, 0.7, 1.7)}
     dims = np.array([sizes[t] for t in types])
     tracker = Tracker()
