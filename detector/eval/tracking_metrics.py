@@ -267,31 +267,49 @@ def _simulate(acc: _Acc, comps, comp_p, comp_g, pnode, gnode, live, sp, sg, lo, 
     p_by = _split_by(pc, p_sel)
     g_by = _split_by(gc, g_sel)
     e_by = _split_by(ec, e_sel)
-    nlz = batch.pred_nlz
-    levels = np.asarray(levels)
+    levels = [int(x) for x in levels]
+    # Plain Python values: the frame loop below reads them one at a time.
+    p_frame, g_frame = batch.pred_frame.tolist(), batch.gt_frame.tolist()
+    lo_l, hi_l, nlz_l = lo.tolist(), hi.tolist(), batch.pred_nlz.tolist()
+    pnode_l, gnode_l, level_l = pnode.tolist(), gnode.tolist(), gt_level.tolist()
+    ep_l, eg_l, iou_l, w_l = ep.tolist(), eg.tolist(), iou.astype(np.float64).tolist(), w.tolist()
+    rows: list[tuple] = []  # (shard, start, end, fps, mismatches, matches, cost, misses per level, out per level)
     for c in comps:
         ps, gs, es = p_by.get(c, ()), g_by.get(c, ()), e_by.get(c, ())
-        # Per frame: predictions (node, lo, hi, nlz, shard), ground truths (node, level), pairs.
         frames: dict[int, list] = {}
-        for j in ps:
-            frames.setdefault(int(batch.pred_frame[j]), [[], [], {}])[0].append(int(j))
-        for i in gs:
-            frames.setdefault(int(batch.gt_frame[i]), [[], [], {}])[1].append(int(i))
-        for e in es:
-            frames[int(batch.pred_frame[ep[e]])][2][(int(ep[e]), int(eg[e]))] = (float(iou[e]), int(w[e]))
-        seq = [frames[f] for f in sorted(frames)]
+        for j in ps.tolist() if len(ps) else ():
+            frames.setdefault(p_frame[j], [[], [], {}])[0].append((j, pnode_l[j], lo_l[j], hi_l[j], nlz_l[j]))
+        for i in gs.tolist() if len(gs) else ():
+            frames.setdefault(g_frame[i], [[], [], {}])[1].append((i, gnode_l[i], level_l[i]))
+        for e in es.tolist() if len(es) else ():
+            frames[p_frame[ep_l[e]]][2][(ep_l[e], eg_l[e])] = (iou_l[e], w_l[e])
+        order = sorted(frames)
+        seq = [frames[f] for f in order]
         shard = int(sp[ps[0]]) if len(ps) else int(sg[gs[0]])
-        bounds = np.unique(np.r_[0, n_cut, lo[ps], hi[ps]])
-        bounds = bounds[(bounds >= 0) & (bounds <= n_cut)]
+        # The first frame whose predictions change at each cutoff bound: the runs share the frames before it.
+        first_change: dict[int, int] = {}
+        for k, (preds, _, _) in enumerate(seq):
+            for _, _, plo, phi, _ in preds:
+                for bound in (plo, phi):
+                    if bound not in first_change:
+                        first_change[bound] = k
+        bounds = sorted({0, n_cut, *first_change} & set(range(n_cut + 1)))
+        snapshots: list = [None] * (len(seq) + 1)
+        start = 0
         for a, b in zip(bounds[:-1], bounds[1:]):
-            fps, mism, matches, cost, miss, out = _run_mot(seq, int(a), lo, hi, nlz, pnode, gnode, gt_level, levels)
-            acc.add(acc.fps, shard, a, b, fps)
-            acc.add(acc.mism, shard, a, b, mism)
-            acc.add(acc.matches, shard, a, b, matches)
-            acc.add(acc.cost, shard, a, b, cost)
-            for li in range(len(levels)):
-                acc.add(acc.misses, shard * acc.l + li, a, b, miss[li])
-                acc.add(acc.gt_out, shard * acc.l + li, a, b, out[li])
+            totals = _run_mot(seq, a, levels, snapshots, start)
+            rows.append((shard, a, b, *totals))
+            start = min(first_change.get(b, len(seq)), len(seq))
+    if not rows:
+        return
+    cols = list(zip(*rows))
+    shard, start, end = (np.asarray(x, np.int64) for x in cols[:3])
+    for target, values in ((acc.fps, cols[3]), (acc.mism, cols[4]), (acc.matches, cols[5]), (acc.cost, cols[6])):
+        acc.add(target, shard, start, end, np.asarray(values, np.float64))
+    misses, out = np.asarray(cols[7], np.float64), np.asarray(cols[8], np.float64)
+    for li in range(len(levels)):
+        acc.add(acc.misses, shard * acc.l + li, start, end, misses[:, li])
+        acc.add(acc.gt_out, shard * acc.l + li, start, end, out[:, li])
 
 
 def _split_by(keys: np.ndarray, values: np.ndarray) -> dict[int, np.ndarray]:
@@ -303,58 +321,76 @@ def _split_by(keys: np.ndarray, values: np.ndarray) -> dict[int, np.ndarray]:
     return {int(k[a]): v[a:b] for a, b in zip(cuts[:-1], cuts[1:])}
 
 
-def _run_mot(seq, cut, lo, hi, nlz, pnode, gnode, gt_level, levels):
-    """The official mapping over one component's frames with the predictions present at cutoff ``cut``."""
-    state: dict[int, int] = {}  # ground-truth node -> prediction node
-    inverse: dict[int, int] = {}
-    fps = mism = matches = 0
-    cost = 0.0
-    miss = [0] * len(levels)
-    out = [0] * len(levels)
-    for preds, gts, pair in seq:
-        pd_map = {}  # prediction node -> object (the first present of its id)
-        for j in preds:
-            if lo[j] <= cut < hi[j]:
-                pd_map.setdefault(int(pnode[j]), j)
-        gt_map = {int(gnode[i]): i for i in gts}
+def _run_mot(seq, cut, levels, snapshots, start):
+    """The official mapping over one component's frames with the predictions present at cutoff ``cut``.
+
+    ``snapshots[k]``: the mapping and the counts before frame ``k``, kept from the run at the previous
+    cutoff; frames before ``start`` saw the same predictions then, so the run resumes there."""
+    if start > 0 and snapshots[start] is not None:
+        state, inverse, counts = snapshots[start]
+        state, inverse = dict(state), dict(inverse)
+        fps, mism, matches, cost, miss, out = counts
+        miss, out = list(miss), list(out)
+    else:
+        start = 0
+        state, inverse = {}, {}  # ground-truth node -> prediction node, and back
+        fps = mism = matches = 0
+        cost = 0.0
+        miss = [0] * len(levels)
+        out = [0] * len(levels)
+    n_levels = len(levels)
+    for k in range(start, len(seq)):
+        snapshots[k] = (dict(state), dict(inverse), (fps, mism, matches, cost, tuple(miss), tuple(out)))
+        preds, gts, pair = seq[k]
+        pd_map = {}  # prediction node -> (object, nlz): the first present of its id
+        for j, p, plo, phi, nlz in preds:
+            if plo <= cut < phi and p not in pd_map:
+                pd_map[p] = (j, nlz)
+        gt_map = {g: (i, lv) for i, g, lv in gts}
         new: dict[int, int] = {}
         for g, p in state.items():
-            j, i = pd_map.get(p), gt_map.get(g)
-            if j is None or i is None or (j, i) not in pair:
+            jp, ig = pd_map.get(p), gt_map.get(g)
+            if jp is None or ig is None:
+                continue
+            v = pair.get((jp[0], ig[0]))
+            if v is None:
                 continue
             new[g] = p
-            cost = cost + 1.0 - pair[(j, i)][0]
+            cost = cost + 1.0 - v[0]
             del pd_map[p], gt_map[g]
-        rest_p, rest_g = list(pd_map.items()), list(gt_map.items())
-        matched_g: set[int] = set()
-        matched_p: set[int] = set()
-        if rest_p and rest_g:
-            weight = np.zeros((len(rest_p), len(rest_g)), np.int64)
-            any_edge = False
-            for r, (_, j) in enumerate(rest_p):
-                for k, (_, i) in enumerate(rest_g):
-                    v = pair.get((j, i))
-                    if v is not None:
-                        weight[r, k] = v[1]
-                        any_edge = True
-            if any_edge:
-                rows, cols = linear_sum_assignment(weight, maximize=True)
-                for r, k in zip(rows, cols):
-                    if weight[r, k] > 0:
-                        p, j = rest_p[r]
-                        g, i = rest_g[k]
+        matched_g: set = set()
+        matched_p: set = set()
+        if pd_map and gt_map:
+            cand = [(p, g, pair[(jp[0], ig[0])]) for p, jp in pd_map.items() for g, ig in gt_map.items()
+                    if (jp[0], ig[0]) in pair]
+            if len(cand) == 1:
+                p, g, v = cand[0]
+                new[g] = p
+                cost = cost + 1.0 - v[0]
+                matched_g.add(g)
+                matched_p.add(p)
+            elif cand:
+                rp = {p: r for r, p in enumerate(pd_map)}
+                rg = {g: r for r, g in enumerate(gt_map)}
+                weight = np.zeros((len(rp), len(rg)), np.int64)
+                for p, g, v in cand:
+                    weight[rp[p], rg[g]] = v[1]
+                r_idx, c_idx = linear_sum_assignment(weight, maximize=True)
+                plist, glist = list(pd_map), list(gt_map)
+                for r, q in zip(r_idx.tolist(), c_idx.tolist()):
+                    if weight[r, q] > 0:
+                        p, g = plist[r], glist[q]
                         new[g] = p
-                        cost = cost + 1.0 - pair[(j, i)][0]
+                        cost = cost + 1.0 - pair[(pd_map[p][0], gt_map[g][0])][0]
                         matched_g.add(g)
                         matched_p.add(p)
-        for p, j in rest_p:
-            if p not in matched_p and not nlz[j]:
+        for p, (_, nlz) in pd_map.items():
+            if p not in matched_p and not nlz:
                 fps += 1
-        for g, i in rest_g:
+        for g, (_, lv) in gt_map.items():
             if g not in matched_g:
-                lv = gt_level[i]
-                for li, level in enumerate(levels):
-                    if lv <= level:
+                for li in range(n_levels):
+                    if lv <= levels[li]:
                         miss[li] += 1
                     else:
                         out[li] += 1
@@ -366,12 +402,12 @@ def _run_mot(seq, cut, lo, hi, nlz, pnode, gnode, gt_level, levels):
             prev = inverse.get(p)
             if prev is not None and prev not in gt_map and prev not in new:
                 mism += 1
-        evict = [inverse[p] for g, p in new.items() if p in inverse and inverse[p] not in new]
-        for g, p in new.items():
-            state[g] = p
+        evict = [inverse[p] for p in new.values() if p in inverse and inverse[p] not in new]
+        state.update(new)
         for g in evict:
             state.pop(g, None)
         inverse = {p: g for g, p in state.items()}
+    snapshots[len(seq)] = None
     return fps, mism, matches, cost, miss, out
 
 
