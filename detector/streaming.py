@@ -27,12 +27,13 @@ __all__ = ["FrameResult", "Stream", "StreamStep", "frame_result", "motion_headin
 
 
 def tracker_config_of(model: torch.nn.Module, config: TrackerConfig | None = None) -> TrackerConfig:
-    """The tracker settings of a stream of ``model``: ``config`` (default ``TrackerConfig()``, whose
-    motion heading follows a head that still has a ``motion_heading`` flag), its tracks breaking at the
-    model's own gap threshold."""
-    if config is None:
+    """The tracker settings of a stream of ``model``: ``config`` (default ``TrackerConfig()``); a motion
+    heading left unset (None) follows a head that still has a ``motion_heading`` flag, else is on; the
+    tracks break at the model's own gap threshold."""
+    config = TrackerConfig() if config is None else config
+    if config.motion_heading is None:
         flag = getattr(getattr(model, "head", None), "motion_heading", None)
-        config = TrackerConfig() if flag is None else TrackerConfig(motion_heading=bool(flag))
+        config = replace(config, motion_heading=True if flag is None else bool(flag))
     gap = getattr(model, "max_gap_s", None)
     return config if gap is None else replace(config, max_gap_s=float(gap))
 

@@ -34,7 +34,8 @@ class TrackerConfig:
     detection (occlusions) before it dies; ``process_noise``/``measurement_noise``: the constant-velocity
     Kalman filter's acceleration spectral density (m^2/s^3) and centre noise (m^2); ``max_gap_s``: a longer
     timestamp gap ends every track; ``motion_heading``: turn moving boxes to face their track's motion
-    (``detector/models/motion_heading.py``).
+    (``detector/models/motion_heading.py``); None: as the model's head says where it still has that flag,
+    else on.
     """
 
     enabled: bool = True
@@ -45,7 +46,7 @@ class TrackerConfig:
     process_noise: float = 4.0
     measurement_noise: float = 0.04
     max_gap_s: float = 0.5
-    motion_heading: bool = True
+    motion_heading: bool | None = None
 
     def __post_init__(self) -> None:
         self.gates = _per_type(self.gate_m, "gate_m")
