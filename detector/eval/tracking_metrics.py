@@ -295,9 +295,10 @@ def _simulate(acc: _Acc, comps, comp_p, comp_g, pnode, gnode, live, sp, sg, lo, 
                         first_change[bound] = k
         bounds = sorted({0, n_cut, *first_change} & set(range(n_cut + 1)))
         snapshots: list = [None] * (len(seq) + 1)
+        keep = set(first_change.values())  # the frames a later cutoff's run resumes at
         start = 0
         for a, b in zip(bounds[:-1], bounds[1:]):
-            totals = _run_mot(seq, a, levels, snapshots, start)
+            totals = _run_mot(seq, a, levels, snapshots, start, keep)
             rows.append((shard, a, b, *totals))
             start = min(first_change.get(b, len(seq)), len(seq))
     if not rows:
@@ -321,11 +322,12 @@ def _split_by(keys: np.ndarray, values: np.ndarray) -> dict[int, np.ndarray]:
     return {int(k[a]): v[a:b] for a, b in zip(cuts[:-1], cuts[1:])}
 
 
-def _run_mot(seq, cut, levels, snapshots, start):
+def _run_mot(seq, cut, levels, snapshots, start, keep):
     """The official mapping over one component's frames with the predictions present at cutoff ``cut``.
 
-    ``snapshots[k]``: the mapping and the counts before frame ``k``, kept from the run at the previous
-    cutoff; frames before ``start`` saw the same predictions then, so the run resumes there."""
+    ``snapshots[k]``: the mapping and the counts before frame ``k`` (for ``k`` in ``keep``), kept from the
+    run at the previous cutoff; frames before ``start`` saw the same predictions then, so the run resumes
+    there."""
     if start > 0 and snapshots[start] is not None:
         state, inverse, counts = snapshots[start]
         state, inverse = dict(state), dict(inverse)
@@ -340,7 +342,8 @@ def _run_mot(seq, cut, levels, snapshots, start):
         out = [0] * len(levels)
     n_levels = len(levels)
     for k in range(start, len(seq)):
-        snapshots[k] = (dict(state), dict(inverse), (fps, mism, matches, cost, tuple(miss), tuple(out)))
+        if k in keep:
+            snapshots[k] = (dict(state), dict(inverse), (fps, mism, matches, cost, tuple(miss), tuple(out)))
         preds, gts, pair = seq[k]
         pd_map = {}  # prediction node -> (object, nlz): the first present of its id
         for j, p, plo, phi, nlz in preds:
@@ -348,9 +351,10 @@ def _run_mot(seq, cut, levels, snapshots, start):
                 pd_map[p] = (j, nlz)
         gt_map = {g: (i, lv) for i, g, lv in gts}
         new: dict[int, int] = {}
-        for g, p in state.items():
-            jp, ig = pd_map.get(p), gt_map.get(g)
-            if jp is None or ig is None:
+        for g, ig in list(gt_map.items()) if state else ():
+            p = state.get(g)
+            jp = None if p is None else pd_map.get(p)
+            if jp is None:
                 continue
             v = pair.get((jp[0], ig[0]))
             if v is None:
@@ -394,6 +398,8 @@ def _run_mot(seq, cut, levels, snapshots, start):
                         miss[li] += 1
                     else:
                         out[li] += 1
+        if not new:
+            continue
         matches += len(new)
         for g, p in new.items():
             old = state.get(g)
