@@ -26,11 +26,15 @@ sys.path.insert(0, str(ROOT / "scripts" / "bench"))
 CLASSES = ("VEHICLE", "PEDESTRIAN", "CYCLIST")
 
 
-def evaluate_tracks(model, store: Path, experiment: str, reset_every: int | None) -> dict:
+def evaluate_tracks(model, store: Path, experiment: str, reset_every: int | None, write: Path | None = None) -> dict:
+    """Detection AP and tracking metrics of ``model`` streamed over the validation split of ``store``;
+    ``write``: also write ``predictions.bin`` and ``ground_truth.bin`` there (as ``detector.evaluate``)."""
+    from contextlib import ExitStack
+
     from hydra.utils import instantiate
     from unseen_seeds import compose
 
-    from detector.eval import WaymoMetrics
+    from detector.eval import ObjectsWriter, WaymoMetrics
     from detector.eval.tracking_metrics import WaymoTrackingMetrics
     from detector.evaluate import track_level
     from detector.streaming import stream_segments
@@ -43,11 +47,22 @@ def evaluate_tracks(model, store: Path, experiment: str, reset_every: int | None
     det, trk = WaymoMetrics(), WaymoTrackingMetrics()
     frames = 0
     t0 = time.perf_counter()
-    for r in stream_segments(model, datamodule.test_dataloader(), "cpu", reset_every, tracker_config(cfg.tracker)):
-        det.add_result(r)
-        trk.add_frame(r.segment, r.timestamp_micros, r.gt_boxes, r.gt_types, r.gt_ids,
-                      track_level(r.gt_difficulty, r.gt_num_points), r.boxes, r.scores, r.types, r.track_ids)
-        frames += 1
+    with ExitStack() as stack:
+        if write is not None:
+            write.mkdir(parents=True, exist_ok=True)
+            preds = stack.enter_context(ObjectsWriter(write / "predictions.bin"))
+            gts = stack.enter_context(ObjectsWriter(write / "ground_truth.bin"))
+        for r in stream_segments(model, datamodule.test_dataloader(), "cpu", reset_every,
+                                 tracker_config(cfg.tracker)):
+            level = track_level(r.gt_difficulty, r.gt_num_points)
+            det.add_result(r)
+            trk.add_frame(r.segment, r.timestamp_micros, r.gt_boxes, r.gt_types, r.gt_ids, level, r.boxes, r.scores,
+                          r.types, r.track_ids)
+            if write is not None:
+                preds.add_detections(r.segment, r.timestamp_micros, r.boxes, r.scores, r.types, r.track_ids)
+                gts.add_ground_truth(r.segment, r.timestamp_micros, r.gt_boxes, r.gt_types, r.gt_num_points,
+                                     r.gt_difficulty, r.gt_ids, level)
+            frames += 1
     ap = det.compute()
     out = {"frames": frames, "seconds": time.perf_counter() - t0}
     for cls in CLASSES:
@@ -84,6 +99,8 @@ def main() -> None:
     p.add_argument("--cache", type=Path, default=ROOT / "work" / "unseen_seeds")
     p.add_argument("--experiment", default="demo_synthetic")
     p.add_argument("--out", type=Path)
+    p.add_argument("--write", type=Path, help="write the LSTM run's predictions.bin/ground_truth.bin of each "
+                                              "data set into a folder of this one")
     args = p.parse_args()
 
     import torch
@@ -101,7 +118,8 @@ def main() -> None:
         stores[f"seed {seed}"] = make_store(seed, args.cache, 2, 30, [])
     results: dict = {}
     for name, store in stores.items():
-        runs = {"LSTM": evaluate_tracks(model, store, args.experiment, None)}
+        write = args.write / name.replace(" ", "_") if args.write else None
+        runs = {"LSTM": evaluate_tracks(model, store, args.experiment, None, write)}
         runs["single-frame" if single else "LSTM, reset every frame"] = (
             evaluate_tracks(single, store, args.experiment, None) if single
             else evaluate_tracks(model, store, args.experiment, 1))
