@@ -66,7 +66,8 @@ def evaluate_tracks(model, store: Path, experiment: str, reset_every: int | None
     ap = det.compute()
     out = {"frames": frames, "seconds": time.perf_counter() - t0}
     for cls in CLASSES:
-        row = {"AP_L1": ap[f"OBJECT_TYPE_TYPE_{cls}_LEVEL_1"]["AP"], "APH_L1": ap[f"OBJECT_TYPE_TYPE_{cls}_LEVEL_1"]["APH"]}
+        l1 = ap[f"OBJECT_TYPE_TYPE_{cls}_LEVEL_1"]
+        row = {"AP_L1": l1["AP"], "APH_L1": l1["APH"]}
         for level in ("LEVEL_1", "LEVEL_2"):
             r = trk.results()[f"OBJECT_TYPE_TYPE_{cls}_{level}"]
             row[level] = {"MOTA": r.mota, "MOTP": r.motp, "MISS": r.miss, "MISMATCH": r.mismatch, "FP": r.fp,
