@@ -145,7 +145,23 @@ class Stream:
             if self.tracker_config.enabled and hasattr(det, "track_ids"):
                 ids = tracks.track_ids
                 det = replace(det, track_ids=torch.as_tensor(ids, device=det.scores.device) if torch_out else ids)
+                det = _scale_duplicates(det, tracks.duplicate, self.tracker_config.duplicate_score_scale)
         return StreamStep(frame, det, self.state, losses)
+
+
+def _scale_duplicates(det, duplicate: np.ndarray | None, scale: float):
+    """``det`` with the scores of duplicate detections times ``scale``, re-sorted by score (descending)."""
+    if duplicate is None or scale == 1.0 or not duplicate.any():
+        return det
+    if isinstance(det, Detections):
+        factor = torch.as_tensor(np.where(duplicate, scale, 1.0), dtype=det.scores.dtype, device=det.scores.device)
+        scores = det.scores * factor
+        order = torch.argsort(scores, descending=True, stable=True)
+        return Detections(det.boxes[order], scores[order], det.types[order], det.track_ids[order])
+    scores = np.asarray(det.scores) * np.where(duplicate, scale, 1.0)
+    order = np.argsort(-scores, kind="stable")
+    return replace(det, boxes=np.asarray(det.boxes)[order], scores=scores[order], types=np.asarray(det.types)[order],
+                   track_ids=np.asarray(det.track_ids)[order])
 
 
 def _numpy(x) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,10 +47,32 @@ class TrackerConfig:
     measurement_noise: float = 0.04
     max_gap_s: float = 0.5
     motion_heading: bool | None = None
+    #: classes that may continue each other's tracks (a detector confuses pedestrians and cyclists), at
+    #: ``class_penalty`` metres above their distance
+    class_groups: Sequence = (("pedestrian", "cyclist"),)
+    class_penalty: float = 0.5
+    #: a detection whose centre lies this close (metres, per class) to a higher-scoring one of its class
+    #: group is a duplicate of it: it continues and starts no track, gets an id of its own and, in the
+    #: stream's output, its score times ``duplicate_score_scale`` (1: unchanged)
+    duplicate_m: Mapping = field(default_factory=lambda: {"vehicle": 1.0, "pedestrian": 0.3, "cyclist": 0.8})
+    duplicate_score_scale: float = 0.1
 
     def __post_init__(self) -> None:
         self.gates = _per_type(self.gate_m, "gate_m")
-        for name in ("birth_score", "max_coast_s", "process_noise", "measurement_noise", "max_gap_s"):
+        self.duplicate_radius = _per_type(self.duplicate_m, "duplicate_m")
+        if not 0 <= float(self.duplicate_score_scale) <= 1:
+            raise ValueError(f"tracker.duplicate_score_scale={self.duplicate_score_scale!r}: must lie in [0, 1]")
+        grouped: list[tuple[int, ...]] = []
+        for group in self.class_groups:
+            names = [group] if isinstance(group, str) else list(group)
+            bad = [n for n in names if n not in CLASS_TYPES]
+            if bad:
+                raise ValueError(f"tracker.class_groups: unknown class {bad[0]!r} (expected {', '.join(CLASS_TYPES)})")
+            grouped.append(tuple(CLASS_TYPES[n] for n in names))
+        alone = [t for t in self.gates if not any(t in g for g in grouped)]
+        self.groups = tuple(grouped) + tuple((t,) for t in alone)
+        for name in ("birth_score", "max_coast_s", "process_noise", "measurement_noise", "max_gap_s",
+                     "class_penalty"):
             if not float(getattr(self, name)) >= 0:
                 raise ValueError(f"tracker.{name}={getattr(self, name)!r}: must be >= 0")
         if any(g <= 0 for g in self.gates.values()):

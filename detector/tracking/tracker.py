@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector.tracking.association import associate
+from detector.tracking.association import associate, duplicates
 from detector.tracking.config import TrackerConfig
 from detector.tracking.life_cycle import births, survivors
 from detector.tracking.motion import ConstantVelocity
@@ -36,7 +36,8 @@ class TrackState:
     ``track_ids`` (K,) int64; ``velocity`` (K, 2) m/s from the motion model; ``displacement`` (K, 2) metres
     moved over the track's last ``HISTORY`` detections (this one included), over ``span_s`` (K,) seconds;
     ``hits`` (K,) detections the track has had; ``age_s`` (K,) seconds since its birth; ``score`` (K,) the
-    mean score of its detections; ``new`` (K,) whether this detection started the track (or stands alone).
+    mean score of its detections; ``new`` (K,) whether this detection started the track (or stands alone);
+    ``duplicate`` (K,) whether it lies on a higher-scoring detection of its class group (see ``TrackerConfig``).
     """
 
     track_ids: np.ndarray
@@ -47,12 +48,13 @@ class TrackState:
     age_s: np.ndarray
     score: np.ndarray
     new: np.ndarray
+    duplicate: np.ndarray | None = None  # (K,) bool: a duplicate of a higher-scoring detection
 
     @classmethod
     def empty(cls) -> TrackState:
         z = np.zeros(0)
         return cls(np.zeros(0, np.int64), np.zeros((0, 2)), np.zeros((0, 2)), z, np.zeros(0, np.int64), z, z,
-                   np.zeros(0, bool))
+                   np.zeros(0, bool), np.zeros(0, bool))
 
     def __len__(self) -> int:
         return len(self.track_ids)
@@ -117,14 +119,19 @@ class Tracker:
         k = len(boxes)
 
         self.motion.predict(dt)
-        rows, cols = associate(self.motion.pos[:, :2], self.types, centres[:, :2], types, c.gates)
+        dup = duplicates(centres[:, :2], types, scores, c.duplicate_radius, c.groups)
+        keep = np.flatnonzero(~dup)
+        rows, cols = associate(self.motion.pos[:, :2], self.types, centres[keep, :2], types[keep], c.gates, c.groups,
+                               c.class_penalty)
+        cols = keep[cols]
         self.motion.update(rows, centres[cols])
+        self.types[rows] = types[cols]  # a track takes its latest detection's class
         self.hits[rows] += 1
         self.last_seen_s[rows] = t
         self.score_sum[rows] += scores[cols]
         self._push_history(rows, centres[cols, :2], t)
 
-        free = np.ones(k, bool)
+        free = ~dup
         free[cols] = False
         unmatched = np.flatnonzero(free)
         born = births(scores, unmatched, c.birth_score)
@@ -141,6 +148,7 @@ class Tracker:
         alone = ~tracked
         det_ids[alone] = self._new_ids(int(alone.sum()))
         state = self._state(track_of, det_ids, rot, scores, t)
+        state.duplicate = dup
 
         keep = survivors(self.last_seen_s, t, c.max_coast_s)
         if not keep.all():

@@ -75,3 +75,25 @@ def test_the_detector_streams_with_track_ids():
     for r in stream_segments(model, _frames(3)):
         assert r.track_ids.dtype == np.int64 and len(r.track_ids) == len(r.scores) > 0
         assert len(set(r.track_ids.tolist())) == len(r.track_ids)
+
+
+class DoubledTruth(NoisyTruth):
+    """Each labelled box twice: the second 0.2 m aside with a lower score (a detector's duplicate)."""
+
+    def step(self, frame, state):
+        boxes, types = frame.boxes_of(0)
+        twin = boxes.clone()
+        twin[:, 0] += 0.2
+        scores = torch.cat([torch.full((len(boxes),), 0.9), torch.full((len(boxes),), 0.8)])
+        return [Detections(torch.cat([boxes, twin]), scores, torch.cat([types, types]))], state
+
+
+def test_duplicates_are_scored_down_and_the_output_stays_sorted():
+    frames = _frames(3)
+    out = [Stream(DoubledTruth()).step(f).detections for f in frames]
+    for det in out:
+        n = len(det) // 2
+        assert torch.all(det.scores[:-1] >= det.scores[1:])
+        assert torch.allclose(det.scores[n:], torch.tensor(0.08)) and torch.all(det.scores[:n] == 0.9)
+    kept = Stream(DoubledTruth(), tracker=TrackerConfig(duplicate_score_scale=1.0)).step(frames[0]).detections
+    assert torch.all(kept.scores >= 0.8)

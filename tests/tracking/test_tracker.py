@@ -51,15 +51,36 @@ def test_a_longer_occlusion_ends_the_track():
 
 
 def test_no_switch_between_two_crossing_objects_of_different_speed():
-    # pedestrians crossing: A walks +x at 1.5 m/s, B walks +y at 0.6 m/s; they pass 0.4 m apart
+    # pedestrians crossing: A walks +x at 1.5 m/s, B walks +y at 0.6 m/s; they pass 0.52 m apart (centres;
+    # shoulder to shoulder), within each other's gate (1 m) for 0.8 s
     frames = []
     for f in range(40):
         t = 0.1 * f
         a = (-3.0 + 1.5 * t, 0.0)
-        b = (0.4, -1.2 + 0.6 * t)
+        b = (0.6, -2.0 + 0.6 * t)
         frames.append([(*a, PEDESTRIAN, 0.8), (*b, PEDESTRIAN, 0.7)])
     ids = run(Tracker(), frames)
     assert len({i[0] for i in ids}) == 1 and len({i[1] for i in ids}) == 1 and ids[0][0] != ids[0][1]
+
+
+def test_a_duplicate_detection_takes_no_track_and_gets_an_id_of_its_own():
+    # two cyclist boxes 0.5 m apart on one cyclist (and a pedestrian box on it): the best continues the track
+    frames = [[(10.0 + 0.5 * f, 0.0, 4, 0.9), (10.3 + 0.5 * f, 0.4, 4, 0.6), (10.1 + 0.5 * f, 0.1, 2, 0.5)]
+              for f in range(5)]
+    tracker = Tracker()
+    states = []
+    for f, dets in enumerate(frames):
+        boxes = np.array([box(x, y) for x, y, _, _ in dets])
+        states.append(tracker.update(boxes, [s for *_, s in dets], [t for _, _, t, _ in dets], np.eye(4), f * 100_000))
+    assert len({int(s.track_ids[0]) for s in states}) == 1 and len(tracker) == 1
+    assert all(s.duplicate.tolist() == [False, True, True] for s in states)
+    assert len({int(s.track_ids[1]) for s in states}) == 5  # a new id every frame
+    # with the pedestrian/cyclist group off, the pedestrian box is a track of its own
+    alone = Tracker(TrackerConfig(class_groups=()))
+    for f, dets in enumerate(frames):
+        boxes = np.array([box(x, y) for x, y, _, _ in dets])
+        s = alone.update(boxes, [x[3] for x in dets], [x[2] for x in dets], np.eye(4), f * 100_000)
+    assert s.duplicate.tolist() == [False, True, False] and len(alone) == 2
 
 
 def test_births_deaths_and_ids_of_their_own():
