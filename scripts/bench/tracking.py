@@ -12,7 +12,11 @@ official op (``py_metrics_ops.tracking_metrics`` in ``.venv-official``) on the s
 Ours runs on one thread in this process; the op runs in a child with TensorFlow's thread pool (all cores),
 its time measured around the op alone (TensorFlow's start-up not counted).
 
+- ``files``: a ``ground_truth.bin``/``predictions.bin`` pair (``--files GT PRED``), e.g. what
+  ``detector.evaluate`` (or ``scripts/bench/tracking_quality.py --write``) wrote with the tracker on.
+
     .venv/bin/python scripts/bench/tracking.py [--cases tracker,fake,random] [--detections 200] [--json OUT]
+    .venv/bin/python scripts/bench/tracking.py --cases files --files GT.bin PRED.bin
 """
 
 from __future__ import annotations
@@ -101,6 +105,7 @@ def main() -> None:
     parser.add_argument("--detections", type=int, default=200)
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--sequences", type=int, default=20)
+    parser.add_argument("--files", nargs=2, metavar=("GT", "PRED"))
     parser.add_argument("--json")
     args = parser.parse_args()
     cases = args.cases.split(",")
@@ -121,6 +126,11 @@ def main() -> None:
         gt, pred = random_sequences(123, num_sequences=args.sequences, num_frames=40, num_objects=30)
         results["random"] = bench_metrics(gt, pred)
         print("random", json.dumps(results["random"]), flush=True)
+    if "files" in cases:
+        gt = objects_to_frames(read_objects(args.files[0]), tracking=True)
+        pred = objects_to_frames(read_objects(args.files[1]), tracking=True)
+        results["files"] = bench_metrics(gt, pred)
+        print("files", json.dumps(results["files"]), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
