@@ -159,11 +159,6 @@ def _segment_prefix_max(values: np.ndarray, group: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- one sequence
-@dataclass
-class _Sequence:
-    frames: list  # (timestamp, gt arrays, pred arrays), any order
-
-
 def _sequence_counts(batch: FrameBatch, gt_id: np.ndarray, gt_level: np.ndarray, pred_id: np.ndarray,
                      spec: MetricsSpec) -> list[TrackingCounts]:
     """Counts of every generator over one sequence; ``batch`` frames are numbered in time order,
@@ -535,7 +530,6 @@ class WaymoTrackingMetrics:
         gid = _codes(cat(2, object))
         pid = _codes(cat(7, object))
         level = cat(3, np.int64)
-        level = np.where(level == 0, 0, level)
         for total, counts in zip(self._totals, _sequence_counts(batch, gid, level, pid, self.spec)):
             total.add(counts)
         self._done.add(sequence)
