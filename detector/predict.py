@@ -4,7 +4,8 @@ Reads Waymo v1 segment records or v2 segments directly (no conversion, no Tensor
 ``detector.data.segments.find_segments`` takes it), prepares each frame exactly
 as the data module does (non-finite points dropped, points cropped to the model's range), streams
 the detector with its state carried through each segment, and writes ``predictions.bin``
-(``metrics_pb2.Objects``, the leaderboard format) atomically.
+(``metrics_pb2.Objects``, the leaderboard format) atomically; with the tracker on (``tracker=default``),
+each detection's track id is its ``Object.id`` (the tracking submission format).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from detector.devices import pick_device
 from detector.errors import user_errors
 from detector.eval import ObjectsWriter
 from detector.streaming import stream_segments
+from detector.tracking import tracker_config
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +52,12 @@ def _predict(cfg: DictConfig) -> dict:
     check_checkpoint_fits_data(cfg.ckpt_path, cfg.data)
     model = load_detector(cfg.model, cfg.ckpt_path, device)
     frames = segment_frame_batches(records, cfg.data.get("point_range"), cfg.data.get("max_gap_s"), cfg.second_return)
+    tracker = tracker_config(cfg.get("tracker"))
     n = 0
     with ObjectsWriter(out) as writer:
-        for r in tqdm(stream_segments(model, frames, device), desc="predict", unit="frame", file=sys.stderr):
-            writer.add_detections(r.segment, r.timestamp_micros, r.boxes, r.scores, r.types)
+        for r in tqdm(stream_segments(model, frames, device, tracker=tracker), desc="predict", unit="frame",
+                      file=sys.stderr):
+            writer.add_detections(r.segment, r.timestamp_micros, r.boxes, r.scores, r.types, r.track_ids)
             n += 1
     print(f"{n} frames of {len(records)} segments; wrote {writer.num_objects} detections to {out}")
     return {"predictions": str(out), "frames": n, "objects": writer.num_objects}

@@ -3,31 +3,45 @@
 One loop serves validation, evaluation, prediction, the viewer and the benchmarks. ``Stream`` owns the
 state of one stream of batch-size-1 frames and starts it afresh at a new segment name (a new segment
 never sees the last one's state), where the model resets it (``frame.reset``, timestamp gaps: see
-``Detector.step``) and, for diagnostics, every ``reset_every`` frames. ``stream`` and
-``stream_segments`` iterate it over a sequence of frames.
+``Detector.step``) and, for diagnostics, every ``reset_every`` frames. After the detector's decoding,
+the stream's tracker (``detector.tracking``, settings ``TrackerConfig``: the ``tracker`` config group)
+gives every detection a track id (``Detections.track_ids``) and the motion-heading step turns moving
+boxes by their tracks' motion. ``stream`` and ``stream_segments`` iterate it over a sequence of frames.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from detector.data.batch import FrameBatch
 from detector.models.motion_heading import MotionHeading
+from detector.models.outputs import Detections
+from detector.tracking import Tracker, TrackerConfig
 
-__all__ = ["FrameResult", "Stream", "StreamStep", "frame_result", "motion_heading_of", "stream", "stream_segments"]
+__all__ = ["FrameResult", "Stream", "StreamStep", "frame_result", "motion_heading_of", "stream", "stream_segments",
+           "tracker_config_of"]
 
 
-def motion_heading_of(model: torch.nn.Module) -> MotionHeading | None:
-    """The motion-heading step a stream of ``model`` applies (None when its head has it off); its tracks
-    break at the model's own gap threshold."""
-    if not getattr(getattr(model, "head", None), "motion_heading", False):
-        return None
+def tracker_config_of(model: torch.nn.Module, config: TrackerConfig | None = None) -> TrackerConfig:
+    """The tracker settings of a stream of ``model``: ``config`` (default ``TrackerConfig()``); a motion
+    heading left unset (None) follows a head that still has a ``motion_heading`` flag, else is on; the
+    tracks break at the model's own gap threshold."""
+    config = TrackerConfig() if config is None else config
+    if config.motion_heading is None:
+        flag = getattr(getattr(model, "head", None), "motion_heading", None)
+        config = replace(config, motion_heading=True if flag is None else bool(flag))
     gap = getattr(model, "max_gap_s", None)
-    return MotionHeading() if gap is None else MotionHeading(max_gap_s=float(gap))
+    return config if gap is None else replace(config, max_gap_s=float(gap))
+
+
+def motion_heading_of(model: torch.nn.Module, config: TrackerConfig | None = None) -> MotionHeading | None:
+    """The motion-heading step a stream of ``model`` applies (None when the tracker settings have it off)."""
+    config = tracker_config_of(model, config)
+    return MotionHeading(max_gap_s=config.max_gap_s) if config.motion_heading else None
 
 
 @dataclass
@@ -44,6 +58,8 @@ class FrameResult:
     boxes: np.ndarray
     scores: np.ndarray
     types: np.ndarray
+    track_ids: np.ndarray | None = None  # (K,) int64, when the stream's tracker is on
+    gt_ids: np.ndarray | None = None  # (M,) str, the labels' object ids
 
     @property
     def key(self) -> tuple[str, int]:
@@ -68,10 +84,12 @@ class StreamStep:
 class Stream:
     """The online detector over one stream of batch-size-1 frames (see the module docstring).
 
-    ``device=None`` leaves frames where they are (Lightning has already moved them)."""
+    ``device=None`` leaves frames where they are (Lightning has already moved them). ``tracker``: the
+    tracker's settings (see ``tracker_config_of``); the tracker runs when it is enabled (track ids) or
+    the motion heading needs it."""
 
     def __init__(self, model: torch.nn.Module, device: torch.device | str | None = "cpu",
-                 reset_every: int | None = None) -> None:
+                 reset_every: int | None = None, tracker: TrackerConfig | None = None) -> None:
         if getattr(model, "bidirectional", False):
             raise ValueError("a bidirectional model is not causal: run it offline over whole segments "
                              "(Detector.offline_segment), not frame by frame")
@@ -82,9 +100,11 @@ class Stream:
         self.model = model
         self.device = device
         self.reset_every = reset_every
-        self.motion = motion_heading_of(model)
+        self.tracker_config = tracker_config_of(model, tracker)
+        self.motion = motion_heading_of(model, self.tracker_config)
+        run = self.tracker_config.enabled or self.motion is not None
+        self.tracker = Tracker(self.tracker_config) if run else None
         self.reset()
-
 
     def reset(self) -> None:
         """Forget the state: the next frame starts afresh."""
@@ -93,6 +113,8 @@ class Stream:
         self._since = 0
         if self.motion is not None:
             self.motion.reset()
+        if self.tracker is not None:
+            self.tracker.restart()
 
     @torch.no_grad()
     def step(self, frame: FrameBatch, return_losses: bool = False) -> StreamStep:
@@ -114,26 +136,54 @@ class Stream:
         else:
             dets, self.state = self.model.step(frame, self.state)
         det = dets[0]
-        if self.motion is not None:
-            det = self.motion(det, frame.poses[0].cpu().numpy(), int(frame.timestamps[0]))
+        if self.tracker is not None:
+            pose, ts = frame.poses[0].cpu().numpy(), int(frame.timestamps[0])
+            tracks = self.tracker.update(_numpy(det.boxes), _numpy(det.scores), _numpy(det.types), pose, ts)
+            torch_out = isinstance(det, Detections)
+            if self.motion is not None and torch_out:
+                det = self.motion.apply(det, tracks, pose, ts)
+            if self.tracker_config.enabled and hasattr(det, "track_ids"):
+                ids = tracks.track_ids
+                det = replace(det, track_ids=torch.as_tensor(ids, device=det.scores.device) if torch_out else ids)
+                det = _scale_duplicates(det, tracks.duplicate, self.tracker_config.duplicate_score_scale)
         return StreamStep(frame, det, self.state, losses)
 
 
+def _scale_duplicates(det, duplicate: np.ndarray | None, scale: float):
+    """``det`` with the scores of duplicate detections times ``scale``, re-sorted by score (descending)."""
+    if duplicate is None or scale == 1.0 or not duplicate.any():
+        return det
+    if isinstance(det, Detections):
+        factor = torch.as_tensor(np.where(duplicate, scale, 1.0), dtype=det.scores.dtype, device=det.scores.device)
+        scores = det.scores * factor
+        order = torch.argsort(scores, descending=True, stable=True)
+        return Detections(det.boxes[order], scores[order], det.types[order], det.track_ids[order])
+    scores = np.asarray(det.scores) * np.where(duplicate, scale, 1.0)
+    order = np.argsort(-scores, kind="stable")
+    return replace(det, boxes=np.asarray(det.boxes)[order], scores=scores[order], types=np.asarray(det.types)[order],
+                   track_ids=np.asarray(det.track_ids)[order])
+
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
 def stream(model: torch.nn.Module, frames: Iterable[FrameBatch], device: torch.device | str | None = "cpu",
-           reset_every: int | None = None) -> Iterator[StreamStep]:
-    """``Stream(model, device, reset_every).step`` over ``frames`` in order."""
-    s = Stream(model, device, reset_every)
+           reset_every: int | None = None, tracker: TrackerConfig | None = None) -> Iterator[StreamStep]:
+    """``Stream(model, device, reset_every, tracker).step`` over ``frames`` in order."""
+    s = Stream(model, device, reset_every, tracker)
     for frame in frames:
         yield s.step(frame)
 
 
 def stream_segments(model: torch.nn.Module, frames: Iterable[FrameBatch],
-                    device: torch.device | str | None = "cpu", reset_every: int | None = None) -> Iterator[FrameResult]:
+                    device: torch.device | str | None = "cpu", reset_every: int | None = None,
+                    tracker: TrackerConfig | None = None) -> Iterator[FrameResult]:
     """``stream`` with each step as a ``FrameResult`` (ground truth and detections as numpy arrays).
 
     ``reset_every`` (diagnostics): also start the temporal state afresh every that many frames of a
     segment, so that no frame sees more than ``reset_every - 1`` earlier ones (1: every frame alone)."""
-    for step in stream(model, frames, device, reset_every):
+    for step in stream(model, frames, device, reset_every, tracker):
         yield step.result()
 
 
@@ -151,4 +201,7 @@ def frame_result(frame: FrameBatch, det) -> FrameResult:
         boxes=det.boxes.detach().double().cpu().numpy().reshape(-1, 7),
         scores=det.scores.detach().double().cpu().numpy().reshape(-1),
         types=det.types.detach().cpu().numpy().astype(np.int64).reshape(-1),
+        track_ids=None if det.track_ids is None else det.track_ids.detach().cpu().numpy().astype(np.int64).reshape(-1),
+        gt_ids=(np.asarray([frame.box_ids[i] for i in np.flatnonzero(gt.cpu().numpy())], dtype=str)
+                if len(frame.box_ids) == len(gt) else None),
     )

@@ -115,12 +115,17 @@ def visualize(cfg: DictConfig) -> VisualizeResult:
         return VisualizeResult("interactive", None, viewer.drawn_count, time.perf_counter() - t0)
 
     single = out is not None and out.suffix.lower() == ".png"
+    trail_frames = int(cfg.get("trail_frames", 10))
+    if trail_frames < 0:
+        raise VisualizeInputError(f"trail_frames={trail_frames}: expected a whole number of frames >= 0")
     if single:
         # a temporal detector needs the frames before the shown one: stream from `start` on
-        start, stop = (min(start, cfg.frame) if cfg.ckpt_path else cfg.frame), cfg.frame + 1
+        # (and tracked predictions the frames of their trails)
+        trail_start = max(0, cfg.frame - trail_frames) if predictions is not None else cfg.frame
+        start, stop = (min(start, cfg.frame) if cfg.ckpt_path else trail_start), cfg.frame + 1
     scenes = sources.iter_scene_frames(
         source, start, stop, predictions=predictions, ckpt_path=cfg.ckpt_path, ckpt_loader=cfg.ckpt_loader,
-        device=cfg.device, state_voxels=state_voxels)
+        device=cfg.device, state_voxels=state_voxels, trail_frames=trail_frames)
     if single:
         scenes = islice(scenes, stop - start - 1, None)
     t0 = time.perf_counter()

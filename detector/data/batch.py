@@ -43,6 +43,7 @@ class FrameBatch:
     boxes: (M, 8) float32 ``[b, cx, cy, cz, length, width, height, heading]`` (Waymo convention).
     types: (M,) int64 Waymo ``Label.Type``; num_points, difficulty: (M,) int64.
     segments / indices: per clip, the segment name and frame index (for evaluation output).
+    box_ids: (M,) the boxes' object ids (Waymo ``Label.id``), row for row (tracking ground truth).
     """
 
     points: torch.Tensor
@@ -55,6 +56,7 @@ class FrameBatch:
     difficulty: torch.Tensor
     segments: list[str] = field(default_factory=list)
     indices: list[int] = field(default_factory=list)
+    box_ids: list[str] = field(default_factory=list)
 
     @property
     def batch_size(self) -> int:

@@ -30,6 +30,7 @@ def collate_frames(frames: Sequence[Frame], reset: Sequence[bool]) -> FrameBatch
         difficulty=torch.from_numpy(np.concatenate([f.difficulty for f in frames]).astype(np.int64)),
         segments=[f.segment for f in frames],
         indices=[int(f.index) for f in frames],
+        box_ids=[str(i) for f in frames for i in f.ids.tolist()],
     )
 
 

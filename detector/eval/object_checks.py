@@ -10,7 +10,7 @@ over the protos.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -42,6 +42,8 @@ def _invalid_mask(f: FrameObjects, ground_truth: bool) -> np.ndarray:
         bad = ~np.isfinite(f.boxes).all(1) | ~(f.boxes[:, 3:6] > 0).all(1) | ~np.isin(f.types, range(5))
     if ground_truth:
         bad |= ~np.isin(f.difficulty, range(3))
+        if f.tracking_difficulty is not None:
+            bad |= ~np.isin(f.tracking_difficulty, range(3))
     else:
         bad |= ~np.isfinite(f.scores)
     return bad
@@ -57,14 +59,15 @@ def _problem(f: FrameObjects, i: int, ground_truth: bool) -> str:
         return f"box size {', '.join(sizes)} is not positive"
     if f.types[i] not in range(5):
         return f"type {f.types[i]} is not a Waymo Label.Type (0..4)"
+    if ground_truth and f.tracking_difficulty is not None and f.tracking_difficulty[i] not in range(3):
+        return f"tracking_difficulty_level {f.tracking_difficulty[i]} is not 0, 1 or 2"
     if ground_truth:
         return f"detection_difficulty_level {f.difficulty[i]} is not 0, 1 or 2"
     return f"non-finite score {f.scores[i]:g}"
 
 
 def _keep(f: FrameObjects, keep: np.ndarray) -> FrameObjects:
-    return replace(f, boxes=f.boxes[keep], types=f.types[keep], scores=f.scores[keep],
-                   overlap_nlz=f.overlap_nlz[keep], num_points=f.num_points[keep], difficulty=f.difficulty[keep])
+    return f.subset(keep)
 
 
 def check_frames(frames: dict[FrameKey, FrameObjects], path: str | os.PathLike, *, ground_truth: bool,

@@ -7,7 +7,10 @@ import os
 from detector.atomic import atomic_path
 from detector.eval.waymo_metrics import PRCurve
 
-__all__ = ["format_table", "plot_pr_curves"]
+__all__ = ["TRACKING_COLUMNS", "format_table", "plot_pr_curves"]
+
+#: The columns of the tracking table (``detector.eval.tracking_metrics``).
+TRACKING_COLUMNS = ("MOTA", "MOTP", "MISS", "MISMATCH", "FP")
 
 
 def _split(name: str) -> tuple[str, ...]:
@@ -19,8 +22,9 @@ def _split(name: str) -> tuple[str, ...]:
     return (name,)
 
 
-def format_table(results: dict[str, dict[str, float]]) -> str:
-    """Class x level x AP/APH, then class x range x level, then any other breakdown."""
+def format_table(results: dict[str, dict[str, float]], columns: tuple[str, ...] = ("AP", "APH")) -> str:
+    """Class x level x ``columns`` (AP/APH; the tracking metrics: ``TRACKING_COLUMNS``), then class x range
+    x level, then any other breakdown."""
     groups = {"OBJECT_TYPE_": ("class", "level"), "RANGE_": ("class", "range", "level"), "": ("breakdown",)}
     lines = []
     taken: set[str] = set()
@@ -31,9 +35,11 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
         if not rows:
             continue
         widths = [max(len(h), *(len(r[0][i]) for r in rows)) + 2 for i, h in enumerate(header)]
-        lines.append("".join(f"{h:<{w}}" for h, w in zip(header, widths)) + f"{'AP':>8}{'APH':>8}")
+        cw = max(8, *(len(c) + 2 for c in columns))
+        lines.append("".join(f"{h:<{w}}" for h, w in zip(header, widths)) + "".join(f"{c:>{cw}}" for c in columns))
         for cols, v in rows:
-            lines.append("".join(f"{c:<{w}}" for c, w in zip(cols, widths)) + f"{v['AP']:>8.4f}{v['APH']:>8.4f}")
+            lines.append("".join(f"{c:<{w}}" for c, w in zip(cols, widths))
+                         + "".join(f"{v[c]:>{cw}.4f}" for c in columns))
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

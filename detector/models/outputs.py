@@ -16,18 +16,21 @@ class Detections:
     """Detections of one frame of one stream, in that frame's vehicle frame.
 
     boxes: (K, 7) float32 Waymo ``(cx, cy, cz, length, width, height, heading)``;
-    scores: (K,) float32 in [0, 1], sorted descending; types: (K,) int64 Waymo ``Label.Type``.
+    scores: (K,) float32 in [0, 1], sorted descending; types: (K,) int64 Waymo ``Label.Type``;
+    track_ids: (K,) int64 track ids, set by a stream's tracker (``detector.tracking``), else None.
     """
 
     boxes: torch.Tensor
     scores: torch.Tensor
     types: torch.Tensor
+    track_ids: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
     def cpu(self) -> Detections:
-        return Detections(self.boxes.detach().cpu(), self.scores.detach().cpu(), self.types.detach().cpu())
+        ids = None if self.track_ids is None else self.track_ids.detach().cpu()
+        return Detections(self.boxes.detach().cpu(), self.scores.detach().cpu(), self.types.detach().cpu(), ids)
 
 
 @dataclass

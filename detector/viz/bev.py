@@ -24,6 +24,7 @@ from detector.viz.scene import (
     point_colors,
     score_labels,
     subsample_points,
+    trail_segments,
     visible_ground_truth,
     visible_predictions,
 )
@@ -106,6 +107,8 @@ def render_bev(scene: SceneFrame, opts: SceneOptions, framing: BevFraming) -> np
     preds = visible_predictions(scene, opts)
     if preds is not None:
         _draw_boxes(ax, preds.boxes, class_colors(preds.types, PRED_COLORS), lw)
+        for seg, color in zip(*trail_segments(preds)):
+            ax.plot(seg[:, 1], seg[:, 0], color=color, lw=lw, antialiased=False, alpha=0.8)
     if opts.show_state and scene.state is not None:
         c = np.asarray(scene.state.centers).reshape(-1, 3)
         ax.scatter(c[:, 1], c[:, 0], s=4, marker="s", facecolors="none", edgecolors=[(0.55, 0.35, 1.0)],

@@ -50,24 +50,68 @@ SEGMENTS_PER_BOX = len(BOX_EDGES) + 3
 
 @dataclass
 class PredictedBoxes:
-    """Detections of one frame: ``boxes`` (K, 7) Waymo convention, ``types`` (K,), ``scores`` (K,)."""
+    """Detections of one frame: ``boxes`` (K, 7) Waymo convention, ``types`` (K,), ``scores`` (K,); from a
+    tracker, ``track_ids`` (K,) str and ``trails`` (K arrays (n, 3): the track's earlier centres, oldest
+    first, in this frame's vehicle frame; see ``TrailMemory``)."""
 
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 7), np.float32))
     types: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
     scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
+    track_ids: np.ndarray | None = None
+    trails: list | None = None
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 7)
         k = len(self.boxes)
         self.types = np.asarray(self.types, np.int64).reshape(k)
         self.scores = np.asarray(self.scores, np.float32).reshape(k)
+        if self.track_ids is not None:
+            self.track_ids = np.asarray(self.track_ids).astype(str).reshape(k)
+        if self.trails is not None and len(self.trails) != k:
+            raise ValueError(f"{k} boxes but {len(self.trails)} trails")
 
     def __len__(self) -> int:
         return len(self.boxes)
 
+    def subset(self, keep: np.ndarray) -> PredictedBoxes:
+        """The boxes selected by the mask ``keep``, with their ids and trails."""
+        keep = np.asarray(keep, bool)
+        return PredictedBoxes(self.boxes[keep], self.types[keep], self.scores[keep],
+                              None if self.track_ids is None else self.track_ids[keep],
+                              None if self.trails is None else [t for t, k in zip(self.trails, keep) if k])
+
     def above(self, threshold: float) -> PredictedBoxes:
-        keep = self.scores >= threshold
-        return PredictedBoxes(self.boxes[keep], self.types[keep], self.scores[keep])
+        return self.subset(self.scores >= threshold)
+
+
+class TrailMemory:
+    """Short trails of tracked predictions: the world centres of each track id over the last ``length``
+    frames of a segment, shown in each frame's vehicle frame. Feed it the frames in order."""
+
+    def __init__(self, length: int = 10):
+        self.length = int(length)
+        self.segment: str | None = None
+        self.index: int | None = None
+        self.world: dict[str, list[np.ndarray]] = {}
+
+    def add(self, scene: SceneFrame) -> SceneFrame:
+        preds, frame = scene.predictions, scene.frame
+        if preds is None or preds.track_ids is None or self.length <= 0:
+            return scene
+        if frame.segment != self.segment or self.index is None or frame.index != self.index + 1:
+            self.world = {}  # a new segment, or a jump: trails start afresh
+        self.segment, self.index = frame.segment, frame.index
+        pose = np.asarray(frame.pose, np.float64)
+        centres = preds.boxes[:, :3].astype(np.float64) @ pose[:3, :3].T + pose[:3, 3]
+        inv = np.linalg.inv(pose)
+        trails = []
+        seen = {}
+        for tid, c in zip(preds.track_ids.tolist(), centres):
+            past = self.world.get(tid, [])
+            trails.append((np.asarray(past).reshape(-1, 3) @ inv[:3, :3].T + inv[:3, 3]).astype(np.float32))
+            seen[tid] = (past + [c])[-self.length:]
+        self.world = seen
+        return replace(scene, predictions=replace(preds, trails=trails))
 
 
 @dataclass
@@ -309,7 +353,7 @@ def clean_scene(scene: SceneFrame) -> SceneFrame:
         warnings.append(f"dropped {_plural(int((~ok_boxes).sum()), 'ground-truth box')} with non-finite values")
     if ok_preds is not None and not ok_preds.all():
         warnings.append(f"dropped {_plural(int((~ok_preds).sum()), 'prediction')} with non-finite values")
-        preds = PredictedBoxes(preds.boxes[ok_preds], preds.types[ok_preds], preds.scores[ok_preds])
+        preds = preds.subset(ok_preds)
     if ok_state is not None and not ok_state.all():
         warnings.append(f"dropped {_plural(int((~ok_state).sum()), 'state site')} with non-finite values")
         state = StateVoxels(np.asarray(state.centers)[ok_state], state.voxel_size)
@@ -349,10 +393,29 @@ def build_scene(scene: SceneFrame, opts: SceneOptions) -> list[SceneGeometry]:
         out.append(SceneGeometry("predictions", boxes_geometry(
             preds.boxes, class_colors(preds.types, PRED_COLORS), dash=opts.dashed_predictions),
             "lines", "predictions"))
+        segments, colors = trail_segments(preds)
+        if len(segments):
+            out.append(SceneGeometry("trails", lines_geometry(segments, colors), "lines", "predictions"))
     if opts.show_state and scene.state is not None and len(scene.state.centers):
         out.append(SceneGeometry("state", state_geometry(scene.state.centers, scene.state.voxel_size),
                                  "lines", "state"))
     return out
+
+
+def trail_segments(preds: PredictedBoxes) -> tuple[np.ndarray, np.ndarray]:
+    """Line segments (S, 2, 3) from each track's earlier centres to its box's centre, and their colours."""
+    if preds.trails is None:
+        return np.zeros((0, 2, 3)), np.zeros((0, 3))
+    segs, cols = [], []
+    for trail, box, t in zip(preds.trails, preds.boxes, preds.types):
+        if not len(trail):
+            continue
+        path = np.vstack([trail, box[None, :3]])
+        segs.append(np.stack([path[:-1], path[1:]], axis=1))
+        cols.append(np.tile(PRED_COLORS.get(int(t), PRED_COLORS[0]), (len(path) - 1, 1)))
+    if not segs:
+        return np.zeros((0, 2, 3)), np.zeros((0, 3))
+    return np.concatenate(segs), np.concatenate(cols)
 
 
 def visible_predictions(scene: SceneFrame, opts: SceneOptions) -> PredictedBoxes | None:
@@ -361,16 +424,15 @@ def visible_predictions(scene: SceneFrame, opts: SceneOptions) -> PredictedBoxes
         return None
     preds = scene.predictions.above(opts.score_threshold)
     if opts.classes is not None:
-        keep = np.isin(preds.types, opts.classes)
-        preds = PredictedBoxes(preds.boxes[keep], preds.types[keep], preds.scores[keep])
+        preds = preds.subset(np.isin(preds.types, opts.classes))
     return preds
 
 
 def score_labels(scene: SceneFrame, opts: SceneOptions, near: tuple[float, float] = (0.0, 0.0),
                  selected: int | None = None) -> list[SceneLabel]:
-    """A label ``"VEH 0.87"`` above the top centre of shown predictions: the ``max_labels`` nearest
-    to ``near`` (x, y metres; the ego by default), plus prediction ``selected`` (an index into
-    ``visible_predictions``) whatever its distance."""
+    """A label ``"VEH 0.87"`` (``"VEH 0.87 #12"`` with track id 12) above the top centre of shown
+    predictions: the ``max_labels`` nearest to ``near`` (x, y metres; the ego by default), plus prediction
+    ``selected`` (an index into ``visible_predictions``) whatever its distance."""
     preds = visible_predictions(scene, opts)
     if not opts.show_scores or preds is None or not len(preds):
         return []
@@ -382,7 +444,8 @@ def score_labels(scene: SceneFrame, opts: SceneOptions, near: tuple[float, float
     for i in sorted(chosen):
         box, t, s = preds.boxes[i], preds.types[i], preds.scores[i]
         pos = np.array([box[0], box[1], box[2] + box[5] / 2], np.float64)
-        labels.append(SceneLabel(pos, f"{SHORT_NAMES.get(int(t), TYPE_NAMES.get(int(t), str(t)))} {s:.2f}",
+        track = "" if preds.track_ids is None else f" #{preds.track_ids[i]}"
+        labels.append(SceneLabel(pos, f"{SHORT_NAMES.get(int(t), TYPE_NAMES.get(int(t), str(t)))} {s:.2f}{track}",
                                  PRED_COLORS.get(int(t), PRED_COLORS[0])))
     return labels
 
@@ -404,7 +467,8 @@ def frame_caption(scene: SceneFrame, opts: SceneOptions) -> str:
 
 __all__ = [
     "GT_COLORS", "PRED_COLORS", "STATE_COLOR", "BOX_EDGES", "TOP_EDGES", "SEGMENTS_PER_BOX",
-    "PredictedBoxes", "StateVoxels", "SceneFrame", "SceneOptions", "SceneGeometry", "SceneLabel",
+    "PredictedBoxes", "TrailMemory", "trail_segments", "StateVoxels", "SceneFrame", "SceneOptions",
+    "SceneGeometry", "SceneLabel",
     "box_corners", "box_segments", "dashed", "box_lines", "lines_geometry", "clean_scene",
     "visible_ground_truth", "class_colors", "point_colors", "subsample_points", "points_geometry",
     "boxes_geometry", "state_geometry", "build_scene", "visible_predictions", "score_labels",

@@ -23,7 +23,7 @@ import numpy as np
 from detector.data.frame import Frame
 from detector.data.frame_store import SEGMENT_META, read_segment
 from detector.errors import InputError, UnavailableError
-from detector.viz.scene import PredictedBoxes, SceneFrame, StateVoxels, clean_scene
+from detector.viz.scene import PredictedBoxes, SceneFrame, StateVoxels, TrailMemory, clean_scene
 
 #: ``module:function`` that turns a checkpoint path into a ``Detector`` (``fn(path, map_location=...)``).
 CHECKPOINT_LOADER = "detector.checkpoints:load_checkpoint"
@@ -236,11 +236,13 @@ def load_predictions(path: str | os.PathLike) -> PredictionIndex:
         b = o.object.box
         rows[(o.context_name, int(o.frame_timestamp_micros))].append(
             (b.center_x, b.center_y, b.center_z, b.length, b.width, b.height, b.heading,
-             o.object.type, o.score))
+             o.object.type, o.score, o.object.id))
+    tracked = any(r[9] for frame_rows in rows.values() for r in frame_rows)
     by_frame = {}
     for key, r in rows.items():
-        a = np.asarray(r, np.float64)
-        by_frame[key] = PredictedBoxes(a[:, :7], a[:, 7].astype(np.int64), a[:, 8])
+        a = np.asarray([x[:9] for x in r], np.float64)
+        ids = np.asarray([x[9] for x in r], dtype=str) if tracked else None
+        by_frame[key] = PredictedBoxes(a[:, :7], a[:, 7].astype(np.int64), a[:, 8], ids)
     return PredictionIndex(path, by_frame)
 
 
@@ -278,7 +280,9 @@ def stream_detections(detector, frames: Iterable[Frame], device: str = "cpu",
     for i, frame in enumerate(frames):
         step = stream.step(collate_frames([frame], [i == 0]))
         d = step.detections
-        boxes = PredictedBoxes(_numpy(d.boxes), _numpy(d.types), _numpy(d.scores))
+        ids = getattr(d, "track_ids", None)
+        boxes = PredictedBoxes(_numpy(d.boxes), _numpy(d.types), _numpy(d.scores),
+                               None if ids is None else _numpy(ids))
         voxels = None
         if state_voxels is not None:
             centers, size = state_voxels(step.state)
@@ -327,20 +331,23 @@ def _numpy(x) -> np.ndarray:
 def iter_scene_frames(source: FrameSource, start: int = 0, stop: int | None = None,
                       predictions: PredictionIndex | None = None, ckpt_path: str | None = None,
                       ckpt_loader: str = CHECKPOINT_LOADER, device: str = "cpu",
-                      state_voxels: Callable | None = None) -> Iterator[SceneFrame]:
-    """The frames of ``source`` in [start, stop) with their predictions (file or checkpoint)."""
+                      state_voxels: Callable | None = None, trail_frames: int = 10) -> Iterator[SceneFrame]:
+    """The frames of ``source`` in [start, stop) with their predictions (file or checkpoint); tracked
+    predictions (ids) get trails of their last ``trail_frames`` centres."""
     if predictions is not None and ckpt_path:
         raise VisualizeInputError("give predictions= or ckpt_path=, not both")
     if predictions is not None:
         predictions.check_segment(source.name)
     frames = source.frames(start, stop)
+    trails = TrailMemory(trail_frames)
     if ckpt_path:
         for frame, boxes, voxels in detections_from_checkpoint(ckpt_path, frames, ckpt_loader, device,
                                                                state_voxels):
-            yield clean_scene(SceneFrame(frame, boxes, voxels))
+            yield trails.add(clean_scene(SceneFrame(frame, boxes, voxels)))
         return
     for frame in frames:
-        yield clean_scene(SceneFrame(frame, predictions.for_frame(frame) if predictions is not None else None))
+        yield trails.add(clean_scene(SceneFrame(frame, predictions.for_frame(frame) if predictions is not None
+                                                else None)))
 
 
 __all__ = [

@@ -96,6 +96,17 @@ def test_train_evaluate_predict_end_to_end(store, tmp_path):
     for k, v in metrics.items():
         assert from_cli[k]["AP"] == pytest.approx(v["AP"], abs=1e-6), k
         assert from_cli[k]["APH"] == pytest.approx(v["APH"], abs=1e-6), k
+    # ... and with --tracking the tracking metrics evaluate printed (its tracker on by default)
+    tracking = json.loads((out / "tracking_metrics.json").read_text())
+    assert tracking == res["tracking_metrics"] and "RANGE_TYPE_VEHICLE_[0, 30)_LEVEL_2" in tracking
+    cli = subprocess.run([sys.executable, "-m", "detector.metrics", str(out / "ground_truth.bin"),
+                          str(out / "predictions.bin"), "--tracking", "--json", str(tmp_path / "track.json")],
+                         capture_output=True, text=True, cwd=REPO_ROOT)
+    assert cli.returncode == 0, cli.stderr
+    from_cli = json.loads((tmp_path / "track.json").read_text())
+    assert from_cli.keys() == tracking.keys()
+    for k, v in tracking.items():
+        assert from_cli[k] == pytest.approx(v, abs=1e-6), k
 
     # the viewer runs the checkpoint itself and reads the LSTM's state sites (show_state=true)
     from detector.viz.sources import detections_from_checkpoint

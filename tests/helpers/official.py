@@ -110,6 +110,119 @@ def run_official_op(gt: ObjectArrays, pred: ObjectArrays, config, timeout: float
             )
 
 
+@dataclass(frozen=True)
+class TrackArrays:
+    """Objects of many frames of many sequences as flat arrays, the tracking op's input layout."""
+
+    boxes: np.ndarray  # (N, 7)
+    types: np.ndarray  # (N,)
+    frame_ids: np.ndarray  # (N,) int64, e.g. the timestamps
+    sequence_ids: np.ndarray  # (N,) str
+    object_ids: np.ndarray  # (N,) int64
+    scores: np.ndarray | None = None  # predictions only
+    overlap_nlz: np.ndarray | None = None  # predictions only
+
+
+@dataclass(frozen=True)
+class OfficialTrackingResult:
+    names: list[str]
+    values: np.ndarray  # (B, 6): MOTA, MOTP, MISS, MISMATCH, FP, score cutoff
+    seconds: float
+
+    def as_dict(self) -> dict[str, dict[str, float]]:
+        keys = ("MOTA", "MOTP", "MISS", "MISMATCH", "FP")
+        return {n: dict(zip(keys, map(float, v[:5]))) for n, v in zip(self.names, self.values)}
+
+
+def tracking_inputs(gt_frames: dict, pred_frames: dict) -> tuple[TrackArrays, TrackArrays]:
+    """Flat tracking-op inputs from ``{(context, timestamp): FrameObjects}`` maps read with ids
+    (``objects_to_frames(..., tracking=True)``); string ids become integers, one code per string."""
+    codes: dict[str, int] = {}
+
+    def flat(frames, is_gt):
+        keys = sorted(frames)
+        n = sum(len(frames[k].types) for k in keys)
+        if n == 0:
+            return TrackArrays(np.zeros((0, 7)), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                               np.zeros(0, dtype=str), np.zeros(0, np.int64), np.zeros(0, np.float32),
+                               np.zeros(0, bool))
+        f = [frames[k] for k in keys]
+        ids = np.array([codes.setdefault(str(x), len(codes)) for fr in f for x in fr.ids], np.int64)
+        seq = np.concatenate([np.full(len(fr.types), k[0], dtype=object) for k, fr in zip(keys, f)]).astype(str)
+        ts = np.concatenate([np.full(len(fr.types), k[1], np.int64) for k, fr in zip(keys, f)])
+        boxes = np.concatenate([fr.boxes for fr in f])
+        types = np.concatenate([fr.types for fr in f])
+        if is_gt:
+            return TrackArrays(boxes, types, ts, seq, ids)
+        return TrackArrays(boxes, types, ts, seq, ids, np.concatenate([fr.scores for fr in f]),
+                           np.concatenate([fr.overlap_nlz for fr in f]))
+
+    return flat(gt_frames, True), flat(pred_frames, False)
+
+
+def run_official_tracking_op(gt: TrackArrays, pred: TrackArrays, config,
+                             timeout: float | None = None) -> OfficialTrackingResult:
+    """Run ``py_metrics_ops.tracking_metrics`` in ``.venv-official`` on the given arrays (every ground
+    truth with difficulty unset: the op cannot take tracking difficulty)."""
+    if not official_available():
+        raise FileNotFoundError(f"{OFFICIAL_PYTHON} not found: run scripts/setup_official.sh")
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+        np.savez(
+            src,
+            kind=np.array("tracking"),
+            pred_bbox=np.asarray(pred.boxes, np.float32).reshape(-1, 7),
+            pred_type=np.asarray(pred.types, np.uint8),
+            pred_score=np.asarray(pred.scores, np.float32),
+            pred_frame_id=np.asarray(pred.frame_ids, np.int64),
+            pred_sequence_id=np.asarray(pred.sequence_ids, str),
+            pred_object_id=np.asarray(pred.object_ids, np.int64),
+            pred_nlz=(np.zeros(len(pred.types), bool) if pred.overlap_nlz is None
+                      else np.asarray(pred.overlap_nlz, bool)),
+            gt_bbox=np.asarray(gt.boxes, np.float32).reshape(-1, 7),
+            gt_type=np.asarray(gt.types, np.uint8),
+            gt_frame_id=np.asarray(gt.frame_ids, np.int64),
+            gt_sequence_id=np.asarray(gt.sequence_ids, str),
+            gt_object_id=np.asarray(gt.object_ids, np.int64),
+            config=np.frombuffer(config.SerializeToString(), np.uint8),
+        )
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION="python")
+        proc = subprocess.run([str(OFFICIAL_PYTHON), str(Path(__file__).resolve()), str(src), str(dst)],
+                              cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"official op failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+        with np.load(dst) as out:
+            return OfficialTrackingResult([str(n) for n in out["names"]], out["values"], float(out["seconds"]))
+
+
+def _main_tracking(data: dict, config, dst: str) -> None:  # runs inside .venv-official
+    import tensorflow as tf
+    from waymo_open_dataset.metrics.ops import py_metrics_ops
+    from waymo_open_dataset.metrics.python import config_util_py
+
+    start = time.perf_counter()
+    out = py_metrics_ops.tracking_metrics(
+        prediction_bbox=tf.constant(data["pred_bbox"]),
+        prediction_type=tf.constant(data["pred_type"]),
+        prediction_score=tf.constant(data["pred_score"]),
+        prediction_frame_id=tf.constant(data["pred_frame_id"]),
+        prediction_sequence_id=tf.constant(data["pred_sequence_id"].astype(object).astype(bytes)),
+        prediction_object_id=tf.constant(data["pred_object_id"]),
+        prediction_overlap_nlz=tf.constant(data["pred_nlz"]),
+        ground_truth_bbox=tf.constant(data["gt_bbox"]),
+        ground_truth_type=tf.constant(data["gt_type"]),
+        ground_truth_frame_id=tf.constant(data["gt_frame_id"]),
+        ground_truth_sequence_id=tf.constant(data["gt_sequence_id"].astype(object).astype(bytes)),
+        ground_truth_object_id=tf.constant(data["gt_object_id"]),
+        ground_truth_difficulty=tf.zeros(len(data["gt_type"]), tf.uint8),
+        config=config.SerializeToString(),
+    )
+    seconds = time.perf_counter() - start
+    values = np.stack([t.numpy() for t in out[:6]], axis=1)
+    np.savez(dst, names=np.array(config_util_py.get_breakdown_names_from_config(config)), values=values,
+             seconds=seconds)
+
+
 def _main(src: str, dst: str) -> None:  # runs inside .venv-official
     import tensorflow as tf
     from waymo_open_dataset.metrics.ops import py_metrics_ops
@@ -119,6 +232,9 @@ def _main(src: str, dst: str) -> None:  # runs inside .venv-official
     data = dict(np.load(src))
     config = metrics_pb2.Config()
     config.ParseFromString(data.pop("config").tobytes())
+    if "kind" in data and str(data["kind"]) == "tracking":
+        _main_tracking(data, config, dst)
+        return
     start = time.perf_counter()
     ap, aph, _, pr, pr_ha, _, _ = py_metrics_ops.detection_metrics(
         prediction_bbox=tf.constant(data["pred_bbox"]),
