@@ -39,9 +39,13 @@ from detector.devices import pick_device
 from detector.errors import InputError, user_errors
 from detector.eval import ObjectsWriter, WaymoMetrics
 from detector.eval.report import format_table
+from detector.run_dir import check_fresh_run_dir
 from detector.streaming import stream_segments
 
 log = logging.getLogger(__name__)
+
+#: What an evaluation writes into its run folder.
+RESULTS = ("predictions.bin", "ground_truth.bin", "metrics.json")
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -52,6 +56,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
 def _evaluate(cfg: DictConfig) -> dict:
     out = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.output_dir)
+    check_fresh_run_dir(out, RESULTS, "evaluation")  # (under Hydra the FreshRunDir callback checked it first)
     ensure_dir(out)
     reset_every = cfg.get("reset_every")
     if reset_every is not None and (not isinstance(reset_every, int) or reset_every < 1):
@@ -83,7 +88,7 @@ def _evaluate(cfg: DictConfig) -> dict:
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="evaluate", version_base="1.3")
-@user_errors
+@user_errors(prefix="evaluate")
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

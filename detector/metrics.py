@@ -24,6 +24,7 @@ from detector.eval.object_checks import check_frames, frame_coverage
 from detector.eval.report import format_table, plot_pr_curves
 from detector.eval.submission import objects_to_frames, read_objects
 from detector.eval.waymo_metrics import evaluate_frames_curves
+from detector.output_paths import check_not_input
 
 
 def read_checked(gt_path: str, pred_path: str, skip_invalid: bool, strict: bool):
@@ -56,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true",
                         help="make the warnings (empty ground truth, predictions on frames absent from it) errors")
     args = parser.parse_args(argv)
-    for out in (args.json, args.plot):
+    for key, out in (("--json", args.json), ("--plot", args.plot)):
         if out:
+            check_not_input(out, [args.gt, args.pred], key, "GT/PRED")
             check_writable(out)  # before the work, not after the table printed
     gt, pred = read_checked(args.gt, args.pred, args.skip_invalid, args.strict)
     num_gt, num_pred = (sum(len(f.boxes) for f in frames.values()) for frames in (gt, pred))

@@ -1,0 +1,185 @@
+"""Invariants of a segment's frames, checked where the frames are read (the v1 and v2 readers, the
+frame store), so that nothing downstream (the temporal state, the metrics) sees a broken frame.
+
+- **Poses** (vehicle-to-world, 4x4) must be finite and rigid: ``R·Rᵀ = I`` and ``det R = +1`` within
+  ``POSE_TOLERANCE`` per entry, last row ``[0 0 0 1]`` within the same tolerance. A frame whose pose
+  fails refuses its segment (``FrameFormatError`` naming the record or row and the pose): every
+  relative motion the model is given would be wrong.
+- **Timestamps** strictly increase within a segment (``SegmentFrameChecks``): a repeated or earlier
+  timestamp refuses the segment, naming both records.
+- **Labels**: a box with a NaN/inf value, a size that is not positive, or an id already seen in the same
+  frame (its copy) is dropped and counted per reason (``LABEL_DROP_REASONS``): the converter's summary,
+  ``segment.json`` (``dropped_labels``) and ``stats`` show the counts, as for non-finite points.
+- **Splits of a store** (``check_store_splits``): a segment's ``segment.json`` split is its folder's
+  (``detector.data.frame_store.read_segment``) and no segment name lies in two split folders.
+
+Costs (docs/studies/faults.md): microseconds a frame, against ~100 ms to convert one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from detector.data.frame import Frame, FrameFormatError
+from detector.errors import InputError
+
+#: Largest deviation accepted per entry of ``R·Rᵀ - I``, of ``det R - 1`` and of the last row from
+#: ``[0 0 0 1]``: a rotation scaled by 1.0001 passes, one scaled by 1.001 (10 cm at 100 m) does not.
+POSE_TOLERANCE = 1e-4
+#: Why a label is dropped, in the order they are tested (a box counts once, for its first reason).
+LABEL_DROP_REASONS = ("nonfinite_box", "nonpositive_size", "duplicate_id")
+
+
+class SplitError(InputError):
+    """A frame store whose segments disagree with their split folders."""
+
+
+def pose_problem(pose: np.ndarray, tolerance: float = POSE_TOLERANCE) -> str | None:
+    """Why ``pose`` (4x4) is not a finite rigid transform, or None."""
+    pose = np.asarray(pose, np.float64)
+    if pose.shape != (4, 4):
+        return f"shape {pose.shape}, expected (4, 4)"
+    if not np.isfinite(pose).all():
+        return "has NaN/inf values"
+    r = pose[:3, :3]
+    off = float(np.abs(r @ r.T - np.eye(3)).max())
+    if off > tolerance:
+        return f"rotation is not orthonormal (max |R·Rt - I| = {off:.3g} > {tolerance:g})"
+    det = float(np.linalg.det(r))
+    if abs(det - 1.0) > tolerance:
+        return f"rotation has det {det:.4g}, expected +1 (a reflection)"
+    last = float(np.abs(pose[3] - (0.0, 0.0, 0.0, 1.0)).max())
+    if last > tolerance:
+        return f"last row is {pose[3].tolist()}, expected [0, 0, 0, 1]"
+    return None
+
+
+def check_pose(pose: np.ndarray, where: str) -> None:
+    """Refuse a pose that is not finite and rigid; ``where`` names the record/row and the field."""
+    problem = pose_problem(pose)
+    if problem is not None:
+        raise FrameFormatError(f"{where}: {problem}; a vehicle pose must be a rigid transform (rotation and "
+                               f"translation, tolerance {POSE_TOLERANCE:g}): the segment is refused")
+
+
+def check_poses(poses: np.ndarray, where: Iterable[str]) -> None:
+    """``check_pose`` of a stack (F, 4, 4), vectorised for the common case where all are fine."""
+    poses = np.asarray(poses, np.float64).reshape(-1, 4, 4)
+    r = poses[:, :3, :3]
+    fine = (np.isfinite(poses).all(axis=(1, 2))
+            & (np.abs(r @ np.swapaxes(r, 1, 2) - np.eye(3)).max(axis=(1, 2)) <= POSE_TOLERANCE)
+            & (np.abs(poses[:, 3] - (0.0, 0.0, 0.0, 1.0)).max(axis=1) <= POSE_TOLERANCE))
+    if fine.all():
+        fine &= np.abs(np.linalg.det(r) - 1.0) <= POSE_TOLERANCE
+    for pose, ok, w in zip(poses, fine, where):
+        if not ok:
+            check_pose(pose, w)
+
+
+def invalid_labels(frame: Frame) -> dict[str, np.ndarray]:
+    """Boolean masks (M,) of the labels to drop, one per reason of ``LABEL_DROP_REASONS`` (disjoint)."""
+    boxes = frame.boxes
+    nonfinite = ~np.isfinite(boxes).all(axis=1) if len(boxes) else np.zeros(0, bool)
+    nonpositive = ~nonfinite & ~(boxes[:, 3:6] > 0).all(axis=1) if len(boxes) else np.zeros(0, bool)
+    duplicate = np.zeros(len(boxes), bool)
+    if len(boxes) > 1:
+        _, first = np.unique(frame.ids, return_index=True)
+        if len(first) < len(boxes):
+            duplicate[:] = True
+            duplicate[first] = False
+        duplicate &= ~nonfinite & ~nonpositive
+    return {"nonfinite_box": nonfinite, "nonpositive_size": nonpositive, "duplicate_id": duplicate}
+
+
+def drop_invalid_labels(frame: Frame) -> tuple[Frame, dict[str, int], str]:
+    """The frame without its invalid labels (``invalid_labels``), the counts per reason (only reasons
+    with a count) and an example for messages (``"object 3 (id 'x'): duplicate_id"``, or "")."""
+    if frame.num_boxes == 0:
+        return frame, {}, ""
+    masks = invalid_labels(frame)
+    drop = np.zeros(frame.num_boxes, bool)
+    for m in masks.values():
+        drop |= m
+    if not drop.any():
+        return frame, {}, ""
+    counts = {k: int(m.sum()) for k, m in masks.items() if m.any()}
+    first = int(np.flatnonzero(drop)[0])
+    reason = next(k for k, m in masks.items() if m[first])
+    example = f"object {first} (id {frame.ids[first]!r}): {reason}"
+    keep = ~drop
+    frame.boxes, frame.types, frame.ids = frame.boxes[keep], frame.types[keep], frame.ids[keep]
+    frame.num_points, frame.difficulty = frame.num_points[keep], frame.difficulty[keep]
+    return frame, counts, example
+
+
+@dataclass
+class SegmentFrameChecks:
+    """The checks of one segment's frames in reading order: timestamps strictly increasing, invalid
+    labels dropped and counted (``dropped_labels``: ``{frame index: {reason: count}}``)."""
+
+    dropped_labels: dict[int, dict[str, int]] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)
+    _last: tuple[int, str] | None = None
+
+    def __call__(self, frame: Frame, where: str) -> Frame:
+        ts = frame.timestamp_micros
+        if self._last is not None and ts <= self._last[0]:
+            what = "repeats" if ts == self._last[0] else "comes before"
+            raise FrameFormatError(f"{where}: timestamp_micros {ts} {what} that of the frame before it "
+                                   f"({self._last[1]}: {self._last[0]}); a segment's frames must have strictly "
+                                   "increasing timestamps (a duplicated or misordered record)")
+        self._last = (ts, where)
+        frame, counts, example = drop_invalid_labels(frame)
+        if counts:
+            self.dropped_labels[frame.index] = counts
+            if len(self.examples) < 3:
+                self.examples.append(f"{where}: {example}")
+        return frame
+
+
+def label_totals(per_frame: Mapping[int, Mapping[str, int]]) -> dict[str, int]:
+    """``{reason: count}`` over the frames of ``SegmentFrameChecks.dropped_labels``."""
+    out: dict[str, int] = {}
+    for d in per_frame.values():
+        for reason, n in d.items():
+            out[reason] = out.get(reason, 0) + int(n)
+    return {k: out[k] for k in LABEL_DROP_REASONS if k in out}
+
+
+def format_dropped_labels(per_frame: Mapping[int, Mapping[str, int]], examples: list[str]) -> str:
+    """``"3 labels dropped (duplicate_id 2, nonfinite_box 1) in 2 frames, e.g. ..."``."""
+    totals = label_totals(per_frame)
+    shown = ", ".join(f"{k} {n}" for k, n in totals.items())
+    eg = f", e.g. {examples[0]}" if examples else ""
+    return f"{sum(totals.values())} labels dropped ({shown}) in {len(per_frame)} frames{eg}"
+
+
+def check_store_splits(root: str | os.PathLike, splits: Iterable[str]) -> None:
+    """Refuse a frame store in which a segment name is a complete segment of two split folders (its
+    frames would be scored on the data they were trained on). Reads folder listings only."""
+    from detector.data.frame_store import SEGMENT_META, SPLITS
+
+    root = Path(root)
+    seen: dict[str, str] = {}
+    for split in dict.fromkeys([*SPLITS, *splits]):
+        folder = root / split
+        if not folder.is_dir():
+            continue
+        for d in sorted(folder.iterdir()):
+            if not (d / SEGMENT_META).is_file():
+                continue
+            if d.name in seen:
+                raise SplitError(f"{root}: segment {d.name} is in both {seen[d.name]}/ and {split}/ "
+                                 "(its frames would be scored on the data they were trained on): remove one "
+                                 f"copy, e.g. rm -r {folder / d.name}")
+            seen[d.name] = split
+
+
+__all__ = ["POSE_TOLERANCE", "LABEL_DROP_REASONS", "SplitError", "pose_problem", "check_pose", "check_poses",
+           "invalid_labels", "drop_invalid_labels", "SegmentFrameChecks", "label_totals", "format_dropped_labels",
+           "check_store_splits"]
