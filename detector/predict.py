@@ -52,11 +52,11 @@ def _predict(cfg: DictConfig) -> dict:
     out = Path(cfg.out) if cfg.get("out") else run_dir / "predictions.bin"
     records = find_segments(cfg.input)
     check_not_input(out, [cfg.input, cfg.ckpt_path, *input_files(records)], "out", "input")
-    check_unique_names(records)
     ensure_dir(out.parent)
     check_writable(out)
     device = pick_device(cfg.device)
     check_checkpoint_fits_data(cfg.ckpt_path, cfg.data)
+    check_unique_names(records)  # reads each file's first record
     model = load_detector(cfg.model, cfg.ckpt_path, device)
     frames = segment_frame_batches(records, cfg.data.get("point_range"), cfg.data.get("max_gap_s"), cfg.second_return)
     n = 0

@@ -123,6 +123,8 @@ def _train(cfg: DictConfig, callbacks: list | None) -> dict:
 
             result["learning_curves"] = str(plot_learning_curves({"run": csv_path}, out / "learning_curves.png"))
     if trainer.is_global_zero:
+        if result["last_checkpoint"] is None:
+            log.warning("nothing was trained (no training batch ran): no checkpoint was written")
         log.info("training done: %s", result)
         print(f"outputs: {out}")
     return result

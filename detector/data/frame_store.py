@@ -110,6 +110,11 @@ def read_segment(segment_dir: str | os.PathLike, split: str | None = None) -> Se
         raise FrameStoreError(f"{meta_path}: format_version {version}, this code reads {FORMAT_VERSION}")
     if len(ts) != n:
         raise FrameStoreError(f"{meta_path}: num_frames={n} but {len(ts)} timestamps")
+    back = next((i for i in range(1, len(ts)) if ts[i] <= ts[i - 1]), None)
+    if back is not None:
+        raise FrameStoreError(f"{meta_path}: timestamps_micros[{back}] = {ts[back]} does not come after "
+                              f"timestamps_micros[{back - 1}] = {ts[back - 1]} (a repeated or misordered frame); "
+                              "convert the segment again (python -m data_tools.convert_waymo checks the order)")
     if split is not None and meta_split != split:
         raise FrameStoreError(f"{meta_path}: split {meta_split!r}, but the segment lies in the {split}/ folder "
                               f"(moved by hand?): move it back to {meta_split}/ or convert it into {split}/")

@@ -308,3 +308,17 @@ def test_frame_files_from_the_reader_satisfy_the_invariants(tiny):
             assert seg.dropped_labels == ()
             ts = [f.timestamp_micros for f in seg.frames()]
             assert ts == sorted(set(ts))
+
+
+def test_store_with_a_repeated_timestamp_is_refused_by_name(tiny, tmp_path, capsys):
+    """A store converted before the reader checked the order (a repeated frame) is refused where read."""
+    dst = tmp_path / "store"
+    shutil.copytree(tiny[1], dst)
+    seg = next((dst / "validation").iterdir())
+    meta = json.loads((seg / "segment.json").read_text())
+    meta["timestamps_micros"][3] = meta["timestamps_micros"][2]
+    (seg / "segment.json").write_text(json.dumps(meta))
+    code, out, err = run_hydra(evaluate.main, _evaluate_args(dst, tiny[2]), tmp_path, capsys)
+    assert_one_line_error(code, err, str(seg / "segment.json"), "timestamps_micros[3]", "repeated or misordered",
+                          prefix="evaluate")
+    assert not (tmp_path / "hydra_run" / "predictions.bin").exists()
