@@ -101,6 +101,15 @@ def main() -> None:
         load_checked = best(lambda: [seg.load_frame(i) for i in range(seg.num_frames)], args.repeats)
         crc_only = best(lambda: [verify_frame_file(seg.frame_path(i)) for i in range(seg.num_frames)], args.repeats)
         resume = best(lambda: damaged_frame(seg), args.repeats)
+        loaded = [Frame.load_npz(seg.frame_path(i)) for i in range(seg.num_frames)]
+
+        def load_checks_alone():  # what load_frame adds to load_npz
+            for i, f in enumerate(loaded):
+                assert f.timestamp_micros == seg.timestamps_micros[i]
+                frame_checks.check_pose(f.pose, "bench")
+
+        load_checks_s = best(lambda: [load_checks_alone() for _ in range(n_inner)], args.repeats)
+        load_checks_s /= n_inner * args.frames
 
     print(f"segment: {args.frames} frames ({args.lidar} lidar), {labels / args.frames:.0f} labels a frame; "
           f"best of {args.repeats}, one process, OMP_NUM_THREADS=1")
@@ -110,7 +119,8 @@ def main() -> None:
           f"(ratio {min(with_checks) / min(without):.3f}; runs with: {', '.join(f'{t:.3f}' for t in with_checks)}; "
           f"without: {', '.join(f'{t:.3f}' for t in without)})")
     print(f"loading: load_frame {1e3 * load_checked / args.frames:.2f} ms a frame vs Frame.load_npz "
-          f"{1e3 * load_plain / args.frames:.2f} ms (ratio {load_checked / load_plain:.3f})")
+          f"{1e3 * load_plain / args.frames:.2f} ms (ratio {load_checked / load_plain:.3f}); the checks alone "
+          f"{load_checks_s * 1e6:.0f} us a frame = {100 * load_checks_s * args.frames / load_plain:.3f} % of loading")
     print(f"resume check: damaged_frame {1e3 * resume / args.frames:.2f} ms a frame vs verify_frame_file "
           f"{1e3 * crc_only / args.frames:.2f} ms (ratio {resume / crc_only:.3f})")
 
