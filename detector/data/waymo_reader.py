@@ -18,7 +18,7 @@ from google.protobuf.message import DecodeError
 from waymo_open_dataset import dataset_pb2
 
 from detector.data.frame import Frame, FrameFormatError
-from detector.data.frame_checks import SegmentFrameChecks, check_pose
+from detector.data.frame_checks import SegmentFrameChecks, check_extrinsics, check_pose
 from detector.data.range_image import TOP, LaserCalibration, LaserImages, frame_points
 from detector.data.tfrecord import iter_records_with_offsets
 
@@ -119,6 +119,7 @@ def frame_from_proto(frame: dataset_pb2.Frame, index: int = 0, where: str = "fra
     calibrations = [LaserCalibration(c.name, np.asarray(c.extrinsic.transform, np.float64),
                                      np.asarray(c.beam_inclinations, np.float64), c.beam_inclination_min,
                                      c.beam_inclination_max) for c in frame.context.laser_calibrations]
+    check_extrinsics(calibrations, f"{where}: context.laser_calibrations")
     points, nlz = frame_points(calibrations, lasers, frame_pose, where, second_return, nonfinite=nonfinite)
 
     labels = frame.laser_labels

@@ -267,6 +267,8 @@ def read_calibrations(f: _File, segment: str) -> list[LaserCalibration]:
         dup = next(n for n in names.tolist() if names.tolist().count(n) > 1)
         raise FrameFormatError(f"{f.path}: laser {laser_label(dup)} is calibrated twice")
     extrinsics = _fixed_rows(t, S.EXTRINSIC, 16, f).reshape(-1, 4, 4)
+    check_poses(extrinsics, (f"{f.path}: row {i} (laser {laser_label(n)}): {S.EXTRINSIC}"
+                             for i, n in enumerate(names.tolist())))
     lo, hi = _float_column(t, S.INCLINATION_MIN, f), _float_column(t, S.INCLINATION_MAX, f)
     values = t.column(S.INCLINATION_VALUES) if optional else None
     out = []

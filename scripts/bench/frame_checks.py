@@ -1,6 +1,7 @@
 """What the frame invariants cost (``detector.data.frame_checks``), as ratios in this one process:
 
-- conversion: the checks of one frame (``check_pose`` of its pose; ``SegmentFrameChecks``: timestamp
+- conversion: the checks of one frame (``check_pose`` of its pose, ``check_extrinsics`` of its lidars;
+  ``SegmentFrameChecks``: timestamp
   order, labels finite, sizes positive, ids unique) against converting that frame
   (``convert_segment`` of a v1 segment, per frame), and ``convert_segment`` with the checks against
   the same with the checks replaced by no-ops (A/B, alternating, best of ``--repeats``);
@@ -26,6 +27,8 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import numpy as np  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
@@ -36,6 +39,7 @@ from data_tools.synthesize import synthesize  # noqa: E402
 from detector.data import frame_checks, waymo_reader  # noqa: E402
 from detector.data.frame import Frame, verify_frame_file  # noqa: E402
 from detector.data.frame_store import list_segments  # noqa: E402
+from detector.data.range_image import LaserCalibration  # noqa: E402
 
 
 def best(fn, repeats: int) -> float:
@@ -69,15 +73,16 @@ def main() -> None:
             assert r.status == "converted", r.error
 
         # A/B: the converter with the checks, and with them replaced by no-ops
-        real_pose, real_checks = waymo_reader.check_pose, convert_waymo.SegmentFrameChecks
+        real = waymo_reader.check_pose, waymo_reader.check_extrinsics, convert_waymo.SegmentFrameChecks
         with_checks, without = [], []
         for _ in range(args.repeats):
             with_checks.append(best(convert_once, 1))
-            waymo_reader.check_pose, convert_waymo.SegmentFrameChecks = (lambda pose, where: None), _NoChecks
+            waymo_reader.check_pose, waymo_reader.check_extrinsics, convert_waymo.SegmentFrameChecks = (
+                lambda pose, where: None), (lambda calibrations, where: None), _NoChecks
             try:
                 without.append(best(convert_once, 1))
             finally:
-                waymo_reader.check_pose, convert_waymo.SegmentFrameChecks = real_pose, real_checks
+                waymo_reader.check_pose, waymo_reader.check_extrinsics, convert_waymo.SegmentFrameChecks = real
         convert_once()
         per_frame = min(with_checks) / args.frames
 
@@ -85,11 +90,14 @@ def main() -> None:
         protos = [p for _, p in waymo_reader.iter_frame_protos(job.path)]
         frames = [waymo_reader.frame_from_proto(p, i) for i, p in enumerate(protos)]
         labels = sum(f.num_boxes for f in frames)
+        calibrations = [[LaserCalibration(c.name, np.asarray(c.extrinsic.transform, np.float64), None, 0.0, 0.0)
+                         for c in p.context.laser_calibrations] for p in protos]
 
         def checks_alone():
             checks = frame_checks.SegmentFrameChecks()
-            for f in frames:
+            for f, calib in zip(frames, calibrations):
                 frame_checks.check_pose(f.pose, "bench")
+                frame_checks.check_extrinsics(calib, "bench")
                 checks(f, "bench")
 
         n_inner = 50

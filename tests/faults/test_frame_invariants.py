@@ -322,3 +322,14 @@ def test_store_with_a_repeated_timestamp_is_refused_by_name(tiny, tmp_path, caps
     assert_one_line_error(code, err, str(seg / "segment.json"), "timestamps_micros[3]", "repeated or misordered",
                           prefix="evaluate")
     assert not (tmp_path / "hydra_run" / "predictions.bin").exists()
+
+
+def test_nan_lidar_extrinsic_fails_the_segment(tiny, tmp_path):
+    """A NaN extrinsic made every point of its lidar NaN, dropped and reported as "points with NaN"."""
+    def edit(protos):
+        for p in protos:
+            p.context.laser_calibrations[0].extrinsic.transform[3] = float("nan")
+
+    src, bad, offsets = _rewrite(tiny, tmp_path, edit)
+    _failed(convert(src, tmp_path / "dst"), bad, tmp_path / "dst", f"record 0 at byte offset {offsets[0]}",
+            "context.laser_calibrations laser", "extrinsic: has NaN/inf values")
