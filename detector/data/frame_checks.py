@@ -132,6 +132,21 @@ def drop_invalid_labels(frame: Frame) -> tuple[Frame, dict[str, int], str]:
     return frame, counts, example
 
 
+def check_stored_labels(frame: Frame, where: str) -> None:
+    """Refuse a frame-store frame holding a label the converter now drops (a store converted before the
+    check): ``where`` names the file; the message names the object and says to convert again."""
+    boxes = frame.boxes
+    if (not len(boxes) or (np.isfinite(boxes).all() and (boxes[:, 3:6] > 0).all()
+                           and len(set(frame.ids.tolist())) == len(boxes))):
+        return
+    masks = invalid_labels(frame)
+    k = next(int(np.flatnonzero(m)[0]) for m in masks.values() if m.any())
+    reason = next(name for name, m in masks.items() if m[k])
+    raise FrameFormatError(f"{where}: object {k} (id {frame.ids[k]!r}) is invalid ({reason}: box "
+                           f"{boxes[k].tolist()}); convert the segment again (the converter drops such labels "
+                           "and counts them)")
+
+
 @dataclass
 class SegmentFrameChecks:
     """The checks of one segment's frames in reading order: timestamps strictly increasing, invalid
@@ -197,5 +212,5 @@ def check_store_splits(root: str | os.PathLike, splits: Iterable[str]) -> None:
 
 __all__ = ["POSE_TOLERANCE", "LABEL_DROP_REASONS", "SplitError", "pose_problem", "check_pose", "check_poses",
            "check_extrinsics",
-           "invalid_labels", "drop_invalid_labels", "SegmentFrameChecks", "label_totals", "format_dropped_labels",
+           "invalid_labels", "drop_invalid_labels", "check_stored_labels", "SegmentFrameChecks", "label_totals", "format_dropped_labels",
            "check_store_splits"]

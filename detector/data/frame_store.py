@@ -23,7 +23,7 @@ from pathlib import Path
 
 from detector.atomic import write_json_atomic
 from detector.data.frame import Frame, FrameFormatError
-from detector.data.frame_checks import check_pose
+from detector.data.frame_checks import check_pose, check_stored_labels
 from detector.errors import InputError
 
 FORMAT_VERSION = 1
@@ -61,6 +61,7 @@ class SegmentInfo:
                 f"{self.path / SEGMENT_META} ({self.timestamps_micros[index]} at index {index}): a swapped or "
                 "foreign frame file; convert the segment again (python -m data_tools.convert_waymo repairs it)")
         check_pose(frame.pose, f"{self.frame_path(index)}: pose")
+        check_stored_labels(frame, str(self.frame_path(index)))
         return frame
 
     def frames(self):

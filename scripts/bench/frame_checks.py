@@ -5,8 +5,8 @@
   order, labels finite, sizes positive, ids unique) against converting that frame
   (``convert_segment`` of a v1 segment, per frame), and ``convert_segment`` with the checks against
   the same with the checks replaced by no-ops (A/B, alternating, best of ``--repeats``);
-- loading: ``SegmentInfo.load_frame`` (which now compares the file's timestamp with ``segment.json``
-  and checks the pose) against ``Frame.load_npz`` of the same files;
+- loading: ``SegmentInfo.load_frame`` (which now compares the file's timestamp with ``segment.json``,
+  checks the pose and refuses labels the converter would drop) against ``Frame.load_npz`` of the same files;
 - the converter's resume check: ``damaged_frame`` (zip CRCs and now each file's timestamp) against
   ``verify_frame_file`` alone (the CRCs, what it checked before).
 
@@ -115,6 +115,7 @@ def main() -> None:
             for i, f in enumerate(loaded):
                 assert f.timestamp_micros == seg.timestamps_micros[i]
                 frame_checks.check_pose(f.pose, "bench")
+                frame_checks.check_stored_labels(f, "bench")
 
         load_checks_s = best(lambda: [load_checks_alone() for _ in range(n_inner)], args.repeats)
         load_checks_s /= n_inner * args.frames

@@ -19,6 +19,7 @@ from data_tools.convert_waymo import convert
 from detector import evaluate, train
 from detector.config import register_resolvers
 from detector.data import waymo_v2_schema as S
+from detector.data.frame import Frame
 from detector.data.frame_checks import POSE_TOLERANCE, pose_problem
 from detector.data.frame_store import list_segments
 from detector.data.tfrecord import iter_records_with_offsets, write_tfrecord
@@ -333,3 +334,23 @@ def test_nan_lidar_extrinsic_fails_the_segment(tiny, tmp_path):
     src, bad, offsets = _rewrite(tiny, tmp_path, edit)
     _failed(convert(src, tmp_path / "dst"), bad, tmp_path / "dst", f"record 0 at byte offset {offsets[0]}",
             "context.laser_calibrations laser", "extrinsic: has NaN/inf values")
+
+
+@pytest.mark.parametrize("case", ["nonfinite_box", "nonpositive_size", "duplicate_id"])
+def test_store_converted_before_with_a_broken_label_is_refused_by_name(tiny, tmp_path, capsys, case):
+    """A frame file written before the converter dropped such labels: evaluate exits 2 naming file and
+    object (it used to exit 1 with a traceback, or to score the bad box)."""
+    dst = tmp_path / "store"
+    shutil.copytree(tiny[1], dst)
+    path = next((dst / "validation").iterdir()) / "0001.npz"
+    frame = Frame.load_npz(path)
+    if case == "nonfinite_box":
+        frame.boxes[2, 0] = np.nan
+    elif case == "nonpositive_size":
+        frame.boxes[2, 4] = -1.0
+    else:
+        frame.ids[2] = frame.ids[1]
+    frame.save_npz(path)
+    code, out, err = run_hydra(evaluate.main, _evaluate_args(dst, tiny[2]), tmp_path, capsys)
+    assert_one_line_error(code, err, f"{path}: object 2", case, "convert the segment again", prefix="evaluate")
+    assert not (tmp_path / "hydra_run" / "predictions.bin").exists() and not leftovers(tmp_path / "hydra_run")
