@@ -34,6 +34,7 @@ from data_tools.parallel import map_segments
 from data_tools.segment_checks import damaged_frame, format_nonfinite, lidar_totals, shortfall_warning
 from detector import CONFIG_DIR
 from detector.atomic import ensure_dir
+from detector.config_checks import CONVERT_CHECKS, check_config
 from detector.data import waymo_v2
 from detector.data.frame import FrameFormatError
 from detector.data.frame_checks import SegmentFrameChecks, format_dropped_labels, label_totals
@@ -219,6 +220,7 @@ def summary(results: list[SegmentResult]) -> str:
 @hydra.main(config_path=CONFIG_DIR, config_name="convert_waymo", version_base="1.3")
 @user_errors(prefix="convert_waymo")
 def main(cfg: DictConfig) -> None:
+    check_config(cfg, CONVERT_CHECKS)
     parse_shard(cfg.shard)
     results = convert(cfg.src, cfg.dst, workers=int(cfg.workers), shard=cfg.shard,
                       second_return=bool(cfg.second_return), progress=bool(cfg.progress))

@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 from detector.errors import InputError
 
 __all__ = ["ConfigValueError", "check_config", "TRAIN_CHECKS", "EVALUATE_CHECKS", "PREDICT_CHECKS",
-           "SYNTHESIZE_CHECKS"]
+           "SYNTHESIZE_CHECKS", "CONVERT_CHECKS"]
 
 _ABSENT = object()
 
@@ -177,6 +177,11 @@ EVALUATE_CHECKS: list[tuple[str, Check]] = [
     *_DATA,
 ]
 PREDICT_CHECKS: list[tuple[str, Check]] = [*_DATA]
+CONVERT_CHECKS: list[tuple[str, Check]] = [
+    ("workers", whole(1)),
+    ("second_return", one_of(True, False)),
+    ("progress", one_of(True, False)),
+]
 SYNTHESIZE_CHECKS: list[tuple[str, Check]] = [
     ("seed", whole(0)),
     ("segments", whole(0)),
@@ -184,6 +189,7 @@ SYNTHESIZE_CHECKS: list[tuple[str, Check]] = [
     ("frames", whole(1)),
     ("workers", whole(1)),
     ("format", one_of("v1", "v2", "both")),
+    ("progress", one_of(True, False)),
     ("lidar", one_of("demo", "waymo")),
     ("v2_row_group_frames", whole(1)),
     ("top_height", whole(1, nullable=True)),

@@ -7,9 +7,10 @@ frame store), so that nothing downstream (the temporal state, the metrics) sees 
   relative motion the model is given would be wrong.
 - **Timestamps** strictly increase within a segment (``SegmentFrameChecks``): a repeated or earlier
   timestamp refuses the segment, naming both records.
-- **Labels**: a box with a NaN/inf value, a size that is not positive, or an id already seen in the same
-  frame (its copy) is dropped and counted per reason (``LABEL_DROP_REASONS``): the converter's summary,
-  ``segment.json`` (``dropped_labels``) and ``stats`` show the counts, as for non-finite points.
+- **Labels**: a box with a NaN/inf value, a size that is not positive, a type that is not a Waymo
+  ``Label.Type``, or an id already seen in the same frame (its copy) is dropped and counted per reason
+  (``LABEL_DROP_REASONS``): the converter's summary, ``segment.json`` (``dropped_labels``) and
+  ``stats`` show the counts, as for non-finite points.
 - **Splits of a store** (``check_store_splits``): a segment's ``segment.json`` split is its folder's
   (``detector.data.frame_store.read_segment``) and no segment name lies in two split folders.
 
@@ -33,7 +34,9 @@ from detector.errors import InputError
 #: ``[0 0 0 1]``: a rotation scaled by 1.0001 passes, one scaled by 1.001 (10 cm at 100 m) does not.
 POSE_TOLERANCE = 1e-4
 #: Why a label is dropped, in the order they are tested (a box counts once, for its first reason).
-LABEL_DROP_REASONS = ("nonfinite_box", "nonpositive_size", "duplicate_id")
+LABEL_DROP_REASONS = ("nonfinite_box", "nonpositive_size", "unknown_type", "duplicate_id")
+#: Waymo ``Label.Type`` values (0 TYPE_UNKNOWN, 1 vehicle, 2 pedestrian, 3 sign, 4 cyclist).
+KNOWN_TYPES = (0, 1, 2, 3, 4)
 
 
 class SplitError(InputError):
@@ -96,25 +99,36 @@ def check_extrinsics(calibrations, where: str) -> None:
             check_pose(ext.reshape(4, 4), f"{where} laser {laser_label(c.name)} extrinsic")
 
 
-def invalid_labels(frame: Frame) -> dict[str, np.ndarray]:
-    """Boolean masks (M,) of the labels to drop, one per reason of ``LABEL_DROP_REASONS`` (disjoint)."""
+def _labels_valid(frame: Frame) -> bool:
+    """The common case, cheaply: every label finite, sized, of a known type, its id unique."""
     boxes = frame.boxes
-    nonfinite = ~np.isfinite(boxes).all(axis=1) if len(boxes) else np.zeros(0, bool)
-    nonpositive = ~nonfinite & ~(boxes[:, 3:6] > 0).all(axis=1) if len(boxes) else np.zeros(0, bool)
-    duplicate = np.zeros(len(boxes), bool)
-    if len(boxes) > 1:
-        _, first = np.unique(frame.ids, return_index=True)
-        if len(first) < len(boxes):
-            duplicate[:] = True
-            duplicate[first] = False
-        duplicate &= ~nonfinite & ~nonpositive
-    return {"nonfinite_box": nonfinite, "nonpositive_size": nonpositive, "duplicate_id": duplicate}
+    return (not len(boxes) or (bool(np.isfinite(boxes).all()) and bool((boxes[:, 3:6] > 0).all())
+                               and bool(np.isin(frame.types, KNOWN_TYPES).all())
+                               and len(set(frame.ids.tolist())) == len(boxes)))
+
+
+def invalid_labels(frame: Frame) -> dict[str, np.ndarray]:
+    """Boolean masks (M,) of the labels to drop, one per reason of ``LABEL_DROP_REASONS`` (disjoint: a
+    label counts for its first reason; a repeated id is the copy of the first valid label with it)."""
+    boxes = frame.boxes
+    m = len(boxes)
+    nonfinite = ~np.isfinite(boxes).all(axis=1) if m else np.zeros(0, bool)
+    nonpositive = ~nonfinite & ~(boxes[:, 3:6] > 0).all(axis=1) if m else np.zeros(0, bool)
+    unknown = ~nonfinite & ~nonpositive & ~np.isin(frame.types, KNOWN_TYPES)
+    duplicate = np.zeros(m, bool)
+    valid = np.flatnonzero(~(nonfinite | nonpositive | unknown))
+    if len(valid) > 1:
+        _, first = np.unique(frame.ids[valid], return_index=True)
+        duplicate[valid] = True
+        duplicate[valid[first]] = False
+    return {"nonfinite_box": nonfinite, "nonpositive_size": nonpositive, "unknown_type": unknown,
+            "duplicate_id": duplicate}
 
 
 def drop_invalid_labels(frame: Frame) -> tuple[Frame, dict[str, int], str]:
     """The frame without its invalid labels (``invalid_labels``), the counts per reason (only reasons
     with a count) and an example for messages (``"object 3 (id 'x'): duplicate_id"``, or "")."""
-    if frame.num_boxes == 0:
+    if _labels_valid(frame):
         return frame, {}, ""
     masks = invalid_labels(frame)
     drop = np.zeros(frame.num_boxes, bool)
@@ -125,7 +139,7 @@ def drop_invalid_labels(frame: Frame) -> tuple[Frame, dict[str, int], str]:
     counts = {k: int(m.sum()) for k, m in masks.items() if m.any()}
     first = int(np.flatnonzero(drop)[0])
     reason = next(k for k, m in masks.items() if m[first])
-    example = f"object {first} (id {frame.ids[first]!r}): {reason}"
+    example = f"object {first} (id {str(frame.ids[first])!r}): {reason}"
     keep = ~drop
     frame.boxes, frame.types, frame.ids = frame.boxes[keep], frame.types[keep], frame.ids[keep]
     frame.num_points, frame.difficulty = frame.num_points[keep], frame.difficulty[keep]
@@ -135,14 +149,13 @@ def drop_invalid_labels(frame: Frame) -> tuple[Frame, dict[str, int], str]:
 def check_stored_labels(frame: Frame, where: str) -> None:
     """Refuse a frame-store frame holding a label the converter now drops (a store converted before the
     check): ``where`` names the file; the message names the object and says to convert again."""
-    boxes = frame.boxes
-    if (not len(boxes) or (np.isfinite(boxes).all() and (boxes[:, 3:6] > 0).all()
-                           and len(set(frame.ids.tolist())) == len(boxes))):
+    if _labels_valid(frame):
         return
+    boxes = frame.boxes
     masks = invalid_labels(frame)
     k = next(int(np.flatnonzero(m)[0]) for m in masks.values() if m.any())
     reason = next(name for name, m in masks.items() if m[k])
-    raise FrameFormatError(f"{where}: object {k} (id {frame.ids[k]!r}) is invalid ({reason}: box "
+    raise FrameFormatError(f"{where}: object {k} (id {str(frame.ids[k])!r}) is invalid ({reason}: box "
                            f"{boxes[k].tolist()}); convert the segment again (the converter drops such labels "
                            "and counts them)")
 

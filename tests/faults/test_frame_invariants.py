@@ -207,7 +207,7 @@ def test_v2_bad_world_from_vehicle_fails_naming_row(v2_segment, tmp_path, case, 
     assert not (tmp_path / "dst" / "training").exists() or not any((tmp_path / "dst" / "training").iterdir())
 
 
-@pytest.mark.parametrize("case", ["duplicate_id", "nonfinite_box"])
+@pytest.mark.parametrize("case", ["duplicate_id", "nonfinite_box", "unknown_type"])
 def test_v2_broken_label_is_dropped_and_counted(v2_segment, tmp_path, case):
     src, _ = _v2_copy(v2_segment, tmp_path)
     boxes = next((src / "training" / S.LIDAR_BOX).glob("*.parquet"))
@@ -215,6 +215,11 @@ def test_v2_broken_label_is_dropped_and_counted(v2_segment, tmp_path, case):
     def transform(table: pa.Table) -> pa.Table:
         if case == "duplicate_id":
             return pa.concat_tables([table, table.slice(0, 1)])
+        if case == "unknown_type":
+            types = table.column(S.BOX_TYPE).to_pylist()
+            types[0] = 7
+            i = table.schema.get_field_index(S.BOX_TYPE)
+            return table.set_column(i, S.BOX_TYPE, pa.array(types, table.schema.field(i).type))
         col = table.column(S.BOX_FIELDS[0]).to_pylist()
         col[0] = float("nan")
         i = table.schema.get_field_index(S.BOX_FIELDS[0])
@@ -354,3 +359,16 @@ def test_store_converted_before_with_a_broken_label_is_refused_by_name(tiny, tmp
     code, out, err = run_hydra(evaluate.main, _evaluate_args(dst, tiny[2]), tmp_path, capsys)
     assert_one_line_error(code, err, f"{path}: object 2", case, "convert the segment again", prefix="evaluate")
     assert not (tmp_path / "hydra_run" / "predictions.bin").exists() and not leftovers(tmp_path / "hydra_run")
+
+
+def test_a_broken_label_and_its_valid_copy_keep_the_valid_one():
+    """Labels dropped for a reason do not count as the first of their id: the valid copy stays."""
+    from detector.data.frame_checks import drop_invalid_labels
+
+    frame = Frame(points=np.zeros((0, 5)), pose=np.eye(4), timestamp_micros=1,
+                  boxes=[[np.nan, 0, 0, 1, 1, 1, 0], [1, 0, 0, 1, 1, 1, 0], [2, 0, 0, 1, 1, 1, 0],
+                         [3, 0, 0, 1, 1, 1, 0]],
+                  types=[1, 1, 2, 9], ids=["a", "a", "a", "b"], num_points=[1, 2, 3, 4], difficulty=[1, 1, 1, 1])
+    frame, counts, example = drop_invalid_labels(frame)
+    assert counts == {"nonfinite_box": 1, "unknown_type": 1, "duplicate_id": 1}
+    assert frame.ids.tolist() == ["a"] and frame.num_points.tolist() == [2] and "object 0 (id 'a')" in example

@@ -199,3 +199,12 @@ def test_synthesize_into_a_read_only_folder(tmp_path, capsys):
         code, out, err = run_hydra(synthesize.main, [f"out_dir={ro / 'data'}", "segments=1", "val_segments=0",
                                                      "frames=2", "workers=1", "progress=false"], tmp_path, capsys)
         assert_one_line_error(code, err, f"out_dir={ro / 'data'}", "Read-only file system", prefix="synthesize")
+
+
+@pytest.mark.parametrize("override,named", [("workers=0", "workers=0"), ("workers=abc", "workers='abc'"),
+                                            ("second_return=maybe", "second_return='maybe'")])
+def test_convert_refuses_the_value_by_its_key(tiny, tmp_path, capsys, override, named):
+    code, out, err = run_hydra(convert_waymo.main, [f"src={tiny[0]}", f"dst={tmp_path / 'dst'}", "progress=false",
+                                                    override], tmp_path, capsys)
+    assert_one_line_error(code, err, named, prefix="convert_waymo")
+    assert not (tmp_path / "dst").exists()
