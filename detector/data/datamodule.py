@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, SequentialSampler
 
 from detector.data.augment import AugmentConfig
 from detector.data.clips import DEFAULT_CLASSES, ClipDataset, SegmentDataset
-from detector.data.frame_checks import check_store_splits
+from detector.data.frame_store import check_store_splits
 from detector.data.collate import collate_clips, collate_stream
 from detector.data.sampler import ClipSampler, distributed_context
 

@@ -1,8 +1,9 @@
 """Invariants of a segment's frames, checked where the frames are read (the v1 and v2 readers, the
 frame store), so that nothing downstream (the temporal state, the metrics) sees a broken frame.
 
-- **Poses** (vehicle-to-world, 4x4; also each lidar's extrinsic) must be finite and rigid: ``R·Rᵀ = I`` and ``det R = +1`` within
-  ``POSE_TOLERANCE`` per entry, last row ``[0 0 0 1]`` within the same tolerance. A frame whose pose
+- **Poses** (vehicle-to-world, 4x4; also each lidar's extrinsic) must be finite and rigid:
+  ``R·Rᵀ = I`` and ``det R = +1`` within ``POSE_TOLERANCE`` per entry, last row ``[0 0 0 1]`` within
+  the same tolerance. A frame whose pose
   fails refuses its segment (``FrameFormatError`` naming the record or row and the pose): every
   relative motion the model is given would be wrong.
 - **Timestamps** strictly increase within a segment (``SegmentFrameChecks``): a repeated or earlier
@@ -11,8 +12,9 @@ frame store), so that nothing downstream (the temporal state, the metrics) sees 
   ``Label.Type``, or an id already seen in the same frame (its copy) is dropped and counted per reason
   (``LABEL_DROP_REASONS``): the converter's summary, ``segment.json`` (``dropped_labels``) and
   ``stats`` show the counts, as for non-finite points.
-- **Splits of a store** (``check_store_splits``): a segment's ``segment.json`` split is its folder's
-  (``detector.data.frame_store.read_segment``) and no segment name lies in two split folders.
+
+The splits of a store (a segment's ``segment.json`` split is its folder's, no segment in two split
+folders) are checked by ``detector.data.frame_store`` (``read_segment``, ``check_store_splits``).
 
 Costs (docs/studies/faults.md): microseconds a frame, against ~100 ms to convert one.
 """
@@ -20,15 +22,13 @@ Costs (docs/studies/faults.md): microseconds a frame, against ~100 ms to convert
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from detector.data.frame import Frame, FrameFormatError
-from detector.errors import InputError
+from detector.data.range_image import laser_label
 
 #: Largest deviation accepted per entry of ``R·Rᵀ - I``, of ``det R - 1`` and of the last row from
 #: ``[0 0 0 1]``: a rotation scaled by 1.0001 passes, one scaled by 1.001 (10 cm at 100 m) does not.
@@ -37,10 +37,6 @@ POSE_TOLERANCE = 1e-4
 LABEL_DROP_REASONS = ("nonfinite_box", "nonpositive_size", "unknown_type", "duplicate_id")
 #: Waymo ``Label.Type`` values (0 TYPE_UNKNOWN, 1 vehicle, 2 pedestrian, 3 sign, 4 cyclist).
 KNOWN_TYPES = (0, 1, 2, 3, 4)
-
-
-class SplitError(InputError):
-    """A frame store whose segments disagree with their split folders."""
 
 
 def pose_problem(pose: np.ndarray, tolerance: float = POSE_TOLERANCE) -> str | None:
@@ -91,8 +87,6 @@ def check_extrinsics(calibrations, where: str) -> None:
     """The lidars' sensor-to-vehicle ``extrinsic`` transforms must be finite and rigid too (a NaN one
     would turn every point of its lidar into NaN, dropped as non-finite points); ``calibrations`` are
     ``LaserCalibration``s, ``where`` names the field."""
-    from detector.data.range_image import laser_label
-
     for c in calibrations:
         ext = np.asarray(c.extrinsic, np.float64)
         if ext.size == 16:  # (another size is refused where the calibration is used)
@@ -202,28 +196,6 @@ def format_dropped_labels(per_frame: Mapping[int, Mapping[str, int]], examples: 
     return f"{sum(totals.values())} labels dropped ({shown}) in {len(per_frame)} frames{eg}"
 
 
-def check_store_splits(root: str | os.PathLike, splits: Iterable[str]) -> None:
-    """Refuse a frame store in which a segment name is a complete segment of two split folders (its
-    frames would be scored on the data they were trained on). Reads folder listings only."""
-    from detector.data.frame_store import SEGMENT_META, SPLITS
-
-    root = Path(root)
-    seen: dict[str, str] = {}
-    for split in dict.fromkeys([*SPLITS, *splits]):
-        folder = root / split
-        if not folder.is_dir():
-            continue
-        for d in sorted(folder.iterdir()):
-            if not (d / SEGMENT_META).is_file():
-                continue
-            if d.name in seen:
-                raise SplitError(f"{root}: segment {d.name} is in both {seen[d.name]}/ and {split}/ "
-                                 "(its frames would be scored on the data they were trained on): remove one "
-                                 f"copy, e.g. rm -r {folder / d.name}")
-            seen[d.name] = split
-
-
-__all__ = ["POSE_TOLERANCE", "LABEL_DROP_REASONS", "SplitError", "pose_problem", "check_pose", "check_poses",
-           "check_extrinsics",
-           "invalid_labels", "drop_invalid_labels", "check_stored_labels", "SegmentFrameChecks", "label_totals", "format_dropped_labels",
-           "check_store_splits"]
+__all__ = ["POSE_TOLERANCE", "LABEL_DROP_REASONS", "KNOWN_TYPES", "pose_problem", "check_pose", "check_poses",
+           "check_extrinsics", "invalid_labels", "drop_invalid_labels", "check_stored_labels", "SegmentFrameChecks",
+           "label_totals", "format_dropped_labels"]

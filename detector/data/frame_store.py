@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,7 +148,30 @@ def list_segments(root: str | os.PathLike, split: str) -> list[SegmentInfo]:
     return segs
 
 
+class SplitError(FrameStoreError):
+    """A frame store whose segments disagree with their split folders."""
+
+
+def check_store_splits(root: str | os.PathLike, splits: Iterable[str] = ()) -> None:
+    """Refuse a frame store in which a segment name is a complete segment of two split folders (its
+    frames would be scored on the data they were trained on). Reads folder listings only."""
+    root = Path(root)
+    seen: dict[str, str] = {}
+    for split in dict.fromkeys([*SPLITS, *splits]):
+        folder = root / split
+        if not folder.is_dir():
+            continue
+        for d in sorted(folder.iterdir()):
+            if not (d / SEGMENT_META).is_file():
+                continue
+            if d.name in seen:
+                raise SplitError(f"{root}: segment {d.name} is in both {seen[d.name]}/ and {split}/ "
+                                 "(its frames would be scored on the data they were trained on): remove one "
+                                 f"copy, e.g. rm -r {folder / d.name}")
+            seen[d.name] = split
+
+
 __all__ = [
     "FORMAT_VERSION", "SEGMENT_META", "SPLITS", "FrameStoreError", "FrameFormatError", "SegmentInfo",
-    "write_segment_meta", "read_segment", "list_segments",
+    "write_segment_meta", "read_segment", "list_segments", "SplitError", "check_store_splits",
 ]
