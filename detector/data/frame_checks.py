@@ -35,8 +35,8 @@ from detector.data.range_image import laser_label
 POSE_TOLERANCE = 1e-4
 #: Why a label is dropped, in the order they are tested (a box counts once, for its first reason).
 LABEL_DROP_REASONS = ("nonfinite_box", "nonpositive_size", "unknown_type", "duplicate_id")
-#: Waymo ``Label.Type`` values (0 TYPE_UNKNOWN, 1 vehicle, 2 pedestrian, 3 sign, 4 cyclist).
-KNOWN_TYPES = (0, 1, 2, 3, 4)
+#: Waymo ``Label.Type`` values (0 TYPE_UNKNOWN, 1 vehicle, 2 pedestrian, 3 sign, 4 cyclist): 0..4.
+KNOWN_TYPES = range(5)
 
 
 def pose_problem(pose: np.ndarray, tolerance: float = POSE_TOLERANCE) -> str | None:
@@ -97,7 +97,7 @@ def _labels_valid(frame: Frame) -> bool:
     """The common case, cheaply: every label finite, sized, of a known type, its id unique."""
     boxes = frame.boxes
     return (not len(boxes) or (bool(np.isfinite(boxes).all()) and bool((boxes[:, 3:6] > 0).all())
-                               and bool(np.isin(frame.types, KNOWN_TYPES).all())
+                               and bool(((frame.types >= 0) & (frame.types <= 4)).all())
                                and len(set(frame.ids.tolist())) == len(boxes)))
 
 
@@ -108,7 +108,7 @@ def invalid_labels(frame: Frame) -> dict[str, np.ndarray]:
     m = len(boxes)
     nonfinite = ~np.isfinite(boxes).all(axis=1) if m else np.zeros(0, bool)
     nonpositive = ~nonfinite & ~(boxes[:, 3:6] > 0).all(axis=1) if m else np.zeros(0, bool)
-    unknown = ~nonfinite & ~nonpositive & ~np.isin(frame.types, KNOWN_TYPES)
+    unknown = ~nonfinite & ~nonpositive & ~((frame.types >= 0) & (frame.types <= 4))
     duplicate = np.zeros(m, bool)
     valid = np.flatnonzero(~(nonfinite | nonpositive | unknown))
     if len(valid) > 1:
