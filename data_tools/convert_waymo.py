@@ -14,8 +14,9 @@ segments are still converted, and the command then exits with status 2 and a sum
 NaN/inf values are dropped and counted per record and lidar; a file whose frames cover less time than
 its context name says is reported as cut short. Frames are checked as they are read
 (``detector.data.frame_checks``): a pose that is not finite and rigid, or a timestamp that does not
-increase, fails the segment naming the record; labels with NaN/inf values, non-positive sizes or a
-repeated id are dropped and counted (summary, ``segment.json``'s ``dropped_labels``, ``stats``).
+increase, fails the segment naming the record; labels with NaN/inf values, non-positive sizes, a type
+outside 0..4 or a repeated id are dropped and counted (summary, ``segment.json``'s ``dropped_labels``,
+``stats``).
 """
 
 from __future__ import annotations
