@@ -12,7 +12,11 @@ its segment with the file and byte offset in the message (v2: a missing, truncat
 component file fails its segment with the file named), and the segment's folder is emptied; the other
 segments are still converted, and the command then exits with status 2 and a summary. Points with
 NaN/inf values are dropped and counted per record and lidar; a file whose frames cover less time than
-its context name says is reported as cut short.
+its context name says is reported as cut short. Frames are checked as they are read
+(``detector.data.frame_checks``): a pose that is not finite and rigid, or a timestamp that does not
+increase, fails the segment naming the record; labels with NaN/inf values, non-positive sizes, a type
+outside 0..4 or a repeated id are dropped and counted (summary, ``segment.json``'s ``dropped_labels``,
+``stats``).
 """
 
 from __future__ import annotations
@@ -31,11 +35,14 @@ from data_tools.parallel import map_segments
 from data_tools.segment_checks import damaged_frame, format_nonfinite, lidar_totals, shortfall_warning
 from detector import CONFIG_DIR
 from detector.atomic import ensure_dir
+from detector.config_checks import CONVERT_CHECKS, check_config
 from detector.data import waymo_v2
 from detector.data.frame import FrameFormatError
+from detector.data.frame_checks import SegmentFrameChecks, format_dropped_labels, label_totals
 from detector.data.frame_store import SEGMENT_META, SPLITS, FrameStoreError, read_segment, write_segment_meta
 from detector.data.waymo_reader import iter_frames, read_context_name
 from detector.errors import InputError, user_errors
+from detector.output_paths import check_not_input
 
 _FRAME_FILE = re.compile(r"^\d{4,}\.npz$")
 
@@ -151,11 +158,12 @@ def convert_segment(job: SegmentJob, dst: str | Path, second_return: bool = True
         warnings = [f"repaired: {state}"] if state else []
         seg_dir.mkdir(parents=True, exist_ok=True)
         _clear_incomplete(seg_dir)
-        timestamps, nonfinite = [], {}
+        timestamps, nonfinite, checks = [], {}, SegmentFrameChecks()
         if job.format == "v2":
-            frames = waymo_v2.iter_frames(job.v2_segment(), second_return=second_return, nonfinite=nonfinite)
+            frames = waymo_v2.iter_frames(job.v2_segment(), second_return=second_return, nonfinite=nonfinite,
+                                          checks=checks)
         else:
-            frames = iter_frames(job.path, second_return=second_return, nonfinite=nonfinite)
+            frames = iter_frames(job.path, second_return=second_return, nonfinite=nonfinite, checks=checks)
         for frame in frames:
             if frame.segment != segment:
                 raise FrameFormatError(f"{job.path}: record {frame.index} has context.name {frame.segment!r}, "
@@ -163,9 +171,13 @@ def convert_segment(job: SegmentJob, dst: str | Path, second_return: bool = True
             frame.save_npz(seg_dir / f"{frame.index:04d}.npz")
             timestamps.append(frame.timestamp_micros)
         write_segment_meta(seg_dir, segment=segment, split=job.split, timestamps_micros=timestamps,
-                           source=job.source, nonfinite_points=lidar_totals(nonfinite))
+                           source=job.source, nonfinite_points=lidar_totals(nonfinite),
+                           dropped_labels=label_totals(checks.dropped_labels))
         warnings += [w for w in (shortfall_warning(segment, str(job.path), timestamps),
-                                 nonfinite and f"{job.path}: {format_nonfinite(nonfinite)}") if w]
+                                 nonfinite and f"{job.path}: {format_nonfinite(nonfinite)}",
+                                 checks.dropped_labels and
+                                 f"{job.path}: {format_dropped_labels(checks.dropped_labels, checks.examples)}")
+                     if w]
         return SegmentResult(job, "converted", segment, len(timestamps), warnings=tuple(warnings))
     except (InputError, DecodeError, OSError, pa.ArrowException) as e:
         if seg_dir is not None and seg_dir.is_dir():
@@ -190,6 +202,7 @@ def convert(src: str | Path, dst: str | Path, workers: int = 1, shard: str | Non
             second_return: bool = True, progress: bool = False) -> list[SegmentResult]:
     """Convert every record file of this shard; returns one result per file, in job order."""
     jobs = select_shard(find_records(src), shard)
+    check_not_input(dst, [src], "dst", "src")
     ensure_dir(dst, "dst")
     args = [(job, str(dst), second_return) for job in jobs]
     return map_segments(_convert_star, args, workers, "convert", progress)
@@ -208,6 +221,7 @@ def summary(results: list[SegmentResult]) -> str:
 @hydra.main(config_path=CONFIG_DIR, config_name="convert_waymo", version_base="1.3")
 @user_errors(prefix="convert_waymo")
 def main(cfg: DictConfig) -> None:
+    check_config(cfg, CONVERT_CHECKS)
     parse_shard(cfg.shard)
     results = convert(cfg.src, cfg.dst, workers=int(cfg.workers), shard=cfg.shard,
                       second_return=bool(cfg.second_return), progress=bool(cfg.progress))

@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+import numpy as np
+
 from detector.data.frame import FrameFormatError, verify_frame_file
 from detector.data.frame_store import SegmentInfo
 
@@ -53,12 +55,20 @@ def shortfall_warning(segment: str, source: str, timestamps_micros: list[int]) -
 
 
 def damaged_frame(info: SegmentInfo) -> str | None:
-    """Why a converted segment cannot be trusted (a frame file missing or failing its zip CRCs), or None."""
+    """Why a converted segment cannot be trusted, or None: a frame file missing or failing its zip CRCs,
+    or one that is not the frame ``segment.json`` lists at its index (its timestamp differs: a file
+    swapped with another of the segment, or copied from another segment)."""
     for i in range(info.num_frames):
+        path = info.frame_path(i)
         try:
-            verify_frame_file(info.frame_path(i))
+            verify_frame_file(path)
+            with np.load(path, allow_pickle=False) as z:
+                ts = int(z["timestamp_micros"])
         except FrameFormatError as e:
             return str(e)
+        if ts != info.timestamps_micros[i]:
+            return (f"{path}: timestamp_micros {ts}, but segment.json lists {info.timestamps_micros[i]} at index {i} "
+                    "(a swapped or foreign frame file)")
     return None
 
 

@@ -10,7 +10,8 @@ whether it lies within the calibration bounds (``BOUNDS``).
 
 Per split: complete segments, frames, points per frame (mean/min/max), boxes per class and per
 difficulty level, incomplete segment folders (no ``segment.json``) if any, the points the converter
-dropped for NaN/inf values (per lidar) and any non-finite points still in the frames. A damaged frame
+dropped for NaN/inf values (per lidar), the labels it dropped (NaN/inf values, non-positive sizes,
+repeated ids) and any non-finite points still in the frames. A damaged frame
 file stops it with the file's path (``python -m data_tools.convert_waymo`` repairs it).
 """
 
@@ -44,6 +45,7 @@ class SplitStats:
     boxes_without_points: int = 0
     nonfinite_dropped: Counter = field(default_factory=Counter)  # lidar -> points dropped at conversion
     nonfinite_points: int = 0  # points with NaN/inf still in the frame files
+    dropped_labels: Counter = field(default_factory=Counter)  # reason -> labels dropped at conversion
 
 
 def split_stats(root: str | Path, split: str) -> SplitStats:
@@ -52,6 +54,7 @@ def split_stats(root: str | Path, split: str) -> SplitStats:
     st.incomplete = sum(1 for d in (Path(root) / split).iterdir() if d.is_dir()) - len(segs)
     for seg in segs:
         st.nonfinite_dropped.update(dict(seg.nonfinite_points))
+        st.dropped_labels.update(dict(seg.dropped_labels))
         for frame in seg.frames():
             st.nonfinite_points += int(len(frame.points) - np.count_nonzero(np.isfinite(frame.points).all(axis=1)))
             st.frames += 1
@@ -97,6 +100,9 @@ def format_stats(stats: list[SplitStats]) -> str:
         if st.nonfinite_dropped:
             lines.append(f"  points with NaN/inf dropped at conversion: {sum(st.nonfinite_dropped.values())} ("
                          + ", ".join(f"{k} {n}" for k, n in sorted(st.nonfinite_dropped.items())) + ")")
+        if st.dropped_labels:
+            lines.append(f"  labels dropped at conversion: {sum(st.dropped_labels.values())} ("
+                         + ", ".join(f"{k} {n}" for k, n in sorted(st.dropped_labels.items())) + ")")
         if st.nonfinite_points:
             lines.append(f"  points with NaN/inf in the frame files: {st.nonfinite_points} (dropped when read)")
         levels = {0: "unset (0)", 1: "LEVEL_1", 2: "LEVEL_2"}

@@ -24,9 +24,12 @@ from data_tools.synth_lidar import NoiseConfig
 from data_tools.synth_segment import SegmentConfig, segment_name, synthesize_segment
 from data_tools.waymo_v2_writer import V2SegmentWriter
 from detector import CONFIG_DIR
+from detector.atomic import ensure_dir
+from detector.config_checks import SYNTHESIZE_CHECKS, check_config
 from detector.data import waymo_v2_schema
 from detector.data.tfrecord import TFRecordWriter
 from detector.data.waymo_reader import parse_frame
+from detector.errors import InputError, user_errors
 
 SPLIT_CODES = {"training": 0, "validation": 1, "testing": 2}
 FORMATS = ("v1", "v2", "both")
@@ -119,8 +122,22 @@ def synthesize(out_dir: str | Path, segments: int, val_segments: int, seed: int,
     return [p for p, _ in results]
 
 
+def check_arguments(cfg: DictConfig) -> None:
+    """Every value checked, and ``out_dir`` a writable folder, before anything is made: bad input is one
+    line naming the key, and leaves no folder behind."""
+    check_config(cfg, SYNTHESIZE_CHECKS)
+    out_dir = Path(str(cfg.out_dir))
+    existing = next(p for p in (out_dir, *out_dir.parents) if p.exists() or p == Path(p.anchor or "."))
+    if not existing.is_dir():
+        raise InputError(f"out_dir={out_dir}: {existing} is a file, not a folder; name a folder (it is created "
+                         "if missing)")
+    ensure_dir(out_dir, "out_dir")  # a read-only or full disk refuses here, before any segment is drawn
+
+
 @hydra.main(config_path=CONFIG_DIR, config_name="synthesize", version_base="1.3")
+@user_errors(prefix="synthesize")
 def main(cfg: DictConfig) -> None:
+    check_arguments(cfg)
     paths = synthesize(cfg.out_dir, int(cfg.segments), int(cfg.val_segments), int(cfg.seed), segment_config(cfg),
                        workers=int(cfg.workers), progress=bool(cfg.progress), format=str(cfg.format),
                        v2_row_group_frames=int(cfg.v2_row_group_frames))

@@ -65,6 +65,8 @@ def ensure_dir(path: str | os.PathLike, key: str | None = None) -> Path:
 def check_writable(path: str | os.PathLike) -> Path:
     """Refuse, before any work, a file that cannot be written: its folder is missing, read-only or not ours."""
     path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder; name a file in it")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"cannot write {path}: no such folder {parent}")

@@ -16,7 +16,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from detector.errors import InputError
 
-__all__ = ["ConfigValueError", "check_config", "TRAIN_CHECKS", "EVALUATE_CHECKS", "PREDICT_CHECKS"]
+__all__ = ["ConfigValueError", "check_config", "TRAIN_CHECKS", "EVALUATE_CHECKS", "PREDICT_CHECKS",
+           "SYNTHESIZE_CHECKS", "CONVERT_CHECKS"]
 
 _ABSENT = object()
 
@@ -70,6 +71,53 @@ def batches_limit(v) -> str | None:
     return "a fraction in [0, 1] or a whole number of batches >= 0"
 
 
+def trains_batches(v) -> str | None:
+    """``trainer.limit_train_batches``: as ``batches_limit``, but 0 would train nothing."""
+    if (_is_int(v) and v >= 1) or (_is_number(v) and 0.0 < v <= 1.0):
+        return None
+    return "a fraction in (0, 1] or a whole number of batches >= 1 (0 trains nothing)"
+
+
+def limit(note: str) -> Check:
+    """``trainer.max_epochs``/``max_steps``: -1 (no limit), null where Lightning allows it, or >= 1."""
+    def check(v):
+        if v is None and "null" in note:
+            return None
+        if _is_int(v) and (v >= 1 or v == -1):
+            return None
+        return f"a whole number >= 1, or -1 (no limit){note}; 0 trains nothing"
+    return check
+
+
+def point_range(v) -> str | None:
+    if (isinstance(v, (list, tuple)) and len(v) == 6 and all(_is_number(x) for x in v)
+            and all(v[i + 3] > v[i] for i in range(3))):
+        return None
+    return "[x_min, y_min, z_min, x_max, y_max, z_max] (metres) with each max > min"
+
+
+def positive_numbers(n: int) -> Check:
+    def check(v):
+        if isinstance(v, (list, tuple)) and len(v) == n and all(_is_number(x) and x > 0 for x in v):
+            return None
+        return f"a list of {n} numbers > 0"
+    return check
+
+
+def scale_range(v) -> str | None:
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_number(x) for x in v) and 0 < v[0] <= v[1]:
+        return None
+    return "[low, high] with 0 < low <= high"
+
+
+def non_negative_numbers(n: int) -> Check:
+    def check(v):
+        if isinstance(v, (list, tuple)) and len(v) == n and all(_is_number(x) and x >= 0 for x in v):
+            return None
+        return f"a list of {n} numbers >= 0"
+    return check
+
+
 def devices(v) -> str | None:
     if v == "auto" or (_is_int(v) and (v >= 1 or v == -1)):
         return None
@@ -87,6 +135,13 @@ def classes(v) -> str | None:
 
 
 _DATA = [
+    ("data.point_range", point_range),
+    ("data.seed", whole(0)),
+    ("data.augment.scale", scale_range),
+    ("data.augment.rotation", number(0.0)),
+    ("data.augment.flip_prob", number(0.0, maximum=1.0)),
+    ("data.augment.translate_std", non_negative_numbers(3)),
+    ("model.voxelizer.voxel_size", positive_numbers(3)),
     ("data.batch_size", whole(1)),
     ("data.clip_length", whole(1)),
     ("data.stride", whole(1)),
@@ -98,15 +153,15 @@ _DATA = [
 ]
 TRAIN_CHECKS: list[tuple[str, Check]] = [
     ("seed", whole(0)),
-    ("trainer.max_epochs", whole(-1, " (-1: no limit)", nullable=True)),
-    ("trainer.max_steps", whole(-1, " (-1: no limit)")),
+    ("trainer.max_epochs", limit(", or null")),
+    ("trainer.max_steps", limit("")),
     ("trainer.devices", devices),
     ("trainer.num_nodes", whole(1)),
     ("trainer.check_val_every_n_epoch", whole(1, nullable=True)),
     ("trainer.log_every_n_steps", whole(1)),
     ("trainer.accumulate_grad_batches", whole(1)),
     ("trainer.gradient_clip_val", number(0.0, nullable=True)),
-    ("trainer.limit_train_batches", batches_limit),
+    ("trainer.limit_train_batches", trains_batches),
     ("trainer.limit_val_batches", batches_limit),
     ("module.lr", number(0.0, strict=True)),
     ("module.weight_decay", number(0.0)),
@@ -123,6 +178,33 @@ EVALUATE_CHECKS: list[tuple[str, Check]] = [
     *_DATA,
 ]
 PREDICT_CHECKS: list[tuple[str, Check]] = [*_DATA]
+CONVERT_CHECKS: list[tuple[str, Check]] = [
+    ("workers", whole(1)),
+    ("second_return", one_of(True, False)),
+    ("progress", one_of(True, False)),
+]
+SYNTHESIZE_CHECKS: list[tuple[str, Check]] = [
+    ("seed", whole(0)),
+    ("segments", whole(0)),
+    ("val_segments", whole(0)),
+    ("frames", whole(1)),
+    ("workers", whole(1)),
+    ("format", one_of("v1", "v2", "both")),
+    ("progress", one_of(True, False)),
+    ("lidar", one_of("demo", "waymo")),
+    ("v2_row_group_frames", whole(1)),
+    ("top_height", whole(1, nullable=True)),
+    ("top_width", whole(1, nullable=True)),
+    ("zlib_level", whole(0)),
+    ("object_range", number(0.0, strict=True)),
+    ("label_range", number(0.0, strict=True)),
+    ("vehicle_density", number(0.0)),
+    ("wobble", number(0.0)),
+    ("nlz_prob", number(0.0, maximum=1.0)),
+    ("noise.range_noise", number(0.0)),
+    *[(f"noise.{k}", number(0.0, maximum=1.0))
+      for k in ("pixel_dropout", "beam_dropout", "sector_dropout", "second_return")],
+]
 
 
 def check_config(cfg: DictConfig, checks: Sequence[tuple[str, Check]]) -> None:

@@ -41,10 +41,14 @@ from detector.eval import ObjectsWriter, WaymoMetrics
 from detector.eval.report import TRACKING_COLUMNS, format_table
 from detector.eval.tracking_metrics import WaymoTrackingMetrics
 from detector.eval.waymo_metrics import LEVEL_2_MAX_POINTS
+from detector.run_dir import check_fresh_run_dir
 from detector.streaming import stream_segments
 from detector.tracking import tracker_config
 
 log = logging.getLogger(__name__)
+
+#: What an evaluation writes into its run folder.
+RESULTS = ("predictions.bin", "ground_truth.bin", "metrics.json")
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -55,6 +59,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
 def _evaluate(cfg: DictConfig) -> dict:
     out = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.output_dir)
+    check_fresh_run_dir(out, RESULTS, "evaluation")  # (under Hydra the FreshRunDir callback checked it first)
     ensure_dir(out)
     reset_every = cfg.get("reset_every")
     if reset_every is not None and (not isinstance(reset_every, int) or reset_every < 1):
@@ -111,7 +116,7 @@ def track_level(difficulty, num_points):
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="evaluate", version_base="1.3")
-@user_errors
+@user_errors(prefix="evaluate")
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

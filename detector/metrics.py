@@ -36,6 +36,7 @@ from detector.eval.report import TRACKING_COLUMNS, format_table, plot_pr_curves
 from detector.eval.submission import objects_to_frames, read_objects
 from detector.eval.tracking_metrics import duplicate_ids, evaluate_tracking_frames
 from detector.eval.waymo_metrics import evaluate_frames_curves
+from detector.output_paths import check_not_input
 
 
 def read_checked(gt_path: str, pred_path: str, skip_invalid: bool, strict: bool, tracking: bool = False):
@@ -107,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.tracking and args.plot:
         raise InputError("--plot draws detection precision/recall curves; it does not go with --tracking")
-    for out in (args.json, args.plot):
+    for key, out in (("--json", args.json), ("--plot", args.plot)):
         if out:
+            check_not_input(out, [args.gt, args.pred], key, "GT/PRED")
             check_writable(out)  # before the work, not after the table printed
     gt, pred = read_checked(args.gt, args.pred, args.skip_invalid, args.strict, args.tracking)
     num_gt, num_pred = (sum(len(f.boxes) for f in frames.values()) for frames in (gt, pred))

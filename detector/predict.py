@@ -23,14 +23,15 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from detector.atomic import ensure_dir
+from detector.atomic import check_writable, ensure_dir
 from detector.checkpoints import check_checkpoint_fits_data, load_detector
 from detector.config import CONFIG_DIR, register_resolvers, running
 from detector.config_checks import PREDICT_CHECKS
-from detector.data.segments import find_segments, segment_frame_batches
+from detector.data.segments import check_unique_names, find_segments, input_files, segment_frame_batches
 from detector.devices import pick_device
 from detector.errors import user_errors
 from detector.eval import ObjectsWriter
+from detector.output_paths import check_not_input
 from detector.streaming import stream_segments
 from detector.tracking import tracker_config
 
@@ -46,10 +47,13 @@ def predict(cfg: DictConfig) -> dict:
 def _predict(cfg: DictConfig) -> dict:
     run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.output_dir)
     out = Path(cfg.out) if cfg.get("out") else run_dir / "predictions.bin"
-    ensure_dir(out.parent)
     records = find_segments(cfg.input)
+    check_not_input(out, [cfg.input, cfg.ckpt_path, *input_files(records)], "out", "input")
+    ensure_dir(out.parent)
+    check_writable(out)
     device = pick_device(cfg.device)
     check_checkpoint_fits_data(cfg.ckpt_path, cfg.data)
+    check_unique_names(records)  # reads each file's first record
     model = load_detector(cfg.model, cfg.ckpt_path, device)
     frames = segment_frame_batches(records, cfg.data.get("point_range"), cfg.data.get("max_gap_s"), cfg.second_return)
     tracker = tracker_config(cfg.get("tracker"))
@@ -64,7 +68,7 @@ def _predict(cfg: DictConfig) -> dict:
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="predict", version_base="1.3")
-@user_errors
+@user_errors(prefix="predict")
 def main(cfg: DictConfig) -> None:
     predict(cfg)
 

@@ -30,6 +30,7 @@ from detector.config import CONFIG_DIR, register_resolvers, running
 from detector.config_checks import TRAIN_CHECKS
 from detector.errors import UserError, user_errors
 from detector.lit_module import DetectorModule
+from detector.output_paths import check_not_input
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
 def _train(cfg: DictConfig, callbacks: list | None) -> dict:
     L.seed_everything(int(cfg.seed), workers=True)
     out = output_dir(cfg)
+    check_not_input(out, [OmegaConf.select(cfg, "data.root")], "hydra.run.dir", "data.root")
     ensure_dir(out)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:
@@ -130,7 +132,8 @@ def _train(cfg: DictConfig, callbacks: list | None) -> dict:
     if trainer.is_global_zero:  # every rank runs this; one writes
         OmegaConf.save(cfg, out / "train_config.yaml", resolve=True)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    result = {"output_dir": str(out), "last_checkpoint": str(out / "checkpoints" / "last.ckpt"),
+    last = out / "checkpoints" / "last.ckpt"
+    result = {"output_dir": str(out), "last_checkpoint": str(last) if last.is_file() else None,
               "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}}
     best = [c for c in trainer.callbacks if getattr(c, "monitor", None)]
     if best and best[0].best_model_path:
@@ -142,13 +145,15 @@ def _train(cfg: DictConfig, callbacks: list | None) -> dict:
 
             result["learning_curves"] = str(plot_learning_curves({"run": csv_path}, out / "learning_curves.png"))
     if trainer.is_global_zero:
+        if result["last_checkpoint"] is None:
+            log.warning("nothing was trained (no training batch ran): no checkpoint was written")
         log.info("training done: %s", result)
         print(f"outputs: {out}")
     return result
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
-@user_errors
+@user_errors(prefix="train")
 def main(cfg: DictConfig) -> None:
     train(cfg)
 

@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 
 from detector import CONFIG_DIR
 from detector.errors import user_errors
+from detector.output_paths import check_not_input
 from detector.viz import sources
 from detector.viz.camera import birds_eye_camera, chase_camera
 from detector.viz.headless import check_output_path, render_scenes, write_images
@@ -96,6 +97,8 @@ def visualize(cfg: DictConfig) -> VisualizeResult:
         raise VisualizeInputError(f"out={cfg.out} is written by the offscreen renderer: add headless=true")
     if not headless and cfg.renderer == "matplotlib":
         raise VisualizeInputError("renderer=matplotlib renders to a file: add headless=true out=FILE.png")
+    if headless:
+        check_not_input(cfg.out, [cfg.input, cfg.predictions, cfg.ckpt_path], "out", "input/predictions/ckpt_path")
     out = check_output_path(cfg.out) if headless else None
     source = sources.open_source(cfg.input)
     predictions = sources.load_predictions(cfg.predictions) if cfg.predictions else None

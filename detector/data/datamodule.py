@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, SequentialSampler
 
 from detector.data.augment import AugmentConfig
 from detector.data.clips import DEFAULT_CLASSES, ClipDataset, SegmentDataset
+from detector.data.frame_store import check_store_splits
 from detector.data.collate import collate_clips, collate_stream
 from detector.data.sampler import ClipSampler, distributed_context
 
@@ -97,6 +98,7 @@ class ClipDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",),
                   None: ("train", "val", "test")}[stage]
+        check_store_splits(self.root, [self.splits[name] for name in wanted])  # no segment in two splits
         if "train" in wanted and self.train_set is None:
             self.train_set = ClipDataset(self.root, self.splits["train"], clip_length=self.clip_length,
                                          stride=self.stride, augment=self.augment, seed=self.seed,

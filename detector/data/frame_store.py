@@ -7,19 +7,24 @@ Layout::
 
 ``segment.json`` holds ``format_version``, ``segment``, ``split``, ``num_frames``,
 ``timestamps_micros`` (list), ``source`` (the record it came from) and, when the converter dropped
-points with NaN/inf values, ``nonfinite_points`` (``{lidar name: count}``). A segment folder without it is
-incomplete and is ignored by readers (and redone by the converter).
+points with NaN/inf values, ``nonfinite_points`` (``{lidar name: count}``), and when it dropped invalid
+labels, ``dropped_labels`` (``{reason: count}``, ``detector.data.frame_checks``). A segment folder
+without it is incomplete and is ignored by readers (and redone by the converter). A ``segment.json``
+whose split is not its folder's is refused, and a frame file whose timestamp is not the one
+``segment.json`` lists at its index (a swapped or foreign file) is refused when loaded.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from detector.atomic import write_json_atomic
 from detector.data.frame import Frame, FrameFormatError
+from detector.data.frame_checks import check_pose, check_stored_labels
 from detector.errors import InputError
 
 FORMAT_VERSION = 1
@@ -41,6 +46,8 @@ class SegmentInfo:
     source: str = ""
     #: ``(lidar name, count)`` of the points the converter dropped for NaN/inf values
     nonfinite_points: tuple[tuple[str, int], ...] = ()
+    #: ``(reason, count)`` of the labels the converter dropped (``detector.data.frame_checks``)
+    dropped_labels: tuple[tuple[str, int], ...] = ()
 
     def frame_path(self, index: int) -> Path:
         return self.path / f"{index:04d}.npz"
@@ -48,7 +55,15 @@ class SegmentInfo:
     def load_frame(self, index: int) -> Frame:
         if not 0 <= index < self.num_frames:
             raise IndexError(f"{self.path}: frame {index} out of range [0, {self.num_frames})")
-        return Frame.load_npz(self.frame_path(index), segment=self.name, index=index)
+        frame = Frame.load_npz(self.frame_path(index), segment=self.name, index=index)
+        if frame.timestamp_micros != self.timestamps_micros[index]:
+            raise FrameStoreError(
+                f"{self.frame_path(index)}: timestamp_micros {frame.timestamp_micros} disagrees with "
+                f"{self.path / SEGMENT_META} ({self.timestamps_micros[index]} at index {index}): a swapped or "
+                "foreign frame file; convert the segment again (python -m data_tools.convert_waymo repairs it)")
+        check_pose(frame.pose, f"{self.frame_path(index)}: pose")
+        check_stored_labels(frame, str(self.frame_path(index)))
+        return frame
 
     def frames(self):
         for i in range(self.num_frames):
@@ -57,7 +72,8 @@ class SegmentInfo:
 
 def write_segment_meta(segment_dir: str | os.PathLike, *, segment: str, split: str,
                        timestamps_micros: list[int], source: str = "",
-                       nonfinite_points: dict[str, int] | None = None) -> Path:
+                       nonfinite_points: dict[str, int] | None = None,
+                       dropped_labels: dict[str, int] | None = None) -> Path:
     """Write ``segment.json`` (call after every frame file is in place)."""
     path = Path(segment_dir) / SEGMENT_META
     meta = {
@@ -70,6 +86,8 @@ def write_segment_meta(segment_dir: str | os.PathLike, *, segment: str, split: s
     }
     if nonfinite_points:
         meta["nonfinite_points"] = {str(k): int(v) for k, v in nonfinite_points.items()}
+    if dropped_labels:
+        meta["dropped_labels"] = {str(k): int(v) for k, v in dropped_labels.items()}
     write_json_atomic(path, meta)
     return path
 
@@ -86,12 +104,22 @@ def read_segment(segment_dir: str | os.PathLike, split: str | None = None) -> Se
         n = int(meta["num_frames"])
         ts = tuple(int(t) for t in meta["timestamps_micros"])
         nonfinite = tuple(sorted((str(k), int(v)) for k, v in dict(meta.get("nonfinite_points") or {}).items()))
+        dropped = tuple((str(k), int(v)) for k, v in dict(meta.get("dropped_labels") or {}).items())
+        meta_split = str(meta.get("split", segment_dir.parent.name))
     except (ValueError, KeyError, TypeError) as e:
         raise FrameStoreError(f"{meta_path}: unreadable segment metadata ({e})") from e
     if version != FORMAT_VERSION:
         raise FrameStoreError(f"{meta_path}: format_version {version}, this code reads {FORMAT_VERSION}")
     if len(ts) != n:
         raise FrameStoreError(f"{meta_path}: num_frames={n} but {len(ts)} timestamps")
+    back = next((i for i in range(1, len(ts)) if ts[i] <= ts[i - 1]), None)
+    if back is not None:
+        raise FrameStoreError(f"{meta_path}: timestamps_micros[{back}] = {ts[back]} does not come after "
+                              f"timestamps_micros[{back - 1}] = {ts[back - 1]} (a repeated or misordered frame); "
+                              "convert the segment again (python -m data_tools.convert_waymo checks the order)")
+    if split is not None and meta_split != split:
+        raise FrameStoreError(f"{meta_path}: split {meta_split!r}, but the segment lies in the {split}/ folder "
+                              f"(moved by hand?): move it back to {meta_split}/ or convert it into {split}/")
     return SegmentInfo(
         name=str(meta.get("segment", segment_dir.name)),
         split=split or str(meta.get("split", segment_dir.parent.name)),
@@ -100,6 +128,7 @@ def read_segment(segment_dir: str | os.PathLike, split: str | None = None) -> Se
         timestamps_micros=ts,
         source=str(meta.get("source", "")),
         nonfinite_points=nonfinite,
+        dropped_labels=dropped,
     )
 
 
@@ -119,7 +148,30 @@ def list_segments(root: str | os.PathLike, split: str) -> list[SegmentInfo]:
     return segs
 
 
+class SplitError(FrameStoreError):
+    """A frame store whose segments disagree with their split folders."""
+
+
+def check_store_splits(root: str | os.PathLike, splits: Iterable[str] = ()) -> None:
+    """Refuse a frame store in which a segment name is a complete segment of two split folders (its
+    frames would be scored on the data they were trained on). Reads folder listings only."""
+    root = Path(root)
+    seen: dict[str, str] = {}
+    for split in dict.fromkeys([*SPLITS, *splits]):
+        folder = root / split
+        if not folder.is_dir():
+            continue
+        for d in sorted(folder.iterdir()):
+            if not (d / SEGMENT_META).is_file():
+                continue
+            if d.name in seen:
+                raise SplitError(f"{root}: segment {d.name} is in both {seen[d.name]}/ and {split}/ "
+                                 "(its frames would be scored on the data they were trained on): remove one "
+                                 f"copy, e.g. rm -r {folder / d.name}")
+            seen[d.name] = split
+
+
 __all__ = [
     "FORMAT_VERSION", "SEGMENT_META", "SPLITS", "FrameStoreError", "FrameFormatError", "SegmentInfo",
-    "write_segment_meta", "read_segment", "list_segments",
+    "write_segment_meta", "read_segment", "list_segments", "SplitError", "check_store_splits",
 ]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
 from detector.data import waymo_v2
@@ -54,11 +53,9 @@ class RawSegment:
         if self.format == "v2":
             yield from waymo_v2.iter_frames(self.v2(), second_return=second_return, start=start, stop=stop)
             return
-        from detector.data.waymo_reader import frame_from_proto, iter_frame_protos
+        from detector.data.waymo_reader import iter_frames
 
-        for i, (offset, proto) in enumerate(islice(iter_frame_protos(self.path), start, stop), start):
-            yield frame_from_proto(proto, index=i, where=f"{self.path}: record {i} at byte offset {offset}",
-                                   second_return=second_return)
+        yield from iter_frames(self.path, second_return=second_return, start=start, stop=stop)
 
 
 def _is_record(p: Path) -> bool:
@@ -91,6 +88,31 @@ def find_segments(path: str | os.PathLike) -> list[RawSegment]:
     return found
 
 
+def check_unique_names(segments: list[RawSegment]) -> list[str]:
+    """The segments' context names; a ``SegmentInputError`` naming both files when one is repeated (the
+    same segment twice under a folder: its every detection would be written, and scored, twice)."""
+    names: dict[str, Path] = {}
+    for seg in segments:
+        name = seg.name()
+        if name in names:
+            raise SegmentInputError(f"{seg.path}: segment {name} again (also in {names[name]}): each segment must be "
+                                    "given once; remove the copy or name one file")
+        names[name] = seg.path
+    return list(names)
+
+
+def input_files(segments: list[RawSegment]) -> list[Path]:
+    """Every file the segments are read from (v1: the record; v2: each component file)."""
+    out: list[Path] = []
+    for seg in segments:
+        if seg.format == "v2":
+            v2 = seg.v2()
+            out += [v2.path(c) for c in v2.components()]
+        else:
+            out.append(seg.path)
+    return out
+
+
 def find_segment(path: str | os.PathLike) -> RawSegment:
     """The one segment ``path`` names; an error when it names several."""
     found = find_segments(path)
@@ -100,7 +122,8 @@ def find_segment(path: str | os.PathLike) -> RawSegment:
     return found[0]
 
 
-__all__ = ["TFRECORD_SUFFIXES", "SegmentInputError", "RawSegment", "find_segments", "find_segment"]
+__all__ = ["TFRECORD_SUFFIXES", "SegmentInputError", "RawSegment", "find_segments", "find_segment",
+           "check_unique_names", "input_files"]
 
 
 def segment_frame_batches(segments: list[RawSegment], point_range, max_gap_s: float | None,

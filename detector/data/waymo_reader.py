@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError
 from waymo_open_dataset import dataset_pb2
 
 from detector.data.frame import Frame, FrameFormatError
+from detector.data.frame_checks import SegmentFrameChecks, check_extrinsics, check_pose
 from detector.data.range_image import TOP, LaserCalibration, LaserImages, frame_points
 from detector.data.tfrecord import iter_records_with_offsets
 
@@ -111,12 +112,14 @@ def frame_from_proto(frame: dataset_pb2.Frame, index: int = 0, where: str = "fra
     if frame_pose.size != 16:
         raise FrameFormatError(f"{where}: pose.transform has {frame_pose.size} values, expected 16")
     frame_pose = frame_pose.reshape(4, 4)
+    check_pose(frame_pose, f"{where}: pose.transform")  # before the points are moved by it
     lasers = decode_lasers(frame, where)
     if not frame.context.laser_calibrations and lasers:
         raise FrameFormatError(f"{where}: lasers present but context.laser_calibrations is empty")
     calibrations = [LaserCalibration(c.name, np.asarray(c.extrinsic.transform, np.float64),
                                      np.asarray(c.beam_inclinations, np.float64), c.beam_inclination_min,
                                      c.beam_inclination_max) for c in frame.context.laser_calibrations]
+    check_extrinsics(calibrations, f"{where}: context.laser_calibrations")
     points, nlz = frame_points(calibrations, lasers, frame_pose, where, second_return, nonfinite=nonfinite)
 
     labels = frame.laser_labels
@@ -153,18 +156,25 @@ def iter_frame_protos(tfrecord_path: str | os.PathLike) -> Iterator[tuple[int, d
 
 
 def iter_frames(tfrecord_path: str | os.PathLike, second_return: bool = True,
-                nonfinite: dict[int, dict[str, int]] | None = None) -> Iterator[Frame]:
-    """Frames of one segment file, in record order (``Frame.index`` counts records from 0).
-    ``nonfinite``, when given, receives ``{record index: {lidar name: points dropped}}`` for the
-    records that had NaN/inf points."""
+                nonfinite: dict[int, dict[str, int]] | None = None, start: int = 0, stop: int | None = None,
+                checks: SegmentFrameChecks | None = None) -> Iterator[Frame]:
+    """Frames ``start <= index < stop`` of one segment file, in record order (``Frame.index`` counts
+    records from 0), checked (``detector.data.frame_checks``: rigid poses, strictly increasing
+    timestamps; invalid labels dropped and counted in ``checks.dropped_labels``). ``nonfinite``, when
+    given, receives ``{record index: {lidar name: points dropped}}`` for the records that had NaN/inf points."""
     path = Path(tfrecord_path)
+    checks = SegmentFrameChecks() if checks is None else checks
     for i, (offset, proto) in enumerate(iter_frame_protos(path)):
+        if i < start:
+            continue
+        if stop is not None and i >= stop:
+            return
+        where = f"{path}: record {i} at byte offset {offset}"
         dropped: dict[str, int] = {}
-        frame = frame_from_proto(proto, index=i, where=f"{path}: record {i} at byte offset {offset}",
-                                 second_return=second_return, nonfinite=dropped)
+        frame = frame_from_proto(proto, index=i, where=where, second_return=second_return, nonfinite=dropped)
         if dropped and nonfinite is not None:
             nonfinite[i] = dropped
-        yield frame
+        yield checks(frame, where)
 
 
 def read_context_name(tfrecord_path: str | os.PathLike) -> str:

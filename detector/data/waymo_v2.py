@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from detector.data import waymo_v2_schema as S
 from detector.data.frame import Frame, FrameFormatError
+from detector.data.frame_checks import SegmentFrameChecks, check_poses
 from detector.data.frame_store import SPLITS
 from detector.data.range_image import TOP, LaserCalibration, LaserImages, frame_points, laser_label
 
@@ -266,6 +267,8 @@ def read_calibrations(f: _File, segment: str) -> list[LaserCalibration]:
         dup = next(n for n in names.tolist() if names.tolist().count(n) > 1)
         raise FrameFormatError(f"{f.path}: laser {laser_label(dup)} is calibrated twice")
     extrinsics = _fixed_rows(t, S.EXTRINSIC, 16, f).reshape(-1, 4, 4)
+    check_poses(extrinsics, (f"{f.path}: row {i} (laser {laser_label(n)}): {S.EXTRINSIC}"
+                             for i, n in enumerate(names.tolist())))
     lo, hi = _float_column(t, S.INCLINATION_MIN, f), _float_column(t, S.INCLINATION_MAX, f)
     values = t.column(S.INCLINATION_VALUES) if optional else None
     out = []
@@ -289,6 +292,8 @@ def read_vehicle_poses(f: _File, segment: str) -> tuple[np.ndarray, np.ndarray]:
     dup = np.flatnonzero(np.diff(ts) == 0)
     if len(dup):
         raise FrameFormatError(f"{f.path}: two rows for frame timestamp {ts[dup[0]]}")
+    check_poses(poses, (f"{f.path}: row {r} (frame timestamp {t}): {S.WORLD_FROM_VEHICLE}"
+                        for r, t in zip(order.tolist(), ts.tolist())))
     return ts, poses
 
 
@@ -468,16 +473,20 @@ class _BatchCache:
 
 def iter_frames(segment: V2Segment, second_return: bool = True, start: int = 0, stop: int | None = None,
                 batch_rows: int = 5, cache_batches: int = 4,
-                nonfinite: dict[int, dict[str, int]] | None = None) -> Iterator[Frame]:
+                nonfinite: dict[int, dict[str, int]] | None = None,
+                checks: SegmentFrameChecks | None = None) -> Iterator[Frame]:
     """Frames ``start <= index < stop`` of one v2 segment in timestamp order (``Frame.index`` counts
     all its frames from 0). Points with NaN/inf values are dropped; ``nonfinite``, when given, receives
     ``{frame index: {lidar name: points dropped}}`` for the frames that had any (as the v1 reader does).
+    Poses and labels are checked as the v1 reader checks them (``detector.data.frame_checks``; invalid
+    labels dropped and counted in ``checks.dropped_labels``).
 
     Every component file is opened and the small ones read (and checked against each other) before
     the first frame is yielded; range images are then streamed out of their row groups in batches of
     ``batch_rows`` rows, at most ``cache_batches`` batches (or those one frame spans) held at a time.
     """
     name = segment.name
+    checks = SegmentFrameChecks() if checks is None else checks
     with ExitStack() as stack:
         files = {}
         for c in segment.components():
@@ -544,12 +553,12 @@ def iter_frames(segment: V2Segment, second_return: bool = True, start: int = 0, 
             lidar_cache.finish(step)
             pose_cache.finish(step)
             rows = labels.rows(ts)
-            yield Frame(
+            yield checks(Frame(
                 points=points, pose=poses[i], timestamp_micros=ts, segment=name, index=i,
                 boxes=labels.boxes[rows].astype(np.float32), types=labels.types[rows],
                 ids=labels.ids[rows].astype(str) if len(rows) else np.zeros(0, "<U64"),
                 num_points=labels.num_points[rows], difficulty=labels.difficulty[rows], nlz=nlz,
-            )
+            ), f"{files[S.LIDAR_BOX].path if S.LIDAR_BOX in files else lidar.path}: {where}")
 
 
 __all__ = [

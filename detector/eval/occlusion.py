@@ -216,7 +216,7 @@ def subset_counts(store_root: str | os.PathLike, split: str, k: int = PREVIOUS_F
     return out
 
 
-@user_errors(returns=True)
+@user_errors(prefix="occlusion", returns=True)
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -235,6 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="OUT.json", help="write {breakdown: {AP, APH}} here")
     args = parser.parse_args(argv)
     names = {1: "vehicle", 2: "pedestrian", 3: "sign", 4: "cyclist"}
+    if args.json:
+        from detector.atomic import check_writable
+        from detector.output_paths import check_not_input
+
+        check_not_input(args.json, [args.pred], "--json", "pred")
+        check_writable(args.json)
     if args.pred is None:
         counts = subset_counts(args.store, args.split, args.k, args.label_range)
         for t, (n_all, n_occ) in sorted(counts.items()):

@@ -58,11 +58,11 @@ def test_cli_max_epochs_abc_is_one_line(tmp_path, capsys):
     """What was a Lightning TypeError: exit 2, the key named, nothing written."""
     code, out, err = run_hydra(train.main, ["experiment=demo_synthetic", f"data.root={tmp_path}",
                                             "trainer.max_epochs=abc"], tmp_path, capsys)
-    assert_one_line_error(code, err, "trainer.max_epochs='abc'", "whole number")
+    assert_one_line_error(code, err, "trainer.max_epochs='abc'", "whole number", prefix="train")
     assert not (tmp_path / "hydra_run" / "checkpoints").exists()
 
 
 def test_cli_evaluate_max_frames_zero(tmp_path, capsys):
     code, out, err = run_hydra(evaluate.main, ["experiment=demo_synthetic", f"ckpt_path={tmp_path / 'x.ckpt'}",
                                                "max_frames=0"], tmp_path, capsys)
-    assert_one_line_error(code, err, "max_frames=0")
+    assert_one_line_error(code, err, "max_frames=0", prefix="evaluate")

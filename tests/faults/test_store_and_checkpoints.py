@@ -74,7 +74,7 @@ def test_evaluate_on_a_damaged_store(tiny, tmp_path, capsys, workers):
     dst, frame = _damaged_store(tiny[0], tmp_path)
     code, out, err = run_hydra(evaluate.main, _evaluate_args(dst, tiny[1], f"data.num_workers={workers}"),
                                tmp_path, capsys)
-    assert_one_line_error(code, err, str(frame), "damaged frame file")
+    assert_one_line_error(code, err, str(frame), "damaged frame file", prefix="evaluate")
     assert not leftovers(tmp_path) and not (tmp_path / "hydra_run" / "predictions.bin").exists()
 
 
@@ -108,13 +108,14 @@ def test_truncated_checkpoint_is_refused(tiny, tmp_path, capsys):
     ckpt = tmp_path / "cut.ckpt"
     ckpt.write_bytes(tiny[1].read_bytes()[: tiny[1].stat().st_size // 2])
     code, out, err = run_hydra(evaluate.main, _evaluate_args(tiny[0], ckpt), tmp_path, capsys)
-    assert_one_line_error(code, err, str(ckpt))
+    assert_one_line_error(code, err, str(ckpt), prefix="evaluate")
 
 
 def test_checkpoint_of_another_model_names_the_differing_keys(tiny, tmp_path, capsys):
     code, out, err = run_hydra(evaluate.main, _evaluate_args(tiny[0], tiny[1], "model.temporal.cell=gru"),
                                tmp_path, capsys)
-    assert_one_line_error(code, err, str(tiny[1]), "temporal.cell: 'lstm' in the checkpoint vs 'gru' configured")
+    assert_one_line_error(code, err, str(tiny[1]), "temporal.cell: 'lstm' in the checkpoint vs 'gru' configured",
+                          prefix="evaluate")
 
 
 def test_evaluate_on_a_full_disk_leaves_nothing(tiny, tmp_path, capsys):
@@ -122,7 +123,7 @@ def test_evaluate_on_a_full_disk_leaves_nothing(tiny, tmp_path, capsys):
         fill(disk, leave=0)
         code, out, err = run_hydra(evaluate.main, _evaluate_args(tiny[0], tiny[1]), tmp_path, capsys,
                                    run_dir=disk / "run")
-        assert_one_line_error(code, err, str(disk / "run"), "No space left on device")
+        assert_one_line_error(code, err, str(disk / "run"), "No space left on device", prefix="evaluate")
         assert not leftovers(disk), leftovers(disk)
         assert sorted(p.name for p in (disk / "run").iterdir()) == ["evaluate.log"]  # Hydra's, from before
 
@@ -135,7 +136,7 @@ def test_predict_into_a_read_only_folder(tiny, tmp_path, capsys):
     with read_only(tmp_path / "ro") as ro:
         code, out, err = run_hydra(predict.main, [f"input={records}", f"out={ro / 'sub' / 'predictions.bin'}",
                                                   *_evaluate_args(tiny[0], tiny[1])], tmp_path, capsys)
-        assert_one_line_error(code, err, str(ro / "sub"), "Read-only file system")
+        assert_one_line_error(code, err, str(ro / "sub"), "Read-only file system", prefix="predict")
 
 
 def test_evaluate_works_on_the_intact_store(tiny, tmp_path, capsys):
