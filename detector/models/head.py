@@ -9,7 +9,7 @@ import torch
 from spconv.pytorch import SparseConvTensor
 from torch import nn
 
-from detector.eval.iou import paired_iou
+from detector.boxes import paired_iou
 from detector.models.backbone import SubMBlock
 from detector.models.box_coding import DEFAULT_ANCHOR_SIZES, BoxCoder
 from detector.models.losses import sigmoid_focal_loss, smooth_l1

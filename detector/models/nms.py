@@ -1,6 +1,6 @@
 """Rotated bird's-eye-view NMS with optional score-weighted box merging.
 
-The rotated IoU is ``detector.eval.iou.paired_iou`` (numpy, exact polygon clipping), computed greedily
+The rotated IoU is ``detector.boxes.paired_iou`` (numpy, exact polygon clipping), computed greedily
 for each kept box against the boxes still alive whose circumscribed circles reach it.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from detector.eval.iou import paired_iou
+from detector.boxes import bev_radius, paired_iou, turn_around
 
 __all__ = ["rotated_nms"]
 
@@ -32,7 +32,7 @@ def rotated_nms(
     order = torch.argsort(scores, descending=True, stable=True)
     b = boxes[order].detach().cpu().double().numpy()
     s = scores[order].detach().cpu().double().numpy()
-    reach = 0.5 * np.hypot(b[:, 3], b[:, 4])  # circumradius: boxes farther apart cannot overlap
+    reach = bev_radius(b)  # circumradius: boxes farther apart cannot overlap
     alive = np.ones(n, dtype=bool)
     keep: list[int] = []
     merged: list[np.ndarray] = []
@@ -57,7 +57,7 @@ def rotated_nms(
             if merge:
                 box[:6] = (b[cluster, :6] * w).sum(axis=0) / w.sum()
             if direction_vote and (w[:, 0] * np.cos(b[cluster, 6] - b[i, 6])).sum() < 0:
-                box[6] = (box[6] + 2 * np.pi) % (2 * np.pi) - np.pi
+                box[6] = turn_around(box[6])
             merged.append(box)
     keep_t = order[torch.as_tensor(keep, dtype=torch.long, device=order.device)]
     if merge or direction_vote:

@@ -19,6 +19,7 @@ import torch
 from spconv.pytorch import SparseConvTensor
 from torch import nn
 
+from detector.boxes import points_in_boxes
 from detector.data.batch import FrameBatch
 from detector.models.cells import CELL_KINDS, SparseRecurrentCell
 from detector.models.grid import VoxelGrid
@@ -33,7 +34,6 @@ from detector.models.state import (
     union_sites,
     with_sweeps,
 )
-from detector.models.targets import points_in_boxes
 
 __all__ = ["TemporalFusion", "Fused", "SingleFrame", "ConcatSweeps", "RecurrentFusion", "top_k_per_stream",
            "FusedOutput"]

@@ -54,7 +54,7 @@ def state_coverage(model, frames: list) -> dict | None:
     a model without a recurrent state."""
     import torch
 
-    from detector.models.targets import points_in_boxes
+    from detector.boxes import points_in_boxes
     from detector.streaming import stream
 
     classes = {1: "vehicle", 2: "pedestrian", 4: "cyclist"}

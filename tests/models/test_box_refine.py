@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from detector.eval.iou import paired_iou
+from detector.boxes.iou import paired_iou
 from detector.models import Detections, build_model
 from detector.models.box_refine import BoxRefine, apply_residuals, box_residuals, sweep_xyz_age
 from detector.models.box_stage import jitter_boxes

@@ -290,7 +290,7 @@ def test_object_dropout_drops_the_state_inside_labelled_boxes_in_training_only()
     """``temporal.object_dropout``: in training every site the state drops lies inside the BEV footprint
     (grown by ``object_margin``) of a labelled box, and with probability 1 every such site goes; in
     evaluation nothing is dropped."""
-    from detector.models.targets import points_in_boxes
+    from detector.boxes import points_in_boxes
     model = build_model("lstm", ["model.temporal.top_k=100000", "model.temporal.object_dropout=1.0",
                                  "model.temporal.object_margin=0.5"])
     frames = make_stream_frames([make_scene(22, radius=20.0, ego_speed=4.0)], num_frames=1, num_points=1500,
