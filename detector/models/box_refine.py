@@ -34,9 +34,10 @@ from detector.models.box_stage import (
     max_pool,
     point_mlp,
 )
+from detector.models.grid import with_sweeps
 from detector.models.losses import smooth_l1
 from detector.models.outputs import Detections
-from detector.models.state import Sweep, with_sweeps
+from detector.models.state import Sweep
 from detector.models.targets import class_indices
 
 __all__ = ["BoxRefine", "box_residuals", "apply_residuals", "sweep_xyz_age"]

@@ -37,9 +37,9 @@ from detector.models.box_refine import BoxRefine, sweep_xyz_age
 from detector.models.head import DetectionHead
 from detector.models.losses import sigmoid_focal_loss
 from detector.models.outputs import ClipOutput, Detections, HeadOutput
-from detector.models.state import State, Sweep, relative_transforms, scatter_rows, union_sites
+from detector.models.state import State, Sweep
 from detector.models.targets import assign_targets
-from detector.models.temporal import FusedOutput, RecurrentFusion, TemporalFusion
+from detector.models.temporal import Fused, FusedOutput, TemporalFusion
 from detector.models.voxelizer import Voxelizer
 
 __all__ = ["Detector"]
@@ -236,14 +236,19 @@ class Detector(nn.Module):
         return losses
 
 
+    def _next_state(self, frame: FrameBatch, state: State, fused: Fused, out: HeadOutput | None,
+                    box_sweeps: list[Sweep]) -> State:
+        """The state after ``frame``: its poses and timestamps, every stream started, what the temporal
+        mode carries of ``fused`` (and the head's ``out``), ``box_sweeps``."""
+        return State(frame.poses.double(), frame.timestamps.long(), torch.ones_like(state.valid),
+                     self.temporal.carry(fused, frame, state, out, self.voxelizer), box_sweeps)
+
     def _causal_frame(self, frame: FrameBatch, state: State) -> tuple[HeadOutput, State]:
         state = state.drop_streams(self._reset_mask(frame, state))
         feats = self._encode(frame, state)
         fused = self.temporal.fuse(feats, frame, state, self.voxelizer)
         out = self._head(fused.features)
-        carried = self.temporal.carry(fused, frame, state, out, self.voxelizer)
-        return out, State(frame.poses.double(), frame.timestamps.long(), torch.ones_like(state.valid),
-                          box_sweeps=self._box_sweeps(frame, state), **carried)
+        return out, self._next_state(frame, state, fused, out, self._box_sweeps(frame, state))
 
     def _bidirectional(
         self, frames: list[FrameBatch], decode: bool, compute_loss: bool, cache: bool
@@ -254,7 +259,7 @@ class Detector(nn.Module):
         (offline, long segments) only its bounded per-frame input states are kept and its step is
         recomputed during the forward pass, so memory grows by at most ``top_k`` sites a frame.
         """
-        temporal: RecurrentFusion = self.temporal
+        temporal, grid = self.temporal, self.voxelizer
         n = len(frames)
         batch_size = frames[0].batch_size
         device = frames[0].points.device
@@ -269,41 +274,26 @@ class Detector(nn.Module):
             flags = frames[t + 1].reset if t + 1 < n else torch.ones_like(frame.reset)
             state = state.drop_streams(self._reset_mask(frame, state, flags))
             feats = self._encode(frame, state)
-            out_b = temporal.run(feats, state.recurrent, relative_transforms(frame.poses, state.poses), self.voxelizer,
-                                 True)
-            score_b = temporal.direction_score(out_b, backward=True)
+            out_b = temporal.fuse(feats, frame, state, grid, backward=True)
             if compute_loss:
-                aux_losses[t] = aux_losses[t] + self._objectness_loss(out_b, score_b, frame)
+                aux_losses[t] = aux_losses[t] + self._objectness_loss(out_b, frame)
             if cache:
                 feats_cache[t], bwd_out[t] = feats, out_b
             else:
                 bwd_in[t] = state
-            state = State(frame.poses.double(), frame.timestamps.long(), torch.ones_like(state.valid))
-            state.recurrent = temporal.prune(out_b, score_b.detach(), frame, self.voxelizer)
+            state = self._next_state(frame, state, out_b, None, [])
 
         frame_losses, detections = [], [] if decode else None
         state = self.init_state(batch_size, device)
         for t, frame in enumerate(frames):
             state = state.drop_streams(self._reset_mask(frame, state))
             feats = feats_cache.pop(t) if cache else self._encode(frame, state)
-            out_f = temporal.run(feats, state.recurrent, relative_transforms(frame.poses, state.poses), self.voxelizer)
-            if cache:
-                out_b = bwd_out.pop(t)
-            else:
-                prev_b = bwd_in.pop(t)
-                out_b = temporal.run(
-                    feats, prev_b.recurrent, relative_transforms(frame.poses, prev_b.poses), self.voxelizer, True
-                )
-            score_f = temporal.direction_score(out_f, backward=False)
-            sites, (rows_f, rows_b) = union_sites([out_f.fused.indices, out_b.fused.indices], feats.spatial_shape)
-            u = sites.shape[0]
-            joined = torch.cat(
-                [scatter_rows(out_f.hidden[-1], rows_f, u), scatter_rows(out_b.hidden[-1], rows_b, u)], dim=1
-            )
-            out = self._head(SparseConvTensor(joined, sites, feats.spatial_shape, batch_size))
+            out_f = temporal.fuse(feats, frame, state, grid)
+            out_b = bwd_out.pop(t) if cache else temporal.fuse(feats, frame, bwd_in.pop(t), grid, backward=True)
+            out = self._head(temporal.join(out_f, out_b))
             if compute_loss:
                 losses = self.head.loss(out, self.head.targets(out, frame.boxes, frame.types))
-                aux = aux_losses[t] + self._objectness_loss(out_f, score_f, frame)
+                aux = aux_losses[t] + self._objectness_loss(out_f, frame)
                 losses["aux_objectness"] = aux
                 losses["loss"] = losses["loss"] + aux
                 frame_losses.append(losses)
@@ -311,14 +301,13 @@ class Detector(nn.Module):
                 k = self._box_frames
                 earlier = [Sweep(g.points, g.poses, g.timestamps) for g in reversed(frames[max(0, t - k + 1):t])]
                 detections.append(self._decode(out, frame, earlier))
-            state = State(frame.poses.double(), frame.timestamps.long(), torch.ones_like(state.valid))
-            state.recurrent = temporal.prune(out_f, score_f.detach(), frame, self.voxelizer)
+            state = self._next_state(frame, state, out_f, None, [])
         losses = self._with_box_stages(self._average(frame_losses), frames) if compute_loss else {}
         return ClipOutput(losses, frame_losses, detections, None)
 
-    def _objectness_loss(self, out: FusedOutput, logits: torch.Tensor, frame: FrameBatch) -> torch.Tensor:
-        """Class-agnostic focal loss of a direction's objectness on its own sites (bidirectional)."""
-        sites = out.fused.indices
+    def _objectness_loss(self, out: FusedOutput, frame: FrameBatch) -> torch.Tensor:
+        """Class-agnostic focal loss of a pass's own objectness on its sites (bidirectional)."""
+        logits, sites = out.objectness, out.fused.indices
         targets = assign_targets(
             self.voxelizer.centers(sites), sites[:, 0], frame.boxes, frame.types, self.head.classes,
             self.head.assign_margin,

@@ -60,7 +60,7 @@ def state_coverage(model, frames: list) -> dict | None:
     classes = {1: "vehicle", 2: "pedestrian", 4: "cyclist"}
     kept, unsupported, counted = [], [], {c: [0, 0] for c in classes.values()}
     for step in stream(model, frames, "cpu"):
-        state = step.state.recurrent
+        state = step.state.temporal
         if state is None:
             return None
         frame = step.frame

@@ -169,9 +169,9 @@ def test_bidirectional_model_runs_offline_only():
 
 
 def _state_rows_per_stream(state: State) -> list[int]:
-    if state.recurrent is None:
+    if state.temporal is None:
         return [0] * state.batch_size
-    b = state.recurrent.sites[:, 0].long()
+    b = state.temporal.sites[:, 0].long()
     return [int((b == i).sum()) for i in range(state.batch_size)]
 
 
@@ -192,8 +192,8 @@ def test_state_stays_bounded_over_a_long_stream():
         _, s_concat = concat.step(frame, s_concat)
         rows = _state_rows_per_stream(s_lstm)
         assert max(rows) <= top_k and min(rows) > 0
-        assert len(s_concat.sweeps) <= 3
-        assert all(not x.requires_grad for x in s_lstm.recurrent.tensors())
+        assert len(s_concat.temporal.sweeps) <= 3
+        assert all(not x.requires_grad for x in s_lstm.temporal.tensors())
         sizes_lstm.append(s_lstm.nbytes())
         sizes_concat.append(s_concat.nbytes())
     bound = 2 * top_k * (4 * 4 + 4 + 2 * 4 * lstm.temporal.hidden_channels) + 1024   # sites, age, h, c
@@ -228,7 +228,7 @@ def test_skip_gives_the_head_this_frames_features_beside_the_hidden():
     rows = {tuple(r): i for i, r in enumerate(feats.indices.tolist())}
     order = torch.tensor([rows[tuple(r)] for r in fused.indices[on_frame].tolist()])
     assert torch.allclose(x_part[on_frame], feats.features[order])
-    assert torch.equal(h_part, runs[-1].hidden[-1]) and state.recurrent.hidden[-1].shape[1] == h_part.shape[1]
+    assert torch.equal(h_part, runs[-1].hidden[-1]) and state.temporal.hidden[-1].shape[1] == h_part.shape[1]
     with pytest.raises(Exception, match="skip=true needs a causal model"):
         build_model("lstm_bidirectional", ["model.temporal.skip=true"])
 
@@ -246,7 +246,7 @@ def test_forget_after_drops_state_sites_without_a_point_for_that_many_frames(for
         for frame in frames:
             here = {tuple(r) for r in model._encode(frame, state).indices.tolist()}
             _, state = model.step(frame, state)
-            age, sites = state.recurrent.age, state.recurrent.sites.tolist()
+            age, sites = state.temporal.age, state.temporal.sites.tolist()
             assert age.shape == (len(sites),) and age.dtype == torch.int32
             assert all((tuple(r) in here) == (a == 0) for r, a in zip(sites, age.tolist()))
             oldest = max(oldest, int(age.max()))
@@ -269,8 +269,8 @@ def test_history_dropout_drops_whole_regions_of_the_state_in_training_only():
                                 seed=9, radius=25.0)
     torch.manual_seed(0)
     with torch.no_grad():
-        full = model.eval().step(frames[0], model.init_state(1))[1].recurrent.sites
-        kept = model.train().step(frames[0], model.init_state(1))[1].recurrent.sites
+        full = model.eval().step(frames[0], model.init_state(1))[1].temporal.sites
+        kept = model.train().step(frames[0], model.init_state(1))[1].temporal.sites
     all_sites = {tuple(r) for r in full.tolist()}
     kept_sites = {tuple(r) for r in kept.tolist()}
     assert kept_sites < all_sites and 0.2 < len(kept_sites) / len(all_sites) < 0.8
@@ -298,8 +298,8 @@ def test_object_dropout_drops_the_state_inside_labelled_boxes_in_training_only()
     frame = frames[0]
     assert frame.boxes.shape[0] > 0
     with torch.no_grad():
-        full = model.eval().step(frame, model.init_state(1))[1].recurrent.sites
-        kept = model.train().step(frame, model.init_state(1))[1].recurrent.sites
+        full = model.eval().step(frame, model.init_state(1))[1].temporal.sites
+        kept = model.train().step(frame, model.init_state(1))[1].temporal.sites
     centers = model.voxelizer.centers(full)
     footprints = frame.boxes[:, 1:].clone()
     footprints[:, 2], footprints[:, 5] = 0.0, float("inf")       # BEV: any height
