@@ -22,9 +22,9 @@ __all__ = ["FrameResult", "Stream", "StreamStep", "frame_result", "motion_headin
 
 
 def motion_heading_of(model: torch.nn.Module) -> MotionHeading | None:
-    """The motion-heading step a stream of ``model`` applies (None when its head has it off); its tracks
-    break at the model's own gap threshold."""
-    if not getattr(getattr(model, "head", None), "motion_heading", False):
+    """The motion-heading step a stream of ``model`` applies (None when the model has it off:
+    ``Detector.motion_heading``); its tracks break at the model's own gap threshold."""
+    if not getattr(model, "motion_heading", False):
         return None
     gap = getattr(model, "max_gap_s", None)
     return MotionHeading() if gap is None else MotionHeading(max_gap_s=float(gap))

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from detector import CONFIG_DIR
 from detector.checkpoints import load_checkpoint, load_detector, model_config_differences
+from detector.config import register_resolvers
 from detector.errors import InputError
 from detector.models import instantiate_model
 from tests.helpers.scenes import make_clip
@@ -19,6 +20,7 @@ TINY = ["model.backbone.channels=[8,16]", "model.backbone.out_channels=8", "mode
 
 
 def _model_cfg(model: str) -> dict:
+    register_resolvers()
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[f"model={model}", *TINY])
     return OmegaConf.to_container(cfg.model, resolve=True)
@@ -36,6 +38,35 @@ def test_checkpoint_written_before_the_voxelizer_moved_loads(tmp_path, one_torch
     old = {**cfg, "voxelizer": {**cfg["voxelizer"], "_target_": "detector.data.voxelize.Voxelizer"}}
     _save(tmp_path / "old.ckpt", old, model)
     loaded = load_checkpoint(tmp_path / "old.ckpt")
+    clip = make_clip(num_frames=2, batch_size=1, num_points=3000, seed=1)
+    with torch.no_grad():
+        a = model(clip, decode=True)
+        b = loaded(clip, decode=True)
+    assert torch.equal(a.losses["loss"], b.losses["loss"])
+    assert torch.equal(a.detections[-1][0].boxes, b.detections[-1][0].boxes)
+
+
+def test_checkpoint_written_before_the_stage_list_loads(tmp_path, one_torch_thread):
+    """Before ``box_stages``, the stages were the detector's ``box_refine`` / ``box_direction`` and heading
+    from motion the head's ``motion_heading``: such a checkpoint loads into the same model, same outputs."""
+    cfg = _model_cfg("lstm")
+    torch.manual_seed(0)
+    model = instantiate_model(cfg).eval()
+    stages = cfg["box_stages"]
+    old = {k: v for k, v in cfg.items() if k not in ("box_stages", "motion_heading")}
+    old = {**old, "head": {**cfg["head"], "motion_heading": True},
+           "box_direction": stages["direction"], "box_refine": stages["refine"]}
+    renamed = {"box_stages.refine.": "box_refine.", "box_stages.direction.": "box_direction."}
+    weights = {}
+    for k, v in model.state_dict().items():
+        for new, was in renamed.items():
+            k = k.replace(new, was) if k.startswith(new) else k
+        weights[f"model.{k}"] = v
+    assert any(k.startswith("model.box_refine.") for k in weights)
+    torch.save({"state_dict": weights, "hyper_parameters": {"model_cfg": old}}, tmp_path / "old.ckpt")
+    loaded = load_checkpoint(tmp_path / "old.ckpt")
+    assert list(loaded.box_stages) == ["refine", "direction"] and loaded.motion_heading
+    assert model_config_differences(old, cfg) == []
     clip = make_clip(num_frames=2, batch_size=1, num_points=3000, seed=1)
     with torch.no_grad():
         a = model(clip, decode=True)

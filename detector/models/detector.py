@@ -23,7 +23,7 @@ Contract (used by training and evaluation; plain attributes, no hparams):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from spconv.pytorch import SparseConvTensor
@@ -32,8 +32,8 @@ from torch import nn
 from detector.data.batch import ClipBatch, FrameBatch
 from detector.data.clips import max_gap_micros
 from detector.models.backbone import SparseUNet
-from detector.models.box_direction import BoxDirection
-from detector.models.box_refine import BoxRefine, sweep_xyz_age
+from detector.models.box_refine import sweep_xyz_age
+from detector.models.box_stage import BoxStage
 from detector.models.head import DetectionHead
 from detector.models.losses import sigmoid_focal_loss
 from detector.models.outputs import ClipOutput, Detections, HeadOutput
@@ -55,22 +55,26 @@ class Detector(nn.Module):
         temporal: TemporalFusion,
         head: DetectionHead,
         max_gap_s: float | None = 0.5,
-        box_direction: BoxDirection | None = None,
-        box_refine: BoxRefine | None = None,
+        box_stages: Mapping[str, BoxStage | None] | None = None,
+        motion_heading: bool = False,
     ) -> None:
         super().__init__()
         self.voxelizer = voxelizer
         self.backbone = backbone
         self.temporal = temporal
         self.head = head
-        #: optional second look at each box's front from the points in it (``detector.models.box_direction``)
-        self.box_direction = box_direction
-        #: optional second look at each box's extent from the points in it (``detector.models.box_refine``)
-        self.box_refine = box_refine
-        for key, stage in (("box_direction", box_direction), ("box_refine", box_refine)):
-            if stage is not None and list(stage.classes) != list(head.classes):
-                raise ValueError(f"Detector: {key}.classes={stage.classes} must be the head's "
+        #: the stages after decoding, applied in this order to every frame's detections (training, ``step``,
+        #: ``offline_segment`` and streams alike); a None entry is a stage turned off
+        self.box_stages = nn.ModuleDict({k: s for k, s in (box_stages or {}).items() if s is not None})
+        for key, stage in self.box_stages.items():
+            if not isinstance(stage, BoxStage):
+                raise ValueError(f"Detector: box_stages.{key} is a {type(stage).__name__}, not a BoxStage")
+            if list(stage.classes) != list(head.classes):
+                raise ValueError(f"Detector: box_stages.{key}.classes={stage.classes} must be the head's "
                                  f"classes {list(head.classes)} (one output per head class, in its order)")
+        #: streams of this model turn moving boxes to face their motion (``detector.streaming``, after the
+        #: box stages); the model itself does not read it
+        self.motion_heading = bool(motion_heading)
         self.max_gap_s = None if max_gap_s is None else float(max_gap_s)
         self._max_gap_micros = max_gap_micros(max_gap_s)  # None: no limit
         want = voxelizer.num_features(temporal.point_channels)
@@ -188,20 +192,15 @@ class Detector(nn.Module):
         return self.head(fused, self.voxelizer.centers(fused.indices))
 
     @property
-    def _box_stages(self) -> list[BoxRefine | BoxDirection]:
-        """The stages after decoding, in their order: the extent first, then the front of the moved box."""
-        return [s for s in (self.box_refine, self.box_direction) if s is not None]
-
-    @property
     def _box_frames(self) -> int:
         """Sweeps the box stages read (1: the current frame's points only)."""
-        return max([1, *(s.frames for s in self._box_stages)])
+        return max([1, *(s.frames for s in self.box_stages.values())])
 
     def _decode(self, out: HeadOutput, frame: FrameBatch, earlier: Sequence[Sweep] = ()) -> list[Detections]:
         """The head's detections per stream, moved and turned by the box stages if there are any; a stage
         that reads more than the current frame gets the ``earlier`` sweeps (newest first) too."""
         detections = self.head.decode(out, frame.batch_size)
-        stages = self._box_stages
+        stages = list(self.box_stages.values())
         if not stages:
             return detections
         stream = frame.points[:, 0].long()
@@ -230,7 +229,7 @@ class Detector(nn.Module):
         frames)."""
         if not losses:
             return losses
-        for stage in self._box_stages:
+        for stage in self.box_stages.values():
             term = stage.clip_loss(frames)
             losses = {**losses, stage.name: term, "loss": losses["loss"] + stage.weight * term}
         return losses

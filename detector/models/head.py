@@ -88,7 +88,6 @@ class DetectionHead(nn.Module):
         assign_margin_below: float | None = None,
         direction_vote: bool = False,
         pre_nms_per_class: bool = False,
-        motion_heading: bool = False,
         multi_label: bool = False,
         iou_weight: float = 0.0,
         iou_power: float | Sequence[float] = 0.0,
@@ -121,8 +120,6 @@ class DetectionHead(nn.Module):
         self.loss_norm = loss_norm
         self.direction_vote = bool(direction_vote)
         self.pre_nms_per_class = bool(pre_nms_per_class)
-        #: online streams (detector.streaming) turn moving boxes to face their motion (MotionHeading)
-        self.motion_heading = bool(motion_heading)
         self.multi_label = bool(multi_label)
         self.iou_weight = float(iou_weight)
         self.iou_power = _per_class(iou_power, n, "iou_power")

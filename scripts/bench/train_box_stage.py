@@ -1,10 +1,10 @@
 """Train one box stage alone and add it to a copy of a checkpoint: what the stage buys on the same detections.
 
     .venv/bin/python scripts/bench/train_box_stage.py --ckpt work/demo/train/checkpoints/last.ckpt \
-        --store work/demo/store --stage box_refine --out work/ckpts/with_refine.ckpt [--epochs 3] \
+        --store work/demo/store --stage refine --out work/ckpts/with_refine.ckpt [--epochs 3] \
         [--set apply_to=[1] max_points=64]
 
-The box stages (``model.box_refine``, ``model.box_direction``) train on labelled boxes with no gradient
+The box stages (``model.box_stages``: ``refine``, ``direction``) train on labelled boxes with no gradient
 into the backbone, so one can be trained after the fact: this streams the experiment's training clips
 of ``--store`` (its data settings, augmentation included), feeds the frames of each clip the stage trains on
 (its ``train_frames``) to its loss as ``Detector.forward`` does, and optimises it alone with the experiment's optimiser
@@ -27,14 +27,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-STAGES = ("box_refine", "box_direction")
+STAGES = ("refine", "direction")
 
 
 def main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ckpt", type=Path, required=True, help="a checkpoint written by detector.train")
     p.add_argument("--store", type=Path, required=True, help="the frame store to train on (its training split)")
-    p.add_argument("--stage", choices=STAGES, default="box_refine")
+    p.add_argument("--stage", choices=STAGES, default="refine")
     p.add_argument("--out", type=Path, required=True, help="the new checkpoint")
     p.add_argument("--experiment", default="demo_synthetic")
     p.add_argument("--model", default="lstm", help="the model config whose stage settings are used")
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     from detector import CONFIG_DIR
     from detector.atomic import atomic_path
-    from detector.checkpoints import check_checkpoint_file
+    from detector.checkpoints import check_checkpoint_file, upgrade_model_config, upgrade_state_dict
     from detector.config import register_resolvers
 
     torch.set_num_threads(args.torch_threads)
@@ -61,14 +61,20 @@ def main(argv: list[str] | None = None) -> Path:
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", [f"experiment={args.experiment}", f"model={args.model}", f"data.root={args.store}",
                                 f"seed={args.seed}"])
-    stage_cfg = OmegaConf.to_container(cfg.model, resolve=True).get(args.stage)
+    stages_cfg = OmegaConf.to_container(cfg.model, resolve=True).get("box_stages") or {}
+    stage_cfg = stages_cfg.get(args.stage)
     if stage_cfg is None:
         raise SystemExit(f"model {args.model}: {args.stage} is null (no stage to train)")
     for kv in args.set:
         key, _, value = kv.partition("=")
         stage_cfg[key] = json.loads(value)
     ckpt = torch.load(check_checkpoint_file(args.ckpt), map_location="cpu", weights_only=False)
-    head_classes = ckpt["hyper_parameters"]["model_cfg"]["head"]["classes"]
+    # a checkpoint of before the stage list: its config and weights in today's layout
+    model_cfg = upgrade_model_config(ckpt["hyper_parameters"]["model_cfg"])
+    weights = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    other = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("model.")}
+    ckpt["state_dict"] = {**other, **{f"model.{k}": v for k, v in upgrade_state_dict(weights).items()}}
+    head_classes = model_cfg["head"]["classes"]
     if list(stage_cfg["classes"]) != list(head_classes):
         raise SystemExit(f"{args.ckpt}: head classes {head_classes} differ from the stage's {stage_cfg['classes']}")
     stage = instantiate(stage_cfg)
@@ -95,10 +101,16 @@ def main(argv: list[str] | None = None) -> Path:
                 running = value if running is None else 0.98 * running + 0.02 * value
                 bar.set_postfix(loss=f"{running:.3f}")
                 bar.update()
-    state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith(f"model.{args.stage}.")}
-    state.update({f"model.{args.stage}.{k}": v for k, v in stage.state_dict().items()})
+    prefix = f"model.box_stages.{args.stage}."
+    state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith(prefix)}
+    state.update({prefix + k: v for k, v in stage.state_dict().items()})
     ckpt["state_dict"] = state
-    ckpt["hyper_parameters"]["model_cfg"][args.stage] = stage_cfg
+    # the stage in its place in the model config's order (a stage the checkpoint has keeps its place)
+    have = model_cfg.get("box_stages") or {}
+    order = list(have) + [k for k in stages_cfg if k not in have]
+    order.sort(key=lambda k: list(stages_cfg).index(k) if k in stages_cfg else len(stages_cfg))
+    model_cfg["box_stages"] = {k: (stage_cfg if k == args.stage else have.get(k)) for k in order}
+    ckpt["hyper_parameters"]["model_cfg"] = model_cfg
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.out) as tmp:
         torch.save(ckpt, tmp)
