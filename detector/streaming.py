@@ -5,6 +5,14 @@ state of one stream of batch-size-1 frames and starts it afresh at a new segment
 never sees the last one's state), where the model resets it (``frame.reset``, timestamp gaps: see
 ``Detector.step``) and, for diagnostics, every ``reset_every`` frames. ``stream`` and
 ``stream_segments`` iterate it over a sequence of frames.
+
+A bidirectional model (``Detector.bidirectional``) looks at later frames too and cannot stream:
+``SegmentBuffer`` takes the same frames in the same order, holds those of one segment and, when the
+segment ends (a frame of another segment, or ``finish``), runs ``Detector.offline_segment`` over it and
+hands back one ``StreamStep`` per frame, as a stream would have. Memory: the segment's input frames and
+the model's bounded per-frame states (``offline_segment`` recomputes the backward steps), never a segment
+of features. ``stream`` (so validation, ``detector.evaluate`` and ``detector.predict``) takes this path for
+such models, so their metrics and predictions are written like any other model's.
 """
 
 from __future__ import annotations
@@ -18,7 +26,8 @@ import torch
 from detector.data.batch import FrameBatch
 from detector.models.motion_heading import MotionHeading
 
-__all__ = ["FrameResult", "Stream", "StreamStep", "frame_result", "motion_heading_of", "stream", "stream_segments"]
+__all__ = ["FrameResult", "SegmentBuffer", "Stream", "StreamStep", "frame_result", "motion_heading_of", "stream",
+           "stream_segments"]
 
 
 def motion_heading_of(model: torch.nn.Module) -> MotionHeading | None:
@@ -121,10 +130,77 @@ class Stream:
 
 def stream(model: torch.nn.Module, frames: Iterable[FrameBatch], device: torch.device | str | None = "cpu",
            reset_every: int | None = None) -> Iterator[StreamStep]:
-    """``Stream(model, device, reset_every).step`` over ``frames`` in order."""
+    """``Stream(model, device, reset_every).step`` over ``frames`` in order; for a bidirectional model the
+    steps of a ``SegmentBuffer``, a segment at a time."""
+    if getattr(model, "bidirectional", False):
+        buffer = SegmentBuffer(model, device, reset_every)
+        for frame in frames:
+            yield from buffer.add(frame)
+        yield from buffer.finish()
+        return
     s = Stream(model, device, reset_every)
     for frame in frames:
         yield s.step(frame)
+
+
+class SegmentBuffer:
+    """See the module docstring. ``reset_every`` (diagnostics): each run of that many frames of a
+    segment is a segment of its own (no frame sees more than ``reset_every - 1`` others on either side)."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device | str | None = "cpu",
+                 reset_every: int | None = None) -> None:
+        if reset_every is not None:
+            reset_every = int(reset_every)
+            if reset_every < 1:
+                raise ValueError(f"reset_every must be >= 1 (or None: never), got {reset_every}")
+        self.model = model
+        self.device = device
+        self.reset_every = reset_every
+        self.motion = motion_heading_of(model)
+        self._frames: list[FrameBatch] = []
+        self._losses = False
+
+    def add(self, frame: FrameBatch, return_losses: bool = False) -> list[StreamStep]:
+        """Take the next frame; the steps of the segment it ends (empty while the segment goes on).
+        ``return_losses``: the segment's steps carry their frames' losses (when any of its frames asks)."""
+        if frame.batch_size != 1:
+            raise ValueError(f"a stream takes frames of batch size 1, got {frame.batch_size}")
+        done = []
+        if self._frames and frame.segments[0] != self._frames[0].segments[0]:
+            done = self.finish()
+        if self.device is not None:
+            frame = frame.to(self.device)
+        self._frames.append(frame)
+        self._losses = self._losses or return_losses
+        return done
+
+    def finish(self) -> list[StreamStep]:
+        """The steps of the frames held (the segment so far), which are then let go."""
+        frames, losses = self._frames, self._losses
+        self._frames, self._losses = [], False
+        if not frames:
+            return []
+        k = self.reset_every or len(frames)
+        steps = []
+        for start in range(0, len(frames), k):
+            steps += self._run(frames[start:start + k], losses)
+        return steps
+
+    @torch.no_grad()
+    def _run(self, frames: list[FrameBatch], return_losses: bool) -> list[StreamStep]:
+        if return_losses:
+            detections, losses = self.model.offline_segment(frames, return_losses=True)
+        else:
+            detections, losses = self.model.offline_segment(frames), [None] * len(frames)
+        if self.motion is not None:
+            self.motion.reset()
+        steps = []
+        for frame, dets, loss in zip(frames, detections, losses):
+            det = dets[0]
+            if self.motion is not None:
+                det = self.motion(det, frame.poses[0].cpu().numpy(), int(frame.timestamps[0]))
+            steps.append(StreamStep(frame, det, None, loss))
+        return steps
 
 
 def stream_segments(model: torch.nn.Module, frames: Iterable[FrameBatch],

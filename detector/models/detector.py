@@ -160,19 +160,30 @@ class Detector(nn.Module):
         return detections, state.detach()
 
     @torch.no_grad()
-    def offline_segment(self, frames: Sequence[FrameBatch]) -> list[list[Detections]]:
-        """Detections ``[t][b]`` for a whole segment (list of frames in time order), any mode."""
+    def offline_segment(
+        self, frames: Sequence[FrameBatch], return_losses: bool = False
+    ) -> list[list[Detections]] | tuple[list[list[Detections]], list[dict[str, torch.Tensor]]]:
+        """Detections ``[t][b]`` for a whole segment (list of frames in time order), any mode. With
+        ``return_losses`` also each frame's loss dict, as ``step`` gives it (targets from ``frame.boxes``;
+        a bidirectional model's given the whole segment, with its ``aux_objectness``)."""
         frames = list(frames)
         if not frames:
-            return []
+            return ([], []) if return_losses else []
         if not self.is_causal:
-            return self._bidirectional(frames, decode=True, compute_loss=False, cache=False).detections
+            out = self._bidirectional(frames, decode=True, compute_loss=return_losses, cache=False)
+            if not return_losses:
+                return out.detections
+            return out.detections, [self._with_box_stages(fl, [f]) for fl, f in zip(out.frame_losses, frames)]
         state = self.init_state(frames[0].batch_size, frames[0].points.device)
-        result = []
+        result, losses = [], []
         for frame in frames:
-            dets, state = self.step(frame, state)
+            if return_losses:
+                dets, state, frame_losses = self.step(frame, state, return_losses=True)
+                losses.append(frame_losses)
+            else:
+                dets, state = self.step(frame, state)
             result.append(dets)
-        return result
+        return (result, losses) if return_losses else result
 
     # ----------------------------------------------------------------- internals
     def _reset_mask(self, frame: FrameBatch, state: State, flags: torch.Tensor | None = None) -> torch.Tensor:

@@ -149,6 +149,27 @@ def test_stream_segments_reset_every_starts_the_state_afresh():
         next(stream_segments(model, seq, "cpu", 0))
 
 
+def test_streams_run_a_bidirectional_model_a_segment_at_a_time():
+    """``stream`` (validation, evaluate, predict) runs a bidirectional model offline over each segment."""
+    from dataclasses import replace
+
+    from detector.streaming import Stream, stream
+
+    model = build_model("lstm_bidirectional", ALL_SCORES).eval()
+    model.motion_heading = False  # the model's own detections, not turned by motion
+    a = make_clip(num_frames=3, batch_size=1, num_points=2000, seed=6).frames
+    b = [replace(f, segments=["other"]) for f in make_clip(num_frames=2, batch_size=1, num_points=2000, seed=7).frames]
+    with pytest.raises(ValueError, match="bidirectional"):
+        Stream(model)
+    steps = list(stream(model, [*a, *b]))
+    want = [d[0] for d in model.offline_segment(a)] + [d[0] for d in model.offline_segment(b)]
+    assert len(steps) == 5 and all(_outputs_equal(s.detections, w) for s, w in zip(steps, want))
+    assert [s.frame.segments[0] for s in steps] == ["synthetic-0"] * 3 + ["other"] * 2
+    dets, losses = model.offline_segment(a, return_losses=True)
+    assert len(losses) == 3 and {"loss", "aux_objectness", "refine_box", "dir_box"} <= set(losses[0])
+    assert all(_outputs_equal(x[0], w) for x, w in zip(dets, want))
+
+
 def test_bidirectional_model_runs_offline_only():
     model = build_model("lstm_bidirectional", ALL_SCORES).eval()
     frames = make_clip(num_frames=3, batch_size=2, num_points=2000, seed=6).frames
