@@ -29,17 +29,30 @@ MOVED_TARGETS = {
 #: key, its entry, in the order they were applied
 MOVED_BOX_STAGES = {"box_refine": "refine", "box_direction": "direction"}
 DETECTOR_TARGET = "detector.models.detector.Detector"
+#: head switches removed after they measured no gain (docs/RESULTS.md, "The direction bit"): a checkpoint
+#: with one off loads without it; one trained with a removed branch on cannot (its weights have no place).
+#: ``direction_vote`` only changed decoding: it is dropped whatever its value.
+REMOVED_HEAD_SWITCHES = ("direction_per_class", "direction_convs", "direction_detach", "direction_relative")
+DROPPED_DECODING_SWITCHES = ("direction_vote",)
 
 
 def _upgrade_detector(node: dict) -> dict:
     """A ``Detector`` config node of before the stage list: ``box_refine`` / ``box_direction`` become
-    ``box_stages`` entries, ``head.motion_heading`` the model's ``motion_heading``."""
+    ``box_stages`` entries, ``head.motion_heading`` the model's ``motion_heading``; the removed head
+    switches dropped (``REMOVED_HEAD_SWITCHES``, ``DROPPED_DECODING_SWITCHES``)."""
     if any(k in node for k in MOVED_BOX_STAGES):
         stages = {new: node.pop(old) for old, new in MOVED_BOX_STAGES.items() if old in node}
         node["box_stages"] = {**stages, **(node.get("box_stages") or {})}
     head = node.get("head")
-    if isinstance(head, dict) and "motion_heading" in head:
-        node["motion_heading"] = bool(head.pop("motion_heading"))
+    if isinstance(head, dict):
+        if "motion_heading" in head:
+            node["motion_heading"] = bool(head.pop("motion_heading"))
+        for key in DROPPED_DECODING_SWITCHES:
+            head.pop(key, None)
+        for key in REMOVED_HEAD_SWITCHES:
+            if head.pop(key, None):
+                raise InputError(f"model.head.{key} is on in this model, and that branch was removed from the "
+                                 "head (measured: no gain; docs/RESULTS.md, \"The direction bit\")")
     return node
 
 

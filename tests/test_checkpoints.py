@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from detector import CONFIG_DIR
-from detector.checkpoints import load_checkpoint, load_detector, model_config_differences
+from detector.checkpoints import load_checkpoint, load_detector, model_config_differences, upgrade_model_config
 from detector.config import register_resolvers
 from detector.errors import InputError
 from detector.models import instantiate_model
@@ -54,7 +54,9 @@ def test_checkpoint_written_before_the_stage_list_loads(tmp_path, one_torch_thre
     model = instantiate_model(cfg).eval()
     stages = cfg["box_stages"]
     old = {k: v for k, v in cfg.items() if k not in ("box_stages", "motion_heading")}
-    old = {**old, "head": {**cfg["head"], "motion_heading": True},
+    removed = {"direction_vote": True, "direction_per_class": False, "direction_convs": 0, "direction_detach": False,
+               "direction_relative": False}  # switches of the head then, measured no gain and since removed
+    old = {**old, "head": {**cfg["head"], "motion_heading": True, **removed},
            "box_direction": stages["direction"], "box_refine": stages["refine"]}
     renamed = {"box_stages.refine.": "box_refine.", "box_stages.direction.": "box_direction."}
     weights = {}
@@ -67,6 +69,8 @@ def test_checkpoint_written_before_the_stage_list_loads(tmp_path, one_torch_thre
     loaded = load_checkpoint(tmp_path / "old.ckpt")
     assert list(loaded.box_stages) == ["refine", "direction"] and loaded.motion_heading
     assert model_config_differences(old, cfg) == []
+    with pytest.raises(InputError, match="direction_convs"):  # a branch whose weights have no place now
+        upgrade_model_config({**old, "head": {**old["head"], "direction_convs": 1}})
     clip = make_clip(num_frames=2, batch_size=1, num_points=3000, seed=1)
     with torch.no_grad():
         a = model(clip, decode=True)

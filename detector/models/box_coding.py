@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from detector.boxes import heading_direction, to_box_frame, wrap_angle
+from detector.boxes import heading_direction, wrap_angle
 
 __all__ = ["BoxCoder", "DEFAULT_ANCHOR_SIZES"]
 
@@ -64,17 +64,3 @@ class BoxCoder:
     def axis(code: torch.Tensor) -> torch.Tensor:
         """(N,) the code's axis angle ``atan2(sin 2t, cos 2t) / 2`` in (-pi/2, pi/2]."""
         return 0.5 * torch.atan2(code[:, 6], code[:, 7])
-
-    @staticmethod
-    def axial_offset(code: torch.Tensor) -> torch.Tensor:
-        """(N,) metres from the voxel to its box centre along the code's box axis (the axis angle in
-        (-pi/2, pi/2], so the sign says on which side of the voxel the centre lies, front or back unknown)."""
-        return to_box_frame(code[:, 0], code[:, 1], BoxCoder.axis(code))[0]
-
-    @staticmethod
-    def relative_direction(code: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
-        """(N,) float 0/1 from ``encode``'s outputs: 1 where the box's front lies beyond its centre as seen
-        from the voxel (the voxel is in the rear half). Unlike the direction bit, which says whether the
-        heading points along -x of the vehicle frame, this depends only on the object's own shape around
-        the voxel: no absolute frame to combine it with."""
-        return ((BoxCoder.axial_offset(code) > 0).float() - direction).abs()

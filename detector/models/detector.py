@@ -23,7 +23,7 @@ Contract (used by training and evaluation; plain attributes, no hparams):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from spconv.pytorch import SparseConvTensor
@@ -53,7 +53,7 @@ class Detector(nn.Module):
         voxelizer: Voxelizer,
         backbone: SparseUNet,
         temporal: TemporalFusion,
-        head: DetectionHead,
+        head: DetectionHead | Callable[..., DetectionHead],
         max_gap_s: float | None = 0.5,
         box_stages: Mapping[str, BoxStage | None] | None = None,
         motion_heading: bool = False,
@@ -62,6 +62,8 @@ class Detector(nn.Module):
         self.voxelizer = voxelizer
         self.backbone = backbone
         self.temporal = temporal
+        if not isinstance(head, nn.Module):  # a head still to build (``_partial_``): its input width is ours
+            head = head(in_channels=temporal.out_channels(backbone.out_channels))
         self.head = head
         #: the stages after decoding, applied in this order to every frame's detections (training, ``step``,
         #: ``offline_segment`` and streams alike); a None entry is a stage turned off

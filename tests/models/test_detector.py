@@ -11,7 +11,8 @@ import torch
 
 from detector import CONFIG_DIR
 from detector.data.batch import ClipBatch
-from detector.models import Detections, State, build_model
+from detector.models import Detections, Detector, State, build_model
+from detector.models.head import DetectionHead
 from tests.helpers.scenes import make_clip, make_scene, make_stream_frames
 
 SMALL = ["lstm", "gru", "peephole", "coupled", "lstm_stacked", "lstm_bidirectional", "single_frame", "concat"]
@@ -38,6 +39,19 @@ def test_every_shipped_config_builds():
 def test_mismatched_channels_are_named():
     with pytest.raises(Exception, match="backbone.in_channels=7 but the voxelizer gives 8"):
         build_model("concat", ["model.backbone.in_channels=7"])
+    model = build_model("single_frame")
+    with pytest.raises(ValueError, match="head.in_channels=9 but the temporal module gives 16"):
+        Detector(model.voxelizer, model.backbone, model.temporal, DetectionHead(9))
+
+
+def test_the_head_input_width_is_the_temporal_modules():
+    """The configs leave the head's width to the detector (a ``_partial_`` head): the temporal module's
+    ``out_channels`` of the backbone's, whatever the mode."""
+    for name, overrides, want in [("single_frame", [], 16), ("concat", [], 16), ("lstm", [], 16),
+                                  ("lstm_bidirectional", [], 32), ("lstm", ["model.temporal.skip=true"], 32),
+                                  ("lstm", ["model.temporal.hidden_channels=8", "model.backbone.out_channels=12"], 8)]:
+        model = build_model(name, overrides)
+        assert model.head.in_channels == want == model.temporal.out_channels(model.backbone.out_channels), name
 
 
 @pytest.mark.parametrize("name", SMALL)
@@ -151,8 +165,6 @@ def test_stream_segments_reset_every_starts_the_state_afresh():
 
 def test_streams_run_a_bidirectional_model_a_segment_at_a_time():
     """``stream`` (validation, evaluate, predict) runs a bidirectional model offline over each segment."""
-    from dataclasses import replace
-
     from detector.streaming import Stream, stream
 
     model = build_model("lstm_bidirectional", ALL_SCORES).eval()
