@@ -39,6 +39,14 @@ def motion_heading_of(model: torch.nn.Module) -> MotionHeading | None:
     return MotionHeading() if gap is None else MotionHeading(max_gap_s=float(gap))
 
 
+def _frames_or_none(reset_every: int | None) -> int | None:
+    if reset_every is not None:
+        reset_every = int(reset_every)
+        if reset_every < 1:
+            raise ValueError(f"reset_every must be >= 1 (or None: never), got {reset_every}")
+    return reset_every
+
+
 @dataclass
 class FrameResult:
     """Ground truth and detections of one frame, as numpy arrays (Waymo box convention)."""
@@ -83,11 +91,8 @@ class Stream:
                  reset_every: int | None = None) -> None:
         if getattr(model, "bidirectional", False):
             raise ValueError("a bidirectional model is not causal: run it offline over whole segments "
-                             "(Detector.offline_segment), not frame by frame")
-        if reset_every is not None:
-            reset_every = int(reset_every)
-            if reset_every < 1:
-                raise ValueError(f"reset_every must be >= 1 (or None: never), got {reset_every}")
+                             "(stream() or SegmentBuffer, Detector.offline_segment), not frame by frame")
+        reset_every = _frames_or_none(reset_every)
         self.model = model
         self.device = device
         self.reset_every = reset_every
@@ -149,10 +154,7 @@ class SegmentBuffer:
 
     def __init__(self, model: torch.nn.Module, device: torch.device | str | None = "cpu",
                  reset_every: int | None = None) -> None:
-        if reset_every is not None:
-            reset_every = int(reset_every)
-            if reset_every < 1:
-                raise ValueError(f"reset_every must be >= 1 (or None: never), got {reset_every}")
+        reset_every = _frames_or_none(reset_every)
         self.model = model
         self.device = device
         self.reset_every = reset_every

@@ -31,6 +31,15 @@ def _save(path, model_cfg: dict, model: torch.nn.Module) -> None:
                 "hyper_parameters": {"model_cfg": model_cfg}}, path)
 
 
+def _assert_same_outputs(model: torch.nn.Module, loaded: torch.nn.Module) -> None:
+    clip = make_clip(num_frames=2, batch_size=1, num_points=3000, seed=1)
+    with torch.no_grad():
+        a = model(clip, decode=True)
+        b = loaded(clip, decode=True)
+    assert torch.equal(a.losses["loss"], b.losses["loss"])
+    assert torch.equal(a.detections[-1][0].boxes, b.detections[-1][0].boxes)
+
+
 def test_checkpoint_written_before_the_voxelizer_moved_loads(tmp_path, one_torch_thread):
     cfg = _model_cfg("lstm")
     torch.manual_seed(0)
@@ -38,12 +47,7 @@ def test_checkpoint_written_before_the_voxelizer_moved_loads(tmp_path, one_torch
     old = {**cfg, "voxelizer": {**cfg["voxelizer"], "_target_": "detector.data.voxelize.Voxelizer"}}
     _save(tmp_path / "old.ckpt", old, model)
     loaded = load_checkpoint(tmp_path / "old.ckpt")
-    clip = make_clip(num_frames=2, batch_size=1, num_points=3000, seed=1)
-    with torch.no_grad():
-        a = model(clip, decode=True)
-        b = loaded(clip, decode=True)
-    assert torch.equal(a.losses["loss"], b.losses["loss"])
-    assert torch.equal(a.detections[-1][0].boxes, b.detections[-1][0].boxes)
+    _assert_same_outputs(model, loaded)
 
 
 def test_checkpoint_written_before_the_stage_list_loads(tmp_path, one_torch_thread):
@@ -71,12 +75,7 @@ def test_checkpoint_written_before_the_stage_list_loads(tmp_path, one_torch_thre
     assert model_config_differences(old, cfg) == []
     with pytest.raises(InputError, match="direction_convs"):  # a branch whose weights have no place now
         upgrade_model_config({**old, "head": {**old["head"], "direction_convs": 1}})
-    clip = make_clip(num_frames=2, batch_size=1, num_points=3000, seed=1)
-    with torch.no_grad():
-        a = model(clip, decode=True)
-        b = loaded(clip, decode=True)
-    assert torch.equal(a.losses["loss"], b.losses["loss"])
-    assert torch.equal(a.detections[-1][0].boxes, b.detections[-1][0].boxes)
+    _assert_same_outputs(model, loaded)
 
 
 def test_mismatched_checkpoint_names_the_differing_keys(tmp_path):
