@@ -1,4 +1,4 @@
-"""The Detector: voxelizer -> sparse U-Net backbone -> temporal fusion -> head, for clips and streams.
+"""The Detector: voxelizer -> sparse U-Net backbone -> temporal fusion -> head -> box stages, for clips and streams.
 
 Contract (used by training and evaluation; plain attributes, no hparams):
 
@@ -12,8 +12,11 @@ Contract (used by training and evaluation; plain attributes, no hparams):
   ``return_losses=True``: ``(detections, state, losses)``): online, no gradients, bounded state;
   honours ``frame.reset`` per stream and resets a stream whose timestamp gap exceeds ``max_gap_s``
   (either direction). Raises for a bidirectional model.
-- ``offline_segment(frames) -> list[list[Detections]]``: a whole segment, any mode (bidirectional
-  included), without gradients.
+- ``offline_segment(frames, return_losses=False) -> list[list[Detections]]`` (with ``return_losses``
+  also each frame's loss dict): a whole segment, any mode (bidirectional included), without gradients;
+  ``detector.streaming`` runs bidirectional models this way, a segment at a time.
+- ``box_stages``: the stages after decoding (``BoxStage``), in the order they apply; ``motion_heading``:
+  whether streams of this model turn moving boxes to face their motion.
 - ``temporal_mode``: ``"none"`` | ``"concat"`` | the cell kind (``"lstm"``, ``"gru"``, ``"peephole"``,
   ``"coupled"``); ``is_causal`` / ``bidirectional``: whether the model streams (``bidirectional`` is
   True only for the offline bidirectional recurrent model).
