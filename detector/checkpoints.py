@@ -28,12 +28,51 @@ from detector.version import CHECKPOINT_KEY
 
 __all__ = ["check_checkpoint_file", "check_checkpoint_fits_data", "checkpoint_version", "verify_checkpoint_crcs",
            "load_checkpoint", "load_detector", "model_config_differences", "stored_model_config",
-           "upgrade_model_config"]
+           "upgrade_model_config", "upgrade_state_dict"]
 
 #: ``_target_`` paths of classes that moved, as stored in checkpoints written before the move.
 MOVED_TARGETS = {
     "detector.data.voxelize.Voxelizer": "detector.models.voxelizer.Voxelizer",
 }
+#: the ``Detector``'s box stages as named arguments before they became the ordered ``box_stages``: the old
+#: key, its entry, in the order they were applied
+MOVED_BOX_STAGES = {"box_refine": "refine", "box_direction": "direction"}
+DETECTOR_TARGET = "detector.models.detector.Detector"
+#: head switches removed after they measured no gain (docs/RESULTS.md, "The direction bit"): a checkpoint
+#: with one off loads without it; one trained with a removed branch on cannot (its weights have no place).
+#: ``direction_vote`` only changed decoding: it is dropped whatever its value.
+REMOVED_HEAD_SWITCHES = ("direction_per_class", "direction_convs", "direction_detach", "direction_relative")
+DROPPED_DECODING_SWITCHES = ("direction_vote",)
+
+
+def _upgrade_detector(node: dict) -> dict:
+    """A ``Detector`` config node of before the stage list: ``box_refine`` / ``box_direction`` become
+    ``box_stages`` entries, ``head.motion_heading`` the model's ``motion_heading``; the removed head
+    switches dropped (``REMOVED_HEAD_SWITCHES``, ``DROPPED_DECODING_SWITCHES``)."""
+    if any(k in node for k in MOVED_BOX_STAGES):
+        stages = {new: node.pop(old) for old, new in MOVED_BOX_STAGES.items() if old in node}
+        node["box_stages"] = {**stages, **(node.get("box_stages") or {})}
+    head = node.get("head")
+    if isinstance(head, dict):
+        if "motion_heading" in head:
+            node["motion_heading"] = bool(head.pop("motion_heading"))
+        for key in DROPPED_DECODING_SWITCHES:
+            head.pop(key, None)
+        for key in REMOVED_HEAD_SWITCHES:
+            if head.pop(key, None):
+                raise InputError(f"model.head.{key} is on in this model, and that branch was removed from the "
+                                 "head (measured: no gain; docs/RESULTS.md, \"The direction bit\")")
+    return node
+
+
+def upgrade_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A detector's weights (keys without the ``model.`` prefix) with the moved stages' keys renamed
+    (``box_refine.*`` -> ``box_stages.refine.*``, see ``MOVED_BOX_STAGES``)."""
+    out = {}
+    for k, v in state.items():
+        head, _, rest = k.partition(".")
+        out[f"box_stages.{MOVED_BOX_STAGES[head]}.{rest}" if head in MOVED_BOX_STAGES else k] = v
+    return out
 
 
 def check_checkpoint_file(path: str | os.PathLike) -> Path:
@@ -113,11 +152,14 @@ def checkpoint_version(ckpt_path: str | os.PathLike) -> str | None:
 
 
 def upgrade_model_config(model_cfg):
-    """``model_cfg`` (a plain container) with moved classes' ``_target_`` paths replaced (``MOVED_TARGETS``)."""
+    """``model_cfg`` (a plain container) with moved classes' ``_target_`` paths replaced (``MOVED_TARGETS``)
+    and a detector's moved keys put where they are now (``MOVED_BOX_STAGES``, ``head.motion_heading``)."""
     if isinstance(model_cfg, Mapping):
         out = {k: upgrade_model_config(v) for k, v in model_cfg.items()}
         if out.get("_target_") in MOVED_TARGETS:
             out["_target_"] = MOVED_TARGETS[out["_target_"]]
+        if out.get("_target_") == DETECTOR_TARGET:
+            out = _upgrade_detector(out)
         return out
     if isinstance(model_cfg, list):
         return [upgrade_model_config(v) for v in model_cfg]
@@ -159,7 +201,7 @@ def load_detector(model_cfg: DictConfig | dict, ckpt_path: str | os.PathLike,
     path = check_checkpoint_file(ckpt_path)
     ckpt = _read(path) if ckpt is None else ckpt
     model = instantiate_model(upgrade_model_config(_plain(model_cfg)))
-    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    state = upgrade_state_dict({k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")})
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -41,13 +41,7 @@ def voxel_features(voxelizer_target: str, temporal_target: str) -> int:
     return int(get_class(voxelizer_target).num_features(int(get_class(temporal_target).point_channels)))
 
 
-def recurrent_head_channels(hidden: int, bidirectional: bool, skip: bool, backbone_out: int) -> int:
-    """Channels the head of a recurrent model sees: ``RecurrentFusion.out_channels`` of its settings (the
-    hidden, twice when bidirectional, plus the backbone's with ``skip``)."""
-    return int(hidden) * (2 if bidirectional else 1) + (int(backbone_out) if skip else 0)
-
-
-_RESOLVERS = {"voxel_features": voxel_features, "recurrent_head_channels": recurrent_head_channels}
+_RESOLVERS = {"voxel_features": voxel_features}
 
 
 def register_resolvers() -> None:

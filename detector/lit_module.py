@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from detector.data.batch import ClipBatch, FrameBatch
 from detector.data.datamodule import NoFrames
 from detector.models import instantiate_model
-from detector.streaming import Stream
+from detector.streaming import SegmentBuffer, Stream
 from detector.version import CHECKPOINT_KEY, __version__
 
 #: The breakdown that drives model selection and the progress bar.
@@ -106,20 +106,31 @@ class DetectorModule(L.LightningModule):
         from detector.eval import WaymoMetrics
 
         self._metrics = WaymoMetrics()
-        self._val_stream = Stream(self.model, device=None)
+        # a bidirectional model sees whole segments (a segment's steps come when it ends)
+        bidirectional = getattr(self.model, "bidirectional", False)
+        self._val_stream = SegmentBuffer(self.model, device=None) if bidirectional else Stream(self.model, device=None)
         self._val_losses = []
 
     def validation_step(self, frame: FrameBatch | NoFrames, batch_idx: int) -> None:
         if isinstance(frame, NoFrames):  # a DDP rank without validation segments: nothing to stream
             return
         # with labels, also the loss of this frame given the carried state (no gradient)
-        step = self._val_stream.step(frame, return_losses=bool(len(frame.boxes)))
-        if step.losses is not None:
-            self._val_losses.append(float(step.losses["loss"]))
-        if self.hparams.validation_metrics:
-            self._metrics.add_result(step.result())
+        with_losses = bool(len(frame.boxes))
+        if isinstance(self._val_stream, SegmentBuffer):
+            self._record(self._val_stream.add(frame, return_losses=with_losses))
+        else:
+            self._record([self._val_stream.step(frame, return_losses=with_losses)])
+
+    def _record(self, steps) -> None:
+        for step in steps:
+            if step.losses is not None:
+                self._val_losses.append(float(step.losses["loss"]))
+            if self.hparams.validation_metrics:
+                self._metrics.add_result(step.result())
 
     def on_validation_epoch_end(self) -> None:
+        if isinstance(self._val_stream, SegmentBuffer):
+            self._record(self._val_stream.finish())
         metrics = self._metrics
         losses = self._val_losses
         if torch.distributed.is_available() and torch.distributed.is_initialized():

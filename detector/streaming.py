@@ -7,6 +7,15 @@ never sees the last one's state), where the model resets it (``frame.reset``, ti
 the stream's tracker (``detector.tracking``, settings ``TrackerConfig``: the ``tracker`` config group)
 gives every detection a track id (``Detections.track_ids``) and the motion-heading step turns moving
 boxes by their tracks' motion. ``stream`` and ``stream_segments`` iterate it over a sequence of frames.
+
+
+A bidirectional model (``Detector.bidirectional``) looks at later frames too and cannot stream:
+``SegmentBuffer`` takes the same frames in the same order, holds those of one segment and, when the
+segment ends (a frame of another segment, or ``finish``), runs ``Detector.offline_segment`` over it and
+hands back one ``StreamStep`` per frame, as a stream would have. Memory: the segment's input frames and
+the model's bounded per-frame states (``offline_segment`` recomputes the backward steps), never a segment
+of features. ``stream`` (so validation, ``detector.evaluate`` and ``detector.predict``) takes this path for
+such models, so their metrics and predictions are written like any other model's.
 """
 
 from __future__ import annotations
@@ -22,17 +31,17 @@ from detector.models.motion_heading import MotionHeading
 from detector.models.outputs import Detections
 from detector.tracking import Tracker, TrackerConfig
 
-__all__ = ["FrameResult", "Stream", "StreamStep", "frame_result", "motion_heading_of", "stream", "stream_segments",
-           "tracker_config_of"]
+__all__ = ["FrameResult", "SegmentBuffer", "Stream", "StreamStep", "frame_result", "motion_heading_of", "stream",
+           "stream_segments", "tracker_config_of"]
 
 
 def tracker_config_of(model: torch.nn.Module, config: TrackerConfig | None = None) -> TrackerConfig:
     """The tracker settings of a stream of ``model``: ``config`` (default ``TrackerConfig()``); a motion
-    heading left unset (None) follows a head that still has a ``motion_heading`` flag, else is on; the
-    tracks break at the model's own gap threshold."""
+    heading left unset (None) follows the model's ``motion_heading`` (``Detector.motion_heading``; a model
+    without one: on); the tracks break at the model's own gap threshold."""
     config = TrackerConfig() if config is None else config
     if config.motion_heading is None:
-        flag = getattr(getattr(model, "head", None), "motion_heading", None)
+        flag = getattr(model, "motion_heading", None)
         config = replace(config, motion_heading=True if flag is None else bool(flag))
     gap = getattr(model, "max_gap_s", None)
     return config if gap is None else replace(config, max_gap_s=float(gap))
@@ -42,6 +51,14 @@ def motion_heading_of(model: torch.nn.Module, config: TrackerConfig | None = Non
     """The motion-heading step a stream of ``model`` applies (None when the tracker settings have it off)."""
     config = tracker_config_of(model, config)
     return MotionHeading(max_gap_s=config.max_gap_s) if config.motion_heading else None
+
+
+def _frames_or_none(reset_every: int | None) -> int | None:
+    if reset_every is not None:
+        reset_every = int(reset_every)
+        if reset_every < 1:
+            raise ValueError(f"reset_every must be >= 1 (or None: never), got {reset_every}")
+    return reset_every
 
 
 @dataclass
@@ -92,18 +109,12 @@ class Stream:
                  reset_every: int | None = None, tracker: TrackerConfig | None = None) -> None:
         if getattr(model, "bidirectional", False):
             raise ValueError("a bidirectional model is not causal: run it offline over whole segments "
-                             "(Detector.offline_segment), not frame by frame")
-        if reset_every is not None:
-            reset_every = int(reset_every)
-            if reset_every < 1:
-                raise ValueError(f"reset_every must be >= 1 (or None: never), got {reset_every}")
+                             "(stream() or SegmentBuffer, Detector.offline_segment), not frame by frame")
+        reset_every = _frames_or_none(reset_every)
         self.model = model
         self.device = device
         self.reset_every = reset_every
-        self.tracker_config = tracker_config_of(model, tracker)
-        self.motion = motion_heading_of(model, self.tracker_config)
-        run = self.tracker_config.enabled or self.motion is not None
-        self.tracker = Tracker(self.tracker_config) if run else None
+        self.tracks = _Tracks(model, tracker)
         self.reset()
 
     def reset(self) -> None:
@@ -111,10 +122,7 @@ class Stream:
         self.state = None
         self.segment: str | None = None
         self._since = 0
-        if self.motion is not None:
-            self.motion.reset()
-        if self.tracker is not None:
-            self.tracker.restart()
+        self.tracks.restart()
 
     @torch.no_grad()
     def step(self, frame: FrameBatch, return_losses: bool = False) -> StreamStep:
@@ -135,18 +143,39 @@ class Stream:
             dets, self.state, losses = self.model.step(frame, self.state, return_losses=True)
         else:
             dets, self.state = self.model.step(frame, self.state)
-        det = dets[0]
+        return StreamStep(frame, self.tracks(dets[0], frame), self.state, losses)
+
+
+class _Tracks:
+    """What follows the detector's decoding in a stream: the tracker (track ids, duplicates scored down)
+    and the motion-heading step that reads its tracks; one per stream, restarted with each segment."""
+
+    def __init__(self, model: torch.nn.Module, tracker: TrackerConfig | None) -> None:
+        self.config = tracker_config_of(model, tracker)
+        self.motion = motion_heading_of(model, self.config)
+        run = self.config.enabled or self.motion is not None
+        self.tracker = Tracker(self.config) if run else None
+
+    def restart(self) -> None:
+        if self.motion is not None:
+            self.motion.reset()
         if self.tracker is not None:
-            pose, ts = frame.poses[0].cpu().numpy(), int(frame.timestamps[0])
-            tracks = self.tracker.update(_numpy(det.boxes), _numpy(det.scores), _numpy(det.types), pose, ts)
-            torch_out = isinstance(det, Detections)
-            if self.motion is not None and torch_out:
-                det = self.motion.apply(det, tracks, pose, ts)
-            if self.tracker_config.enabled and hasattr(det, "track_ids"):
-                ids = tracks.track_ids
-                det = replace(det, track_ids=torch.as_tensor(ids, device=det.scores.device) if torch_out else ids)
-                det = _scale_duplicates(det, tracks.duplicate, self.tracker_config.duplicate_score_scale)
-        return StreamStep(frame, det, self.state, losses)
+            self.tracker.restart()
+
+    def __call__(self, det, frame: FrameBatch):
+        """``det`` (the detections of frame 0 of ``frame``) with track ids and motion headings."""
+        if self.tracker is None:
+            return det
+        pose, ts = frame.poses[0].cpu().numpy(), int(frame.timestamps[0])
+        tracks = self.tracker.update(_numpy(det.boxes), _numpy(det.scores), _numpy(det.types), pose, ts)
+        torch_out = isinstance(det, Detections)
+        if self.motion is not None and torch_out:
+            det = self.motion.apply(det, tracks, pose, ts)
+        if self.config.enabled and hasattr(det, "track_ids"):
+            ids = tracks.track_ids
+            det = replace(det, track_ids=torch.as_tensor(ids, device=det.scores.device) if torch_out else ids)
+            det = _scale_duplicates(det, tracks.duplicate, self.config.duplicate_score_scale)
+        return det
 
 
 def _scale_duplicates(det, duplicate: np.ndarray | None, scale: float):
@@ -170,10 +199,68 @@ def _numpy(x) -> np.ndarray:
 
 def stream(model: torch.nn.Module, frames: Iterable[FrameBatch], device: torch.device | str | None = "cpu",
            reset_every: int | None = None, tracker: TrackerConfig | None = None) -> Iterator[StreamStep]:
-    """``Stream(model, device, reset_every, tracker).step`` over ``frames`` in order."""
+    """``Stream(model, device, reset_every, tracker).step`` over ``frames`` in order; for a bidirectional
+    model the steps of a ``SegmentBuffer``, a segment at a time."""
+    if getattr(model, "bidirectional", False):
+        buffer = SegmentBuffer(model, device, reset_every, tracker)
+        for frame in frames:
+            yield from buffer.add(frame)
+        yield from buffer.finish()
+        return
     s = Stream(model, device, reset_every, tracker)
     for frame in frames:
         yield s.step(frame)
+
+
+class SegmentBuffer:
+    """See the module docstring. ``reset_every`` (diagnostics): each run of that many frames of a
+    segment is a segment of its own (no frame sees more than ``reset_every - 1`` others on either side)."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device | str | None = "cpu",
+                 reset_every: int | None = None, tracker: TrackerConfig | None = None) -> None:
+        reset_every = _frames_or_none(reset_every)
+        self.model = model
+        self.device = device
+        self.reset_every = reset_every
+        self.tracks = _Tracks(model, tracker)
+        self._frames: list[FrameBatch] = []
+        self._losses = False
+
+    def add(self, frame: FrameBatch, return_losses: bool = False) -> list[StreamStep]:
+        """Take the next frame; the steps of the segment it ends (empty while the segment goes on).
+        ``return_losses``: the segment's steps carry their frames' losses (when any of its frames asks)."""
+        if frame.batch_size != 1:
+            raise ValueError(f"a stream takes frames of batch size 1, got {frame.batch_size}")
+        done = []
+        if self._frames and frame.segments[0] != self._frames[0].segments[0]:
+            done = self.finish()
+        if self.device is not None:
+            frame = frame.to(self.device)
+        self._frames.append(frame)
+        self._losses = self._losses or return_losses
+        return done
+
+    def finish(self) -> list[StreamStep]:
+        """The steps of the frames held (the segment so far), which are then let go."""
+        frames, losses = self._frames, self._losses
+        self._frames, self._losses = [], False
+        if not frames:
+            return []
+        k = self.reset_every or len(frames)
+        steps = []
+        for start in range(0, len(frames), k):
+            steps += self._run(frames[start:start + k], losses)
+        return steps
+
+    @torch.no_grad()
+    def _run(self, frames: list[FrameBatch], return_losses: bool) -> list[StreamStep]:
+        if return_losses:
+            detections, losses = self.model.offline_segment(frames, return_losses=True)
+        else:
+            detections, losses = self.model.offline_segment(frames), [None] * len(frames)
+        self.tracks.restart()
+        return [StreamStep(frame, self.tracks(dets[0], frame), None, loss)
+                for frame, dets, loss in zip(frames, detections, losses)]
 
 
 def stream_segments(model: torch.nn.Module, frames: Iterable[FrameBatch],

@@ -1,11 +1,16 @@
 """Dump the outputs of the small model configs on a fixed clip, to compare two trees of the project.
 
-    python scripts/dump_model_outputs.py dump OUT.npz [--root TREE]   # run from TREE (the tree to test)
+    python scripts/dump_model_outputs.py dump OUT.npz [--root TREE] [--save-weights W.pt | --load-weights W.pt]
     python scripts/dump_model_outputs.py diff A.npz B.npz
 
 For each config (seeded weights, a 3-frame clip of batch 2 from ``tests.helpers.scenes.make_clip``) it
 saves the clip's losses, every decoded box/score/type and the last streamed step's detections; ``diff``
 lists the arrays that are not bit-identical. A refactoring that changes no behaviour shows none.
+
+A change that only draws a fresh model's initial weights in another order (modules built in another
+order) shows every array changed; compare with the same weights instead: dump the old tree with
+``--save-weights W.pt``, the new one with ``--load-weights W.pt`` (weights of before renamed as
+``detector.checkpoints.upgrade_state_dict`` does for checkpoints), and ``diff`` those two dumps.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 CONFIGS = ["lstm", "gru", "concat", "single_frame", "lstm_bidirectional", "lstm_stacked", "lstm_unet_gates"]
 
 
-def dump(out: str, root: str) -> None:
+def dump(out: str, root: str, save_weights: str | None = None, load_weights: str | None = None) -> None:
     import numpy as np
     import torch
 
@@ -29,10 +34,17 @@ def dump(out: str, root: str) -> None:
         from detector.models.testing import make_clip
     from detector.models import build_model
 
+    weights = torch.load(load_weights) if load_weights else None
+    saved = {}
     res = {}
     for name in CONFIGS:
         torch.manual_seed(0)
         model = build_model(name, ["model.head.score_threshold=0.0"])
+        saved[name] = {k: v.clone() for k, v in model.state_dict().items()}  # before the runs change buffers
+        if weights is not None:
+            from detector.checkpoints import upgrade_state_dict
+
+            model.load_state_dict(upgrade_state_dict(weights[name]))
         clip = make_clip(num_frames=3, batch_size=2, num_points=6000, seed=5)
         result = model(clip, decode=True)
         for k, v in result.losses.items():
@@ -47,6 +59,8 @@ def dump(out: str, root: str) -> None:
             for frame in clip.frames:
                 dets, state = model.step(frame, state)
             res[f"{name}/step"] = torch.cat([dets[0].boxes, dets[0].scores[:, None]], 1).numpy()
+    if save_weights:
+        torch.save(saved, save_weights)
     np.savez(out, **res)
     print(f"{len(res)} arrays -> {out}")
 
@@ -67,12 +81,14 @@ def main() -> int:
     d = sub.add_parser("dump")
     d.add_argument("out")
     d.add_argument("--root", default=str(Path.cwd()))
+    d.add_argument("--save-weights", help="also save each config's seeded weights here")
+    d.add_argument("--load-weights", help="run with these weights (a --save-weights file) instead of the seeded ones")
     c = sub.add_parser("diff")
     c.add_argument("a")
     c.add_argument("b")
     args = ap.parse_args()
     if args.cmd == "dump":
-        dump(args.out, args.root)
+        dump(args.out, args.root, args.save_weights, args.load_weights)
         return 0
     return diff(args.a, args.b)
 

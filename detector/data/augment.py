@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, fields, replace
 import numpy as np
 import torch
 
+from detector.boxes import wrap_angle
 from detector.data.frame import Frame
 
 
@@ -140,11 +141,6 @@ class GlobalTransform:
         )
 
 
-def wrap_angle(a: np.ndarray) -> np.ndarray:
-    """Angles wrapped to [-pi, pi)."""
-    return (np.asarray(a) + np.pi) % (2 * np.pi) - np.pi
-
-
 def sample_transform(cfg: AugmentConfig, generator: torch.Generator | None = None) -> GlobalTransform:
     """Draw one transform from ``generator`` (torch's global RNG when None)."""
     u = torch.rand(3, generator=generator, dtype=torch.float64).tolist()
@@ -158,4 +154,4 @@ def sample_transform(cfg: AugmentConfig, generator: torch.Generator | None = Non
     )
 
 
-__all__ = ["AugmentConfig", "GlobalTransform", "sample_transform", "wrap_angle"]
+__all__ = ["AugmentConfig", "GlobalTransform", "sample_transform"]

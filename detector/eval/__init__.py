@@ -1,7 +1,7 @@
 """Evaluation: rotated 3D IoU, the Waymo detection metrics (AP/APH), submission files."""
 
+from detector.boxes.iou import bev_iou, iou3d, paired_iou
 from detector.eval.config import MetricsSpec, default_config
-from detector.eval.iou import bev_iou, iou3d, paired_iou
 from detector.eval.submission import (
     FrameObjects,
     ObjectsWriter,

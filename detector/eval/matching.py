@@ -29,9 +29,10 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from detector.boxes import bev_half_extent
+from detector.boxes.iou import paired_iou, valid_dims
 from detector.eval import breakdowns
 from detector.eval.config import MetricsSpec
-from detector.eval.iou import MAX_BOX_DIM, MIN_BOX_DIM, paired_iou
 
 MAX_IOU_WEIGHT = np.float32(1e6)  # official kMaxIoU
 
@@ -93,19 +94,6 @@ def heading_accuracy(pred_heading: np.ndarray, gt_heading: np.ndarray) -> np.nda
 
 
 # ----------------------------------------------------------------------------- matchable pairs
-def _valid_dims(boxes: np.ndarray, use_height: bool) -> np.ndarray:
-    dims = boxes[:, 3:6]
-    small = dims if use_height else dims[:, :2]
-    return (small > MIN_BOX_DIM).all(axis=1) & (dims < MAX_BOX_DIM).all(axis=1)
-
-
-def _aabb_half(boxes: np.ndarray) -> np.ndarray:
-    c, s = np.abs(np.cos(boxes[:, 6])), np.abs(np.sin(boxes[:, 6]))
-    hx = 0.5 * (boxes[:, 3] * c + boxes[:, 4] * s)
-    hy = 0.5 * (boxes[:, 3] * s + boxes[:, 4] * c)
-    return np.stack([hx, hy], axis=1)
-
-
 def _overlapping_pairs(p_group, p_box, p_half, g_group, g_box, g_half, g_type):
     """Index pairs with equal group and overlapping axis-aligned footprints: a sweep along x.
 
@@ -139,10 +127,10 @@ def matchable_pairs(batch: FrameBatch, spec: MetricsSpec):
     """
     pb, gb = batch.pred_boxes, batch.gt_boxes
     use_h = spec.use_height
-    p_ok = _valid_dims(pb, use_h) & (batch.pred_types >= 1) & (batch.pred_types <= breakdowns.NUM_TYPES)
-    g_ok = _valid_dims(gb, use_h) & (batch.gt_types >= 1) & (batch.gt_types <= breakdowns.NUM_TYPES)
+    p_ok = valid_dims(pb, use_h) & (batch.pred_types >= 1) & (batch.pred_types <= breakdowns.NUM_TYPES)
+    g_ok = valid_dims(gb, use_h) & (batch.gt_types >= 1) & (batch.gt_types <= breakdowns.NUM_TYPES)
     p_idx, g_idx = np.nonzero(p_ok)[0], np.nonzero(g_ok)[0]
-    hp, hg = _aabb_half(pb[p_idx]), _aabb_half(gb[g_idx])
+    hp, hg = bev_half_extent(pb[p_idx]), bev_half_extent(gb[g_idx])
     pi, gi = _overlapping_pairs(batch.pred_frame[p_idx] * 8 + batch.pred_types[p_idx], pb[p_idx], hp,
                                 batch.gt_frame[g_idx] * 8 + batch.gt_types[g_idx], gb[g_idx], hg,
                                 batch.gt_types[g_idx])

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 from waymo_open_dataset.protos import metrics_pb2
 
+from detector.boxes.iou import iou3d
 from detector.data.frame_store import FrameStoreError, SegmentInfo, list_segments
 from detector.errors import InputError, user_errors
-from detector.eval.iou import iou3d
 from detector.eval.submission import FrameObjects, objects_to_frames, read_objects
 from detector.eval.waymo_metrics import WaymoMetrics
 

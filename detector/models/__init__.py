@@ -7,10 +7,11 @@ from collections.abc import Sequence
 
 from detector.models.detector import Detector
 from detector.models.outputs import ClipOutput, Detections, HeadOutput
-from detector.models.state import RecurrentState, State, Sweep
+from detector.models.state import State, Sweep
+from detector.models.temporal import RecurrentState, SweepHistory
 
-__all__ = ["Detector", "Detections", "ClipOutput", "HeadOutput", "State", "RecurrentState", "Sweep", "build_model",
-           "instantiate_model"]
+__all__ = ["Detector", "Detections", "ClipOutput", "HeadOutput", "State", "RecurrentState", "Sweep", "SweepHistory",
+           "build_model", "instantiate_model"]
 
 
 def instantiate_model(model_cfg) -> Detector:

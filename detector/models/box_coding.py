@@ -14,26 +14,13 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["BoxCoder", "DEFAULT_ANCHOR_SIZES", "axis_angle", "heading_direction", "wrap_angle"]
+from detector.boxes import heading_direction, wrap_angle
+
+__all__ = ["BoxCoder", "DEFAULT_ANCHOR_SIZES"]
 
 
 #: Typical (length, width, height) in metres per Waymo type, the reference of the log-size code.
 DEFAULT_ANCHOR_SIZES = {1: (4.7, 2.1, 1.7), 2: (0.9, 0.9, 1.75), 3: (0.6, 0.6, 1.5), 4: (1.8, 0.8, 1.7)}
-
-
-def wrap_angle(theta: torch.Tensor) -> torch.Tensor:
-    """Angle(s) into [-pi, pi)."""
-    return torch.remainder(theta + math.pi, 2 * math.pi) - math.pi
-
-
-def axis_angle(heading: torch.Tensor) -> torch.Tensor:
-    """The axis angle of heading(s), ``atan2(sin 2t, cos 2t) / 2`` in (-pi/2, pi/2]: front or back unknown."""
-    return 0.5 * torch.atan2(torch.sin(2 * heading), torch.cos(2 * heading))
-
-
-def heading_direction(heading: torch.Tensor) -> torch.Tensor:
-    """The direction bit of heading(s), float 0/1: 1 where the heading is its axis angle + pi."""
-    return (torch.cos(heading - axis_angle(heading)) < 0).float()
 
 
 class BoxCoder:
@@ -70,21 +57,10 @@ class BoxCoder:
         anchors = self.anchor_sizes.to(code.device)[cls]
         centre = centres + code[:, :3]
         size = torch.exp(code[:, 3:6].clamp(max=6.0)) * anchors
-        axis = 0.5 * torch.atan2(code[:, 6], code[:, 7])
-        heading = wrap_angle(axis + math.pi * (dir_logits > 0).float())
+        heading = wrap_angle(self.axis(code) + math.pi * (dir_logits > 0).float())
         return torch.cat([centre, size, heading[:, None]], dim=1)
 
     @staticmethod
-    def axial_offset(code: torch.Tensor) -> torch.Tensor:
-        """(N,) metres from the voxel to its box centre along the code's box axis (the axis angle in
-        (-pi/2, pi/2], so the sign says on which side of the voxel the centre lies, front or back unknown)."""
-        axis = 0.5 * torch.atan2(code[:, 6], code[:, 7])
-        return code[:, 0] * torch.cos(axis) + code[:, 1] * torch.sin(axis)
-
-    @staticmethod
-    def relative_direction(code: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
-        """(N,) float 0/1 from ``encode``'s outputs: 1 where the box's front lies beyond its centre as seen
-        from the voxel (the voxel is in the rear half). Unlike the direction bit, which says whether the
-        heading points along -x of the vehicle frame, this depends only on the object's own shape around
-        the voxel: no absolute frame to combine it with."""
-        return ((BoxCoder.axial_offset(code) > 0).float() - direction).abs()
+    def axis(code: torch.Tensor) -> torch.Tensor:
+        """(N,) the code's axis angle ``atan2(sin 2t, cos 2t) / 2`` in (-pi/2, pi/2]."""
+        return 0.5 * torch.atan2(code[:, 6], code[:, 7])

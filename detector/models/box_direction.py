@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from detector.models.box_coding import axis_angle, heading_direction, wrap_angle
+from detector.boxes import axis_angle, heading_direction, points_in_box_frames, wrap_angle
 from detector.models.box_stage import (
     BoxStage,
     axis_reading,
@@ -34,7 +34,6 @@ from detector.models.box_stage import (
     jitter_boxes,
     max_pool,
     point_mlp,
-    points_in_box_frames,
 )
 from detector.models.outputs import Detections
 from detector.models.targets import class_indices

@@ -20,13 +20,12 @@ extent, then the box-direction stage and the stream's motion heading set the fro
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from detector.models.box_coding import axis_angle, wrap_angle
+from detector.boxes import axis_angle, axis_change, from_box_frame, points_in_box_frames, to_box_frame, wrap_angle
 from detector.models.box_stage import (
     BoxStage,
     axis_reading,
@@ -34,11 +33,11 @@ from detector.models.box_stage import (
     jitter_boxes,
     max_pool,
     point_mlp,
-    points_in_box_frames,
 )
+from detector.models.grid import with_sweeps
 from detector.models.losses import smooth_l1
 from detector.models.outputs import Detections
-from detector.models.state import Sweep, with_sweeps
+from detector.models.state import Sweep
 from detector.models.targets import class_indices
 
 __all__ = ["BoxRefine", "box_residuals", "apply_residuals", "sweep_xyz_age"]
@@ -60,36 +59,26 @@ def sweep_xyz_age(points: torch.Tensor, poses: torch.Tensor, timestamps: torch.T
     return torch.cat([p[:, :4], p[:, -1:]], dim=1)
 
 
-def _axis_change(target: torch.Tensor, heading: torch.Tensor) -> torch.Tensor:
-    """Axis angle difference target - heading, in [-pi/2, pi/2) (front and back alike)."""
-    return torch.remainder(target - heading + 0.5 * math.pi, math.pi) - 0.5 * math.pi
-
-
 def box_residuals(boxes: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """(K, 7) residuals that take ``boxes`` (K, 7) to ``truth`` (K, 7), in each box's axis frame."""
-    a = axis_angle(boxes[:, 6])
-    c, s = torch.cos(a), torch.sin(a)
-    dx, dy = truth[:, 0] - boxes[:, 0], truth[:, 1] - boxes[:, 1]
+    along, across = to_box_frame(truth[:, 0] - boxes[:, 0], truth[:, 1] - boxes[:, 1], axis_angle(boxes[:, 6]))
     return torch.stack([
-        (c * dx + s * dy) / boxes[:, 3],
-        (-s * dx + c * dy) / boxes[:, 4],
+        along / boxes[:, 3],
+        across / boxes[:, 4],
         (truth[:, 2] - boxes[:, 2]) / boxes[:, 5],
         torch.log(truth[:, 3] / boxes[:, 3]),
         torch.log(truth[:, 4] / boxes[:, 4]),
         torch.log(truth[:, 5] / boxes[:, 5]),
-        _axis_change(truth[:, 6], boxes[:, 6]),
+        axis_change(truth[:, 6], boxes[:, 6]),
     ], dim=1)
 
 
 def apply_residuals(boxes: torch.Tensor, res: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`box_residuals`: ``boxes`` (K, 7) moved by ``res`` (K, 7); the front (which end of
     the axis the heading points to) is kept."""
-    a = axis_angle(boxes[:, 6])
-    c, s = torch.cos(a), torch.sin(a)
     along, across = res[:, 0] * boxes[:, 3], res[:, 1] * boxes[:, 4]
     out = boxes.clone()
-    out[:, 0] = boxes[:, 0] + c * along - s * across
-    out[:, 1] = boxes[:, 1] + s * along + c * across
+    out[:, 0], out[:, 1] = from_box_frame(boxes[:, 0], boxes[:, 1], along, across, axis_angle(boxes[:, 6]))
     out[:, 2] = boxes[:, 2] + res[:, 2] * boxes[:, 5]
     out[:, 3:6] = boxes[:, 3:6] * torch.exp(res[:, 3:6])
     out[:, 6] = wrap_angle(boxes[:, 6] + res[:, 6])

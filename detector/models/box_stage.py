@@ -17,63 +17,10 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from detector.models.box_coding import axis_angle
+from detector.boxes import from_box_frame, points_in_box_frames
 from detector.models.targets import class_indices
 
-__all__ = ["BoxStage", "axis_reading", "box_grid_counts", "evenly_spaced", "jitter_boxes", "max_pool", "point_mlp",
-           "points_in_box_frames"]
-
-#: width (m) of the x strips of the candidate search, and the key offset between strips (beyond any |y|)
-_STRIP_M = 1.0
-_KEY_SPAN = 1.0e6
-
-
-
-def points_in_box_frames(
-    points: torch.Tensor, boxes: torch.Tensor, margin: Sequence[float]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The points (P, 3 + E) in each box's (K, 7) grown extent, in its axis frame: ``(box (n,), uvw (n, 3 + E))``.
-
-    ``uvw`` are the coordinates along the axis, across it and up from the box centre, divided by
-    ``(1 + margin[i])`` half-sizes, so each lies in (-1, 1), then the point's E further columns as they
-    are (a sweep's age); a point in two grown boxes appears twice.
-    """
-    k = int(boxes.shape[0])
-    empty = (torch.zeros(0, dtype=torch.long, device=boxes.device), boxes.new_zeros(0, points.shape[1]))
-    if k == 0 or points.shape[0] == 0:
-        return empty
-    half = 0.5 * boxes[:, 3:6] * (1.0 + torch.as_tensor(margin, dtype=boxes.dtype, device=boxes.device))
-    reach = torch.hypot(half[:, 0], half[:, 1])
-    # candidates: the points within each box's circumradius square, found as runs of the points sorted by
-    # (x strip of _STRIP_M, y): one run per strip the square crosses
-    strip = torch.floor(points[:, 0].double() / _STRIP_M)
-    keys, order = torch.sort(strip * _KEY_SPAN + points[:, 1].double())
-    bx, by, r = boxes[:, 0].double(), boxes[:, 1].double(), reach.double()
-    first = torch.floor((bx - r) / _STRIP_M)
-    strips = (torch.floor((bx + r) / _STRIP_M) - first).long() + 1
-    pair_box = torch.repeat_interleave(torch.arange(k, device=boxes.device), strips)
-    pair_strip = first[pair_box] + (torch.arange(pair_box.numel(), device=boxes.device)
-                                    - (torch.cumsum(strips, 0) - strips)[pair_box])
-    lo = torch.searchsorted(keys, pair_strip * _KEY_SPAN + (by - r)[pair_box])
-    hi = torch.searchsorted(keys, pair_strip * _KEY_SPAN + (by + r)[pair_box], right=True)
-    n = (hi - lo).clamp(min=0)
-    total = int(n.sum())
-    if total == 0:
-        return empty
-    pair = torch.repeat_interleave(torch.arange(pair_box.numel(), device=boxes.device), n)
-    start = torch.cumsum(n, 0) - n
-    pos = torch.arange(total, device=boxes.device) - start[pair] + lo[pair]
-    box = pair_box[pair]
-    p = points[order[pos]]
-    b = boxes[box]
-    a = axis_angle(b[:, 6])
-    c, s = torch.cos(a), torch.sin(a)
-    dx, dy = p[:, 0] - b[:, 0], p[:, 1] - b[:, 1]
-    h = half[box]
-    uvw = torch.stack([(c * dx + s * dy) / h[:, 0], (-s * dx + c * dy) / h[:, 1], (p[:, 2] - b[:, 2]) / h[:, 2]], 1)
-    inside = (uvw.abs() < 1).all(dim=1)
-    return box[inside], torch.cat([uvw, p[:, 3:].to(uvw.dtype)], 1)[inside]
-
+__all__ = ["BoxStage", "axis_reading", "box_grid_counts", "evenly_spaced", "jitter_boxes", "max_pool", "point_mlp"]
 
 def box_grid_counts(
     points: torch.Tensor, boxes: torch.Tensor, bins: Sequence[int], margin: Sequence[float]
@@ -151,9 +98,7 @@ def jitter_boxes(boxes: torch.Tensor, gen: torch.Generator | None, centre: Seque
     if relative:
         shift = shift * boxes[:, 3:3 + nc]
     out = boxes.clone()
-    c, s = torch.cos(boxes[:, 6]), torch.sin(boxes[:, 6])
-    out[:, 0] = boxes[:, 0] + c * shift[:, 0] - s * shift[:, 1]
-    out[:, 1] = boxes[:, 1] + s * shift[:, 0] + c * shift[:, 1]
+    out[:, 0], out[:, 1] = from_box_frame(boxes[:, 0], boxes[:, 1], shift[:, 0], shift[:, 1], boxes[:, 6])
     if nc > 2:
         out[:, 2] = boxes[:, 2] + shift[:, 2]
     out[:, 6] = boxes[:, 6] + g[:, nc] * heading

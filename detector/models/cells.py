@@ -18,8 +18,8 @@ from spconv.pytorch import SparseConvTensor
 from torch import nn
 
 from detector.models.backbone import SparseUNet, SubMBlock
+from detector.models.grid import scatter_rows
 from detector.models.rulebooks import SITES_SUBM3
-from detector.models.state import scatter_rows
 from detector.ops import SubMConv3d
 
 __all__ = ["GateNet", "SparseRecurrentCell", "CELL_KINDS"]

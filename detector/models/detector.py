@@ -1,4 +1,4 @@
-"""The Detector: voxelizer -> sparse U-Net backbone -> temporal fusion -> head, for clips and streams.
+"""The Detector: voxelizer -> sparse U-Net backbone -> temporal fusion -> head -> box stages, for clips and streams.
 
 Contract (used by training and evaluation; plain attributes, no hparams):
 
@@ -12,8 +12,11 @@ Contract (used by training and evaluation; plain attributes, no hparams):
   ``return_losses=True``: ``(detections, state, losses)``): online, no gradients, bounded state;
   honours ``frame.reset`` per stream and resets a stream whose timestamp gap exceeds ``max_gap_s``
   (either direction). Raises for a bidirectional model.
-- ``offline_segment(frames) -> list[list[Detections]]``: a whole segment, any mode (bidirectional
-  included), without gradients.
+- ``offline_segment(frames, return_losses=False) -> list[list[Detections]]`` (with ``return_losses``
+  also each frame's loss dict): a whole segment, any mode (bidirectional included), without gradients;
+  ``detector.streaming`` runs bidirectional models this way, a segment at a time.
+- ``box_stages``: the stages after decoding (``BoxStage``), in the order they apply; ``motion_heading``:
+  whether streams of this model turn moving boxes to face their motion.
 - ``temporal_mode``: ``"none"`` | ``"concat"`` | the cell kind (``"lstm"``, ``"gru"``, ``"peephole"``,
   ``"coupled"``); ``is_causal`` / ``bidirectional``: whether the model streams (``bidirectional`` is
   True only for the offline bidirectional recurrent model).
@@ -23,7 +26,7 @@ Contract (used by training and evaluation; plain attributes, no hparams):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from spconv.pytorch import SparseConvTensor
@@ -32,14 +35,14 @@ from torch import nn
 from detector.data.batch import ClipBatch, FrameBatch
 from detector.data.clips import max_gap_micros
 from detector.models.backbone import SparseUNet
-from detector.models.box_direction import BoxDirection
-from detector.models.box_refine import BoxRefine, sweep_xyz_age
+from detector.models.box_refine import sweep_xyz_age
+from detector.models.box_stage import BoxStage
 from detector.models.head import DetectionHead
 from detector.models.losses import sigmoid_focal_loss
 from detector.models.outputs import ClipOutput, Detections, HeadOutput
-from detector.models.state import State, Sweep, relative_transforms, scatter_rows, union_sites
+from detector.models.state import State, Sweep
 from detector.models.targets import assign_targets
-from detector.models.temporal import FusedOutput, RecurrentFusion, TemporalFusion
+from detector.models.temporal import Fused, FusedOutput, TemporalFusion
 from detector.models.voxelizer import Voxelizer
 
 __all__ = ["Detector"]
@@ -53,24 +56,30 @@ class Detector(nn.Module):
         voxelizer: Voxelizer,
         backbone: SparseUNet,
         temporal: TemporalFusion,
-        head: DetectionHead,
+        head: DetectionHead | Callable[..., DetectionHead],
         max_gap_s: float | None = 0.5,
-        box_direction: BoxDirection | None = None,
-        box_refine: BoxRefine | None = None,
+        box_stages: Mapping[str, BoxStage | None] | None = None,
+        motion_heading: bool = False,
     ) -> None:
         super().__init__()
         self.voxelizer = voxelizer
         self.backbone = backbone
         self.temporal = temporal
+        if not isinstance(head, nn.Module):  # a head still to build (``_partial_``): its input width is ours
+            head = head(in_channels=temporal.out_channels(backbone.out_channels))
         self.head = head
-        #: optional second look at each box's front from the points in it (``detector.models.box_direction``)
-        self.box_direction = box_direction
-        #: optional second look at each box's extent from the points in it (``detector.models.box_refine``)
-        self.box_refine = box_refine
-        for key, stage in (("box_direction", box_direction), ("box_refine", box_refine)):
-            if stage is not None and list(stage.classes) != list(head.classes):
-                raise ValueError(f"Detector: {key}.classes={stage.classes} must be the head's "
+        #: the stages after decoding, applied in this order to every frame's detections (training, ``step``,
+        #: ``offline_segment`` and streams alike); a None entry is a stage turned off
+        self.box_stages = nn.ModuleDict({k: s for k, s in (box_stages or {}).items() if s is not None})
+        for key, stage in self.box_stages.items():
+            if not isinstance(stage, BoxStage):
+                raise ValueError(f"Detector: box_stages.{key} is a {type(stage).__name__}, not a BoxStage")
+            if list(stage.classes) != list(head.classes):
+                raise ValueError(f"Detector: box_stages.{key}.classes={stage.classes} must be the head's "
                                  f"classes {list(head.classes)} (one output per head class, in its order)")
+        #: streams of this model turn moving boxes to face their motion (``detector.streaming``, after the
+        #: box stages); the model itself does not read it
+        self.motion_heading = bool(motion_heading)
         self.max_gap_s = None if max_gap_s is None else float(max_gap_s)
         self._max_gap_micros = max_gap_micros(max_gap_s)  # None: no limit
         want = voxelizer.num_features(temporal.point_channels)
@@ -156,19 +165,30 @@ class Detector(nn.Module):
         return detections, state.detach()
 
     @torch.no_grad()
-    def offline_segment(self, frames: Sequence[FrameBatch]) -> list[list[Detections]]:
-        """Detections ``[t][b]`` for a whole segment (list of frames in time order), any mode."""
+    def offline_segment(
+        self, frames: Sequence[FrameBatch], return_losses: bool = False
+    ) -> list[list[Detections]] | tuple[list[list[Detections]], list[dict[str, torch.Tensor]]]:
+        """Detections ``[t][b]`` for a whole segment (list of frames in time order), any mode. With
+        ``return_losses`` also each frame's loss dict, as ``step`` gives it (targets from ``frame.boxes``;
+        a bidirectional model's given the whole segment, with its ``aux_objectness``)."""
         frames = list(frames)
         if not frames:
-            return []
+            return ([], []) if return_losses else []
         if not self.is_causal:
-            return self._bidirectional(frames, decode=True, compute_loss=False, cache=False).detections
+            out = self._bidirectional(frames, decode=True, compute_loss=return_losses, cache=False)
+            if not return_losses:
+                return out.detections
+            return out.detections, [self._with_box_stages(fl, [f]) for fl, f in zip(out.frame_losses, frames)]
         state = self.init_state(frames[0].batch_size, frames[0].points.device)
-        result = []
+        result, losses = [], []
         for frame in frames:
-            dets, state = self.step(frame, state)
+            if return_losses:
+                dets, state, frame_losses = self.step(frame, state, return_losses=True)
+                losses.append(frame_losses)
+            else:
+                dets, state = self.step(frame, state)
             result.append(dets)
-        return result
+        return (result, losses) if return_losses else result
 
     # ----------------------------------------------------------------- internals
     def _reset_mask(self, frame: FrameBatch, state: State, flags: torch.Tensor | None = None) -> torch.Tensor:
@@ -188,20 +208,15 @@ class Detector(nn.Module):
         return self.head(fused, self.voxelizer.centers(fused.indices))
 
     @property
-    def _box_stages(self) -> list[BoxRefine | BoxDirection]:
-        """The stages after decoding, in their order: the extent first, then the front of the moved box."""
-        return [s for s in (self.box_refine, self.box_direction) if s is not None]
-
-    @property
     def _box_frames(self) -> int:
         """Sweeps the box stages read (1: the current frame's points only)."""
-        return max([1, *(s.frames for s in self._box_stages)])
+        return max([1, *(s.frames for s in self.box_stages.values())])
 
     def _decode(self, out: HeadOutput, frame: FrameBatch, earlier: Sequence[Sweep] = ()) -> list[Detections]:
         """The head's detections per stream, moved and turned by the box stages if there are any; a stage
         that reads more than the current frame gets the ``earlier`` sweeps (newest first) too."""
         detections = self.head.decode(out, frame.batch_size)
-        stages = self._box_stages
+        stages = list(self.box_stages.values())
         if not stages:
             return detections
         stream = frame.points[:, 0].long()
@@ -230,20 +245,25 @@ class Detector(nn.Module):
         frames)."""
         if not losses:
             return losses
-        for stage in self._box_stages:
+        for stage in self.box_stages.values():
             term = stage.clip_loss(frames)
             losses = {**losses, stage.name: term, "loss": losses["loss"] + stage.weight * term}
         return losses
 
+
+    def _next_state(self, frame: FrameBatch, state: State, fused: Fused, out: HeadOutput | None,
+                    box_sweeps: list[Sweep]) -> State:
+        """The state after ``frame``: its poses and timestamps, every stream started, what the temporal
+        mode carries of ``fused`` (and the head's ``out``), ``box_sweeps``."""
+        return State(frame.poses.double(), frame.timestamps.long(), torch.ones_like(state.valid),
+                     self.temporal.carry(fused, frame, state, out, self.voxelizer), box_sweeps)
 
     def _causal_frame(self, frame: FrameBatch, state: State) -> tuple[HeadOutput, State]:
         state = state.drop_streams(self._reset_mask(frame, state))
         feats = self._encode(frame, state)
         fused = self.temporal.fuse(feats, frame, state, self.voxelizer)
         out = self._head(fused.features)
-        carried = self.temporal.carry(fused, frame, state, out, self.voxelizer)
-        return out, State(frame.poses.double(), frame.timestamps.long(), torch.ones_like(state.valid),
-                          box_sweeps=self._box_sweeps(frame, state), **carried)
+        return out, self._next_state(frame, state, fused, out, self._box_sweeps(frame, state))
 
     def _bidirectional(
         self, frames: list[FrameBatch], decode: bool, compute_loss: bool, cache: bool
@@ -254,7 +274,7 @@ class Detector(nn.Module):
         (offline, long segments) only its bounded per-frame input states are kept and its step is
         recomputed during the forward pass, so memory grows by at most ``top_k`` sites a frame.
         """
-        temporal: RecurrentFusion = self.temporal
+        temporal, grid = self.temporal, self.voxelizer
         n = len(frames)
         batch_size = frames[0].batch_size
         device = frames[0].points.device
@@ -269,41 +289,26 @@ class Detector(nn.Module):
             flags = frames[t + 1].reset if t + 1 < n else torch.ones_like(frame.reset)
             state = state.drop_streams(self._reset_mask(frame, state, flags))
             feats = self._encode(frame, state)
-            out_b = temporal.run(feats, state.recurrent, relative_transforms(frame.poses, state.poses), self.voxelizer,
-                                 True)
-            score_b = temporal.direction_score(out_b, backward=True)
+            out_b = temporal.fuse(feats, frame, state, grid, backward=True)
             if compute_loss:
-                aux_losses[t] = aux_losses[t] + self._objectness_loss(out_b, score_b, frame)
+                aux_losses[t] = aux_losses[t] + self._objectness_loss(out_b, frame)
             if cache:
                 feats_cache[t], bwd_out[t] = feats, out_b
             else:
                 bwd_in[t] = state
-            state = State(frame.poses.double(), frame.timestamps.long(), torch.ones_like(state.valid))
-            state.recurrent = temporal.prune(out_b, score_b.detach(), frame, self.voxelizer)
+            state = self._next_state(frame, state, out_b, None, [])
 
         frame_losses, detections = [], [] if decode else None
         state = self.init_state(batch_size, device)
         for t, frame in enumerate(frames):
             state = state.drop_streams(self._reset_mask(frame, state))
             feats = feats_cache.pop(t) if cache else self._encode(frame, state)
-            out_f = temporal.run(feats, state.recurrent, relative_transforms(frame.poses, state.poses), self.voxelizer)
-            if cache:
-                out_b = bwd_out.pop(t)
-            else:
-                prev_b = bwd_in.pop(t)
-                out_b = temporal.run(
-                    feats, prev_b.recurrent, relative_transforms(frame.poses, prev_b.poses), self.voxelizer, True
-                )
-            score_f = temporal.direction_score(out_f, backward=False)
-            sites, (rows_f, rows_b) = union_sites([out_f.fused.indices, out_b.fused.indices], feats.spatial_shape)
-            u = sites.shape[0]
-            joined = torch.cat(
-                [scatter_rows(out_f.hidden[-1], rows_f, u), scatter_rows(out_b.hidden[-1], rows_b, u)], dim=1
-            )
-            out = self._head(SparseConvTensor(joined, sites, feats.spatial_shape, batch_size))
+            out_f = temporal.fuse(feats, frame, state, grid)
+            out_b = bwd_out.pop(t) if cache else temporal.fuse(feats, frame, bwd_in.pop(t), grid, backward=True)
+            out = self._head(temporal.join(out_f, out_b))
             if compute_loss:
                 losses = self.head.loss(out, self.head.targets(out, frame.boxes, frame.types))
-                aux = aux_losses[t] + self._objectness_loss(out_f, score_f, frame)
+                aux = aux_losses[t] + self._objectness_loss(out_f, frame)
                 losses["aux_objectness"] = aux
                 losses["loss"] = losses["loss"] + aux
                 frame_losses.append(losses)
@@ -311,14 +316,13 @@ class Detector(nn.Module):
                 k = self._box_frames
                 earlier = [Sweep(g.points, g.poses, g.timestamps) for g in reversed(frames[max(0, t - k + 1):t])]
                 detections.append(self._decode(out, frame, earlier))
-            state = State(frame.poses.double(), frame.timestamps.long(), torch.ones_like(state.valid))
-            state.recurrent = temporal.prune(out_f, score_f.detach(), frame, self.voxelizer)
+            state = self._next_state(frame, state, out_f, None, [])
         losses = self._with_box_stages(self._average(frame_losses), frames) if compute_loss else {}
         return ClipOutput(losses, frame_losses, detections, None)
 
-    def _objectness_loss(self, out: FusedOutput, logits: torch.Tensor, frame: FrameBatch) -> torch.Tensor:
-        """Class-agnostic focal loss of a direction's objectness on its own sites (bidirectional)."""
-        sites = out.fused.indices
+    def _objectness_loss(self, out: FusedOutput, frame: FrameBatch) -> torch.Tensor:
+        """Class-agnostic focal loss of a pass's own objectness on its sites (bidirectional)."""
+        logits, sites = out.objectness, out.fused.indices
         targets = assign_targets(
             self.voxelizer.centers(sites), sites[:, 0], frame.boxes, frame.types, self.head.classes,
             self.head.assign_margin,

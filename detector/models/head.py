@@ -9,7 +9,7 @@ import torch
 from spconv.pytorch import SparseConvTensor
 from torch import nn
 
-from detector.eval.iou import paired_iou
+from detector.boxes import paired_iou
 from detector.models.backbone import SubMBlock
 from detector.models.box_coding import DEFAULT_ANCHOR_SIZES, BoxCoder
 from detector.models.losses import sigmoid_focal_loss, smooth_l1
@@ -28,12 +28,6 @@ __all__ = ["DetectionHead", "LOSS_NORMS"]
 #: the weight their IoU-0.7 boxes need.
 LOSS_NORMS = ("all", "per_class", "per_class_cls")
 
-#: the site-relative direction: sites this far (m, along the axis) from their box centre weigh fully in its
-#: loss (less when nearer, 0 at the centre); decoding reads the side of the centre as tanh(offset / softness)
-REL_FULL_WEIGHT_M = 0.4
-REL_SOFTNESS_M = 0.2
-
-
 def _per_class(value: float | Sequence[float], n: int, name: str) -> list[float]:
     if isinstance(value, (int, float)):
         return [float(value)] * n
@@ -47,10 +41,8 @@ class DetectionHead(nn.Module):
     """Per-site predictions for ``classes`` (Waymo type ids, default vehicle, pedestrian, cyclist).
 
     A submanifold block (``convs`` of them) on the fused sites, then per-site linear layers for the
-    class logits (focal loss), the 8-number box code (smooth L1) and the direction bit (BCE): one logit
-    shared by the classes, or one per class (``direction_per_class``), from the shared block or from a
-    branch of its own (``direction_convs``, optionally ``direction_detach``-ed from the backbone).
-    Decoding: per-class score thresholds (on the best class of a site, or on every class with
+    class logits (focal loss), the 8-number box code (smooth L1) and the direction bit (BCE, one logit
+    shared by the classes). Decoding: per-class score thresholds (on the best class of a site, or on every class with
     ``multi_label``), the ``pre_nms`` best sites per stream (per class and stream with
     ``pre_nms_per_class``), rotated BEV NMS with
     per-class IoU thresholds (optionally merging suppressed boxes), at most ``max_detections`` a frame.
@@ -86,17 +78,11 @@ class DetectionHead(nn.Module):
         prior_prob: float = 0.01,
         loss_norm: str = "all",
         assign_margin_below: float | None = None,
-        direction_vote: bool = False,
         pre_nms_per_class: bool = False,
-        motion_heading: bool = False,
         multi_label: bool = False,
         iou_weight: float = 0.0,
         iou_power: float | Sequence[float] = 0.0,
         iou_max_sites: int = 512,
-        direction_per_class: bool = False,
-        direction_convs: int = 0,
-        direction_detach: bool = False,
-        direction_relative: bool = False,
     ) -> None:
         super().__init__()
         self.classes = [int(c) for c in classes]
@@ -119,32 +105,11 @@ class DetectionHead(nn.Module):
         if loss_norm not in LOSS_NORMS:
             raise ValueError(f"DetectionHead: loss_norm={loss_norm!r}, expected one of {LOSS_NORMS}")
         self.loss_norm = loss_norm
-        self.direction_vote = bool(direction_vote)
         self.pre_nms_per_class = bool(pre_nms_per_class)
-        #: online streams (detector.streaming) turn moving boxes to face their motion (MotionHeading)
-        self.motion_heading = bool(motion_heading)
         self.multi_label = bool(multi_label)
         self.iou_weight = float(iou_weight)
         self.iou_power = _per_class(iou_power, n, "iou_power")
         self.iou_max_sites = int(iou_max_sites)
-        #: one direction logit per class instead of one shared by all (a pedestrian's front/back, mostly
-        #: undecidable, then does not pull on the cars' direction)
-        self.direction_per_class = bool(direction_per_class)
-        #: > 0: the direction logit(s) come from a branch of their own (this many submanifold blocks of
-        #: ``channels`` on the head's input), so that learning the front of a car does not take the
-        #: shared body's channels from the class and box outputs; 0: from the shared body
-        self.direction_convs = int(direction_convs)
-        if self.direction_convs < 0:
-            raise ValueError(f"DetectionHead: direction_convs={direction_convs} must be >= 0")
-        #: the direction branch reads the features without sending its gradient into them (the backbone
-        #: learns for the class and box outputs alone); needs ``direction_convs > 0``
-        self.direction_detach = bool(direction_detach)
-        if self.direction_detach and not self.direction_convs:
-            raise ValueError("DetectionHead: direction_detach needs a direction branch (direction_convs > 0)")
-        #: one more logit, the site-relative direction (``BoxCoder.relative_direction``): is the front on
-        #: the far side of the box centre as seen from the site? It is trained besides the direction bit,
-        #: and decoding adds it, turned into the bit's terms by the side the site's box centre lies on
-        self.direction_relative = bool(direction_relative)
         if self.iou_max_sites < 1:
             raise ValueError(f"DetectionHead: iou_max_sites={iou_max_sites} must be >= 1")
         if self.iou_weight < 0 or any(not 0.0 <= a <= 1.0 for a in self.iou_power):
@@ -157,50 +122,20 @@ class DetectionHead(nn.Module):
                                     for i in range(convs)])
         c = channels if convs > 0 else c_in
         self.cls = nn.Linear(c, n)
-        n_dir = (n if self.direction_per_class else 1) + int(self.direction_relative)
-        if self.direction_convs:
-            self.dir_body = nn.Sequential(*[SubMBlock(c_in if i == 0 else channels, channels, SITES_SUBM3)
-                                            for i in range(self.direction_convs)])
-            self.dir = nn.Linear(channels, n_dir)
-            self.reg = nn.Linear(c, BoxCoder.code_size)
-        else:
-            self.dir_body = self.dir = None
-            self.reg = nn.Linear(c, BoxCoder.code_size + n_dir)
+        self.reg = nn.Linear(c, BoxCoder.code_size + 1)  # the box code and the direction logit
         self.iou = nn.Linear(c, n) if self.iou_weight > 0 else None
         with torch.no_grad():
             self.cls.bias.fill_(-torch.log(torch.tensor((1 - prior_prob) / prior_prob)).item())
-            for layer in (self.reg, self.dir):
-                if layer is not None:
-                    layer.weight.mul_(0.1)
-                    layer.bias.zero_()
+            self.reg.weight.mul_(0.1)
+            self.reg.bias.zero_()
 
     def forward(self, x: SparseConvTensor, centres: torch.Tensor) -> HeadOutput:
         f = self.body(x).features
         reg = self.reg(f)
         iou = self.iou(f) if self.iou is not None else None
         k = BoxCoder.code_size
-        if self.dir is not None:
-            xd = x.replace_feature(x.features.detach()) if self.direction_detach else x
-            direction = self.dir(self.dir_body(xd).features)
-        else:
-            direction = reg[:, k:]
-        rel = None
-        if self.direction_relative:
-            direction, rel = direction[:, :-1], direction[:, -1]
-        if not self.direction_per_class:
-            direction = direction[:, 0]
         f32 = lambda t: None if t is None else t.float()  # noqa: E731  losses and decoding in float32 under autocast
-        return HeadOutput(x.indices, centres, *map(f32, (self.cls(f), reg[:, :k], direction, iou, rel)))
-
-    def direction_logits(self, out: HeadOutput, rows: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-        """The direction-bit logits of ``rows`` read as class ``cls``, the site-relative logit added in
-        the bit's terms: the front beyond the centre means heading ``axis + pi`` when the centre lies at
-        -axis from the site, ``axis`` when it lies at +axis (a soft sign over ``REL_SOFTNESS_M``)."""
-        logits = out.direction(rows, cls)
-        if out.rel_dir_logits is None:
-            return logits
-        side = torch.tanh(BoxCoder.axial_offset(out.box_reg[rows]) / REL_SOFTNESS_M)
-        return logits - side * out.rel_dir_logits[rows]
+        return HeadOutput(x.indices, centres, *map(f32, (self.cls(f), reg[:, :k], reg[:, k], iou)))
 
     def targets(self, out: HeadOutput, gt_boxes: torch.Tensor, gt_types: torch.Tensor) -> Targets:
         return assign_targets(out.centres, out.sites[:, 0], gt_boxes, gt_types, self.classes, self.assign_margin,
@@ -226,26 +161,14 @@ class DetectionHead(nn.Module):
         if bool(pos.any()):
             code, direction = self.coder.encode(targets.boxes[pos], out.centres[pos], targets.labels[pos])
             reg = (smooth_l1(out.box_reg[pos], code).sum(dim=1) * site_w).sum()
-            logits = out.direction(torch.nonzero(pos).squeeze(1), targets.labels[pos])
+            logits = out.dir_logits[pos]
             bce = nn.functional.binary_cross_entropy_with_logits(logits, direction, reduction="none")
             dirl = (bce * site_w).sum() / site_w.sum()
-            if out.rel_dir_logits is not None:
-                # sites near the centre (along the axis) cannot tell which half they are in: weight 0 at
-                # the centre, 1 from REL_FULL_WEIGHT_M on
-                rel_w = site_w * (BoxCoder.axial_offset(code).abs() / REL_FULL_WEIGHT_M).clamp(max=1.0)
-                rel_bce = nn.functional.binary_cross_entropy_with_logits(
-                    out.rel_dir_logits[pos], BoxCoder.relative_direction(code, direction), reduction="none")
-                rel = (rel_bce * rel_w).sum() / rel_w.sum().clamp(min=1e-12)
         else:
             reg = out.box_reg.sum() * 0.0
             dirl = out.dir_logits.sum() * 0.0
-            if out.rel_dir_logits is not None:
-                rel = out.rel_dir_logits.sum() * 0.0
         total = self.cls_weight * cls + self.reg_weight * reg + self.dir_weight * dirl
         losses = {"loss": total, "cls": cls, "reg": reg, "dir": dirl}
-        if out.rel_dir_logits is not None:
-            losses["dir_rel"] = rel
-            losses["loss"] = total + self.dir_weight * rel
         if out.iou_logits is not None:
             losses["iou"] = self._iou_loss(out, targets, site_w)
             losses["loss"] = losses["loss"] + self.iou_weight * losses["iou"]
@@ -271,7 +194,7 @@ class DetectionHead(nn.Module):
     def _iou_targets(self, out: HeadOutput, targets: Targets, sites: torch.Tensor) -> torch.Tensor:
         """3D IoU of the given positive sites' decoded boxes (as decoding would make them) with their objects."""
         cls = targets.labels[sites]
-        boxes = self.coder.decode(out.box_reg[sites], self.direction_logits(out, sites, cls), out.centres[sites], cls)
+        boxes = self.coder.decode(out.box_reg[sites], out.dir_logits[sites], out.centres[sites], cls)
         iou = paired_iou(boxes.double().cpu().numpy(), targets.boxes[sites].double().cpu().numpy())
         return torch.from_numpy(iou.astype(np.float32)).to(out.iou_logits.device)
 
@@ -313,11 +236,11 @@ class DetectionHead(nn.Module):
             elif score.numel() > self.pre_nms:
                 top = torch.topk(score, self.pre_nms).indices
                 rows, score, cls = rows[top], score[top], cls[top]
-            boxes = self.coder.decode(out.box_reg[rows], self.direction_logits(out, rows, cls), out.centres[rows], cls)
+            boxes = self.coder.decode(out.box_reg[rows], out.dir_logits[rows], out.centres[rows], cls)
             kept_boxes, kept_scores, kept_cls = [], [], []
             for k in torch.unique(cls).tolist():
                 m = cls == k
-                keep, merged = rotated_nms(boxes[m], score[m], self.nms_iou[k], self.nms_merge, self.direction_vote)
+                keep, merged = rotated_nms(boxes[m], score[m], self.nms_iou[k], self.nms_merge)
                 kept_boxes.append(merged)
                 kept_scores.append(score[m][keep])
                 kept_cls.append(cls[m][keep])

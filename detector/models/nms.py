@@ -1,6 +1,6 @@
 """Rotated bird's-eye-view NMS with optional score-weighted box merging.
 
-The rotated IoU is ``detector.eval.iou.paired_iou`` (numpy, exact polygon clipping), computed greedily
+The rotated IoU is ``detector.boxes.paired_iou`` (numpy, exact polygon clipping), computed greedily
 for each kept box against the boxes still alive whose circumscribed circles reach it.
 """
 
@@ -9,22 +9,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from detector.eval.iou import paired_iou
+from detector.boxes import bev_radius, paired_iou
 
 __all__ = ["rotated_nms"]
 
 
 def rotated_nms(
     boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, merge: bool = False,
-    direction_vote: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy NMS of boxes (N, 7) by scores (N,) with BEV IoU above ``iou_threshold`` suppressed.
 
     Returns ``(keep (K,) int64 indices by descending score, boxes (K, 7))``. With ``merge`` the centre
     and size of each kept box are the score-weighted mean over the boxes it suppressed (and itself);
-    its heading stays its own. With ``direction_vote`` the kept box's heading is turned by pi when the
-    score-weighted sum of ``cos(heading_j - heading_kept)`` over the boxes it suppressed (and itself) is
-    negative: the many voxels of one object vote on its front, rather than the best-scored one alone.
+    its heading stays its own.
     """
     n = int(scores.shape[0])
     if n == 0:
@@ -32,7 +29,7 @@ def rotated_nms(
     order = torch.argsort(scores, descending=True, stable=True)
     b = boxes[order].detach().cpu().double().numpy()
     s = scores[order].detach().cpu().double().numpy()
-    reach = 0.5 * np.hypot(b[:, 3], b[:, 4])  # circumradius: boxes farther apart cannot overlap
+    reach = bev_radius(b)  # circumradius: boxes farther apart cannot overlap
     alive = np.ones(n, dtype=bool)
     keep: list[int] = []
     merged: list[np.ndarray] = []
@@ -50,17 +47,14 @@ def rotated_nms(
             iou = paired_iou(b[near], np.broadcast_to(b[i], (len(near), 7)), use_height=False)
             near = near[iou > iou_threshold]
             alive[near] = False
-        if merge or direction_vote:
+        if merge:
             cluster = np.concatenate([[i], near])
             w = s[cluster][:, None]
             box = b[i].copy()
-            if merge:
-                box[:6] = (b[cluster, :6] * w).sum(axis=0) / w.sum()
-            if direction_vote and (w[:, 0] * np.cos(b[cluster, 6] - b[i, 6])).sum() < 0:
-                box[6] = (box[6] + 2 * np.pi) % (2 * np.pi) - np.pi
+            box[:6] = (b[cluster, :6] * w).sum(axis=0) / w.sum()
             merged.append(box)
     keep_t = order[torch.as_tensor(keep, dtype=torch.long, device=order.device)]
-    if merge or direction_vote:
+    if merge:
         out = torch.as_tensor(np.stack(merged), dtype=boxes.dtype, device=boxes.device)
     else:
         out = boxes[keep_t]

@@ -39,11 +39,9 @@ class HeadOutput:
 
     sites: (N, 4) int32 ``[b, z, y, x]``; centres: (N, 3) voxel centres in metres;
     cls_logits: (N, C) one logit per trained class; box_reg: (N, 8) box code (see ``BoxCoder``);
-    dir_logits: (N,) heading direction logit, or (N, C) one per class (a head with
-    ``direction_per_class``); iou_logits: (N, C) predicted IoU of the site's box with an object of each
-    class (logits), only from a head with the IoU branch (``iou_weight > 0``), else None;
-    rel_dir_logits: (N,) whether the box's front lies on the side of its centre as seen from the site
-    (the site-relative direction, ``direction_relative``), else None.
+    dir_logits: (N,) heading direction logit (the axis angle + pi when > 0); iou_logits: (N, C) predicted
+    IoU of the site's box with an object of each class (logits), only from a head with the IoU branch
+    (``iou_weight > 0``), else None.
     """
 
     sites: torch.Tensor
@@ -52,13 +50,6 @@ class HeadOutput:
     box_reg: torch.Tensor
     dir_logits: torch.Tensor
     iou_logits: torch.Tensor | None = None
-    rel_dir_logits: torch.Tensor | None = None
-
-    def direction(self, rows: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-        """Direction logits of ``rows`` (site indices) read as class index ``cls`` (one per row)."""
-        if self.dir_logits.ndim == 1:
-            return self.dir_logits[rows]
-        return self.dir_logits[rows, cls]
 
     def objectness(self) -> torch.Tensor:
         """(N,) max class probability, detached."""

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Targets", "points_in_boxes", "points_in_boxes_paired", "assign_targets", "class_indices"]
+from detector.boxes import bev_radius, points_in_boxes_paired
+
+__all__ = ["Targets", "assign_targets", "class_indices"]
 
 
 @dataclass
@@ -31,30 +33,6 @@ class Targets:
     @property
     def num_positive(self) -> int:
         return int(self.positive.sum())
-
-
-def points_in_boxes(points: torch.Tensor, boxes: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
-    """(N, M) bool: point (N, 3) inside box (M, 7), each box grown by ``margin`` on every side."""
-    d = points[:, None, :] - boxes[None, :, :3]
-    cos, sin = torch.cos(boxes[:, 6]), torch.sin(boxes[:, 6])
-    lx = d[..., 0] * cos + d[..., 1] * sin
-    ly = -d[..., 0] * sin + d[..., 1] * cos
-    half = boxes[:, 3:6] * 0.5 + margin
-    return (lx.abs() <= half[:, 0]) & (ly.abs() <= half[:, 1]) & (d[..., 2].abs() <= half[:, 2])
-
-
-def points_in_boxes_paired(
-    points: torch.Tensor, boxes: torch.Tensor, margin: float = 0.0, margin_below: float | None = None
-) -> torch.Tensor:
-    """(P,) bool: point i (P, 3) inside box i (P, 7) grown by ``margin`` (downwards by ``margin_below``,
-    default ``margin``)."""
-    d = points - boxes[:, :3]
-    cos, sin = torch.cos(boxes[:, 6]), torch.sin(boxes[:, 6])
-    lx = d[:, 0] * cos + d[:, 1] * sin
-    ly = -d[:, 0] * sin + d[:, 1] * cos
-    half = boxes[:, 3:6] * 0.5 + margin
-    below = half[:, 2] if margin_below is None else boxes[:, 5] * 0.5 + margin_below
-    return (lx.abs() <= half[:, 0]) & (ly.abs() <= half[:, 1]) & (d[:, 2] <= half[:, 2]) & (d[:, 2] >= -below)
 
 
 def class_indices(types: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
@@ -90,7 +68,7 @@ def assign_targets(
         site_rows = torch.nonzero(batch == b).squeeze(1)
         box_rows = torch.nonzero(gt_batch == b).squeeze(1)
         bx = gt_boxes[box_rows, 1:].float()
-        reach = 0.5 * torch.hypot(bx[:, 3], bx[:, 4]) + margin  # circumradius in BEV
+        reach = bev_radius(bx) + margin  # circumradius in BEV
         for start in range(0, site_rows.shape[0], chunk):
             rows = site_rows[start : start + chunk]
             p = centres[rows]

@@ -2,41 +2,37 @@
 ``ConcatSweeps`` (``concat``: earlier sweeps moved into the current frame, time-offset channel) and
 ``RecurrentFusion`` (sparse convolutional LSTM/GRU/... with the ego-motion-aligned state).
 
-Each implements ``TemporalFusion``, the one interface ``Detector`` uses:
+Each implements ``TemporalFusion``, the one interface ``Detector`` uses, and owns the typed state it
+carries in ``State.temporal`` (``SweepHistory``, ``RecurrentState``; None for a single frame):
 
 - ``mode``, ``causal``; ``point_channels``: channels per point after the batch column that the
   voxelizer sees; ``in_channels``: backbone channels it expects (None: any);
 - ``points(frame, state)``: the points to voxelize at this frame;
 - ``out_channels(in_channels)``: channels of the features given to the head;
-- ``fuse(feats, frame, state, grid) -> Fused``: the features the head runs on (and what the mode needs
-  to build its next state);
-- ``carry(fused, frame, state, head_out) -> dict``: the fields of the next ``State`` this mode owns.
+- ``fuse(feats, frame, state, grid, backward=False) -> Fused``: the features the head runs on (and what
+  the mode needs to build its next state); ``backward``: the backward-in-time pass of a bidirectional
+  mode;
+- ``carry(fused, frame, state, head_out, grid) -> its state``: what the next ``State`` holds for it;
+- ``join(forward, backward) -> SparseConvTensor``: the head's input from both passes (bidirectional).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from spconv.pytorch import SparseConvTensor
 from torch import nn
 
+from detector.boxes import points_in_boxes
 from detector.data.batch import FrameBatch
 from detector.models.cells import CELL_KINDS, SparseRecurrentCell
-from detector.models.grid import VoxelGrid
+from detector.models.grid import VoxelGrid, relative_transforms, scatter_rows, union_sites, with_sweeps
 from detector.models.outputs import HeadOutput
-from detector.models.state import (
-    RecurrentState,
-    State,
-    Sweep,
-    align_state,
-    relative_transforms,
-    scatter_rows,
-    union_sites,
-    with_sweeps,
-)
-from detector.models.targets import points_in_boxes
+from detector.models.state import State, Sweep, keep_sweep_streams
 
 __all__ = ["TemporalFusion", "Fused", "SingleFrame", "ConcatSweeps", "RecurrentFusion", "top_k_per_stream",
-           "FusedOutput"]
+           "FusedOutput", "SweepHistory", "RecurrentState"]
 
 #: Columns of FrameBatch.points after the batch column.
 FRAME_POINT_CHANNELS = 5
@@ -47,6 +43,82 @@ class Fused:
 
     def __init__(self, features: SparseConvTensor):
         self.features = features
+
+
+@dataclass
+class SweepHistory:
+    """The ``concat`` mode's state: its newest-first earlier sweeps."""
+
+    sweeps: list[Sweep]
+
+    num_sites = 0
+
+    def keep_streams(self, keep: torch.Tensor) -> SweepHistory:
+        return SweepHistory(keep_sweep_streams(self.sweeps, keep))
+
+    def detach(self) -> SweepHistory:
+        return self
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for s in self.sweeps for t in (s.points, s.poses, s.timestamps)]
+
+
+@dataclass
+class RecurrentState:
+    """The recurrent modes' state: hidden (and, for LSTM cells, memory) features per layer on sites of the
+    frame that made them.
+
+    sites: (N, 4) int32 ``[b, z, y, x]``; hidden[l]: (N, H); memory[l]: (N, H) or None (GRU);
+    age: (N,) int32, frames since the site last held a backbone site of its frame (0: the frame that
+    made the state), or None where nobody counted (a site of unknown age counts as seen last frame).
+    """
+
+    sites: torch.Tensor
+    hidden: list[torch.Tensor]
+    memory: list[torch.Tensor | None]
+    age: torch.Tensor | None = None
+
+    @property
+    def num_sites(self) -> int:
+        return int(self.sites.shape[0])
+
+    def select(self, rows: torch.Tensor) -> RecurrentState:
+        return RecurrentState(
+            self.sites[rows].contiguous(),
+            [h[rows] for h in self.hidden],
+            [None if c is None else c[rows] for c in self.memory],
+            None if self.age is None else self.age[rows],
+        )
+
+    def keep_streams(self, keep: torch.Tensor) -> RecurrentState:
+        return self.select(keep[self.sites[:, 0].long()])
+
+    def detach(self) -> RecurrentState:
+        return RecurrentState(
+            self.sites, [h.detach() for h in self.hidden], [None if c is None else c.detach() for c in self.memory],
+            self.age,
+        )
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.sites, *self.hidden, *(c for c in self.memory if c is not None),
+                *(() if self.age is None else (self.age,))]
+
+    def moved(self, transforms: torch.Tensor, grid: VoxelGrid) -> RecurrentState:
+        """The state moved by ``transforms`` (B, 4, 4) onto ``grid``: site centres moved rigidly and
+        re-voxelized, sites falling together averaging their features and keeping the youngest age, sites
+        leaving the grid dropped. Identity transforms return the same sites and features (states are kept
+        sorted by site)."""
+        moved, inside = grid.move(self.sites, transforms)
+        feats = [*self.hidden, *(c for c in self.memory if c is not None)]
+        pooled = grid.pool(moved[inside], [f[inside] for f in feats])
+        n_layers = len(self.hidden)
+        rest = iter(pooled.features[n_layers:])
+        memory = [None if c is None else next(rest) for c in self.memory]
+        age = None
+        if self.age is not None:
+            age = self.age.new_full((pooled.sites.shape[0],), torch.iinfo(self.age.dtype).max)
+            age = age.scatter_reduce_(0, pooled.inverse, self.age[inside], "amin")
+        return RecurrentState(pooled.sites, pooled.features[:n_layers], memory, age)
 
 
 class TemporalFusion(nn.Module):
@@ -66,11 +138,18 @@ class TemporalFusion(nn.Module):
     def points(self, frame: FrameBatch, state: State) -> torch.Tensor:
         return frame.points
 
-    def fuse(self, feats: SparseConvTensor, frame: FrameBatch, state: State, grid: VoxelGrid) -> Fused:
+    def fuse(self, feats: SparseConvTensor, frame: FrameBatch, state: State, grid: VoxelGrid,
+             backward: bool = False) -> Fused:
         return Fused(feats)
 
-    def carry(self, fused: Fused, frame: FrameBatch, state: State, head_out: HeadOutput, grid: VoxelGrid) -> dict:
-        return {}
+    def carry(self, fused: Fused, frame: FrameBatch, state: State, head_out: HeadOutput | None,
+              grid: VoxelGrid):
+        """This mode's state after ``frame`` (None: it keeps nothing)."""
+        return None
+
+    def join(self, forward: Fused, backward: Fused) -> SparseConvTensor:
+        """The head's input from a forward and a backward pass (bidirectional modes only)."""
+        raise NotImplementedError(f"{type(self).__name__} has no backward pass")
 
 
 class SingleFrame(TemporalFusion):
@@ -92,13 +171,18 @@ class ConcatSweeps(TemporalFusion):
             raise ValueError(f"ConcatSweeps: num_sweeps must be >= 1, got {num_sweeps}")
         self.num_sweeps = int(num_sweeps)
 
-    def points(self, frame: FrameBatch, state: State) -> torch.Tensor:
-        return with_sweeps(frame.points, frame.poses, frame.timestamps, state.sweeps)
+    @staticmethod
+    def _sweeps(state: State) -> list[Sweep]:
+        return [] if state.temporal is None else state.temporal.sweeps
 
-    def carry(self, fused: Fused, frame: FrameBatch, state: State, head_out: HeadOutput, grid: VoxelGrid) -> dict:
+    def points(self, frame: FrameBatch, state: State) -> torch.Tensor:
+        return with_sweeps(frame.points, frame.poses, frame.timestamps, self._sweeps(state))
+
+    def carry(self, fused: Fused, frame: FrameBatch, state: State, head_out: HeadOutput | None,
+              grid: VoxelGrid) -> SweepHistory:
         """The newest ``num_sweeps`` sweeps, this frame's first."""
         newest = Sweep(frame.points, frame.poses, frame.timestamps)
-        return {"sweeps": [newest, *state.sweeps][: self.num_sweeps]}
+        return SweepHistory([newest, *self._sweeps(state)][: self.num_sweeps])
 
 
 def top_k_per_stream(batch: torch.Tensor, score: torch.Tensor, k: int) -> torch.Tensor:
@@ -116,15 +200,18 @@ def top_k_per_stream(batch: torch.Tensor, score: torch.Tensor, k: int) -> torch.
 class FusedOutput(Fused):
     """Output of a recurrent pass on one frame: ``fused`` sparse tensor (union sites, last layer's
     hidden features, rule books attached; also ``features``) and the new per-layer cell state on the
-    same sites."""
+    same sites; for a bidirectional mode, ``backward`` (which pass made it) and ``objectness`` (U,), the
+    pass's own objectness logits, by which its state is pruned."""
 
     def __init__(self, fused: SparseConvTensor, hidden: list[torch.Tensor], memory: list[torch.Tensor | None],
-                 age: torch.Tensor):
+                 age: torch.Tensor, backward: bool = False, objectness: torch.Tensor | None = None):
         super().__init__(fused)
         self.fused = fused
         self.hidden = hidden
         self.memory = memory
         self.age = age
+        self.backward = backward
+        self.objectness = objectness
 
     def state(self) -> RecurrentState:
         return RecurrentState(self.fused.indices, self.hidden, self.memory, self.age)
@@ -219,14 +306,33 @@ class RecurrentFusion(TemporalFusion):
     def out_channels(self, in_channels: int) -> int:
         return self.hidden_channels * (2 if self.bidirectional else 1) + (self.in_channels if self.skip else 0)
 
-    def fuse(self, feats: SparseConvTensor, frame: FrameBatch, state: State, grid: VoxelGrid) -> FusedOutput:
-        """The forward step: the carried state moved into this frame and joined with ``feats``."""
-        return self.run(feats, state.recurrent, relative_transforms(frame.poses, state.poses), grid)
+    def fuse(self, feats: SparseConvTensor, frame: FrameBatch, state: State, grid: VoxelGrid,
+             backward: bool = False) -> FusedOutput:
+        """One step of the forward (or, bidirectional, the ``backward``) pass: the carried state moved into
+        this frame and joined with ``feats``; a bidirectional pass also scores its own objectness."""
+        if backward and not self.bidirectional:
+            raise ValueError("RecurrentFusion.fuse: backward=True needs bidirectional=true")
+        out = self.run(feats, state.temporal, relative_transforms(frame.poses, state.poses), grid, backward)
+        if self.bidirectional:
+            out.backward = backward
+            out.objectness = self.direction_score(out, backward)
+        return out
 
-    def carry(self, fused: FusedOutput, frame: FrameBatch, state: State, head_out: HeadOutput,
-              grid: VoxelGrid) -> dict:
-        """The ``top_k`` sites per stream by the head's objectness."""
-        return {"recurrent": self.prune(fused, head_out.objectness(), frame, grid)}
+    def carry(self, fused: FusedOutput, frame: FrameBatch, state: State, head_out: HeadOutput | None,
+              grid: VoxelGrid) -> RecurrentState:
+        """The ``top_k`` sites per stream by the head's objectness (bidirectional: by the pass's own)."""
+        score = fused.objectness if self.bidirectional else head_out.objectness()
+        return self.prune(fused, score.detach() if self.bidirectional else score, frame, grid)
+
+    def join(self, forward: FusedOutput, backward: FusedOutput) -> SparseConvTensor:
+        """The head's input of a bidirectional mode: the union of both passes' sites, each site's last-layer
+        hidden features of the forward pass beside those of the backward one (zeros where a pass lacks it)."""
+        f = forward.fused
+        sites, (rows_f, rows_b) = union_sites([f.indices, backward.fused.indices], f.spatial_shape)
+        u = sites.shape[0]
+        joined = torch.cat([scatter_rows(forward.hidden[-1], rows_f, u), scatter_rows(backward.hidden[-1], rows_b, u)],
+                           dim=1)
+        return SparseConvTensor(joined, sites, f.spatial_shape, f.batch_size)
 
     def empty_state(self, like: torch.Tensor) -> RecurrentState:
         z = like.new_zeros((0, self.hidden_channels))
@@ -252,7 +358,7 @@ class RecurrentFusion(TemporalFusion):
         if prev is None or prev.num_sites == 0:
             prev = self.empty_state(x.features)
         else:
-            prev = align_state(prev, transforms, grid)
+            prev = prev.moved(transforms, grid)
         sites, (rows_x, rows_s) = union_sites([x.indices, prev.sites], x.spatial_shape)
         u = sites.shape[0]
         x_rows = scatter_rows(x.features, rows_x, u)

@@ -17,6 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from detector.boxes import CORNER_SIGNS, box_corners
 from detector.data.frame import TYPE_NAMES, Frame
 
 #: Ground-truth and predicted box colours per Waymo ``Label.Type`` (RGB in [0, 1]); 0 = other/unknown.
@@ -39,8 +40,6 @@ SHORT_NAMES = {1: "VEH", 2: "PED", 3: "SIGN", 4: "CYC"}
 
 #: Corner order: bottom face (z-) then top face (z+); in each, front-left, front-right, rear-right,
 #: rear-left (front = +x of the box, left = +y).
-_CORNER_SIGNS = np.array([[1, 1, -1], [1, -1, -1], [-1, -1, -1], [-1, 1, -1],
-                          [1, 1, 1], [1, -1, 1], [-1, -1, 1], [-1, 1, 1]], np.float64) * 0.5
 BOX_EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 0], [4, 5], [5, 6], [6, 7], [7, 4],
                       [0, 4], [1, 5], [2, 6], [3, 7]])
 #: Edges of the top face (front, right, rear, left), as indices into ``BOX_EDGES``.
@@ -179,16 +178,6 @@ class SceneLabel:
     color: tuple[float, float, float]
 
 
-def box_corners(boxes: np.ndarray) -> np.ndarray:
-    """(M, 7) Waymo boxes -> (M, 8, 3) corners in the order of ``_CORNER_SIGNS``."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 7)
-    local = _CORNER_SIGNS[None] * boxes[:, None, 3:6]
-    c, s = np.cos(boxes[:, 6])[:, None], np.sin(boxes[:, 6])[:, None]
-    x = c * local[..., 0] - s * local[..., 1]
-    y = s * local[..., 0] + c * local[..., 1]
-    return np.stack([x, y, local[..., 2]], axis=-1) + boxes[:, None, :3]
-
-
 def box_segments(boxes: np.ndarray) -> np.ndarray:
     """(M, 7) boxes -> (M, 15, 2, 3) line segments: 12 edges, then the heading marker (top-centre to
     front-edge middle, and the two diagonals of the front face)."""
@@ -319,7 +308,7 @@ def state_geometry(coords_xyz: np.ndarray, voxel_size, color=STATE_COLOR, fill: 
 
     centers = np.asarray(coords_xyz, np.float64).reshape(-1, 3)
     size = np.broadcast_to(np.asarray(voxel_size, np.float64), (3,)) * fill
-    verts = (centers[:, None, :] + _CORNER_SIGNS[None] * size).reshape(-1, 3)
+    verts = (centers[:, None, :] + CORNER_SIGNS[None] * size).reshape(-1, 3)
     lines = (BOX_EDGES[None] + 8 * np.arange(len(centers))[:, None, None]).reshape(-1, 2)
     ls = o3d.geometry.LineSet(o3d.utility.Vector3dVector(verts), o3d.utility.Vector2iVector(lines))
     ls.paint_uniform_color(np.asarray(color, np.float64))

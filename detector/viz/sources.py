@@ -313,10 +313,10 @@ def detector_state_voxels(detector) -> Callable:
     size = float(min(vox.voxel_size))
 
     def read(state):
-        rec = getattr(state, "recurrent", None)
-        if rec is None or len(rec.sites) == 0:
+        sites = getattr(getattr(state, "temporal", None), "sites", None)  # a recurrent mode's state
+        if sites is None or len(sites) == 0:
             return np.zeros((0, 3), np.float32), size
-        sites = rec.sites[rec.sites[:, 0] == 0]
+        sites = sites[sites[:, 0] == 0]
         return vox.centers(sites).detach().cpu().numpy(), size
 
     return read

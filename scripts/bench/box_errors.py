@@ -79,7 +79,7 @@ def _by_frame(objects, with_points: bool) -> dict[tuple, dict[int, np.ndarray]]:
 
 def box_errors(gt, pred) -> dict[str, dict]:
     """Per class (and long vehicles): matches, share at the official IoU, median absolute errors."""
-    from detector.eval.iou import paired_iou
+    from detector.boxes.iou import paired_iou
 
     truth, dets = _by_frame(gt, with_points=True), _by_frame(pred, with_points=False)
     rows: dict[int, list] = defaultdict(list)

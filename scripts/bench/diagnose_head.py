@@ -101,7 +101,7 @@ def _motion_kind(speed: float) -> str | None:
 def diagnose(model, frames, point_range) -> dict:
     import torch
 
-    from detector.eval.iou import iou3d, paired_iou
+    from detector.boxes.iou import iou3d, paired_iou
     from detector.streaming import motion_heading_of
 
     keys = ("pos", "best_score", "mean_score", "site_iou", "match", "match_score", "dir_sites", "dir_dets",

@@ -59,13 +59,13 @@ def state_coverage(model, frames: list) -> dict | None:
     a model without a recurrent state."""
     import torch
 
-    from detector.models.targets import points_in_boxes
+    from detector.boxes import points_in_boxes
     from detector.streaming import stream
 
     classes = {1: "vehicle", 2: "pedestrian", 4: "cyclist"}
     kept, unsupported, counted = [], [], {c: [0, 0] for c in classes.values()}
     for step in stream(model, frames, "cpu"):
-        state = step.state.recurrent
+        state = step.state.temporal
         if state is None:
             return None
         frame = step.frame

@@ -245,3 +245,56 @@ if __name__ == "__main__":
     assert sorted(int(row[0]) for row in rows) == [0, 1], r.stdout[-2000:]
     assert all(row[1] == "2" and int(row[2]) > 0 for row in rows)
     assert rows[0][3:] == rows[1][3:], "ranks disagree on the weights"
+
+
+def test_bidirectional_model_validates_evaluates_and_predicts_offline(store, tmp_path):
+    """The bidirectional model through every command: validation during training scores it, the
+    evaluate CLI (a subprocess, as a user runs it) writes its metrics and predictions, and predict gives
+    the same detections; all of them are Detector.offline_segment's over whole segments."""
+    from detector.checkpoints import load_checkpoint
+    from detector.eval import read_objects
+    from detector.predict import predict
+    from detector.train import train
+
+    bi = ["model=lstm_bidirectional"]
+    res = train(_train_cfg(store, tmp_path / "train", [*bi, "trainer.check_val_every_n_epoch=1", "logging.plot=false",
+                                                       "trainer.limit_train_batches=2"]))
+    csv = (tmp_path / "train" / "logs" / "csv" / "metrics.csv").read_text()
+    assert "val/AP_vehicle_level_1" in csv and "val/loss" in csv
+    ckpt = res["last_checkpoint"]
+    model = load_checkpoint(ckpt)
+    assert model.bidirectional
+
+    r = _cli("detector.evaluate", "experiment=demo_synthetic", *bi, f"data.root={store}", f"ckpt_path={ckpt}",
+             "device=cpu", *TINY, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "OBJECT_TYPE_TYPE_VEHICLE_LEVEL_1" in metrics
+    evaluated = read_objects(run / "predictions.bin").objects
+    n_val = sum(s.num_frames for s in list_segments(store, "validation"))
+    assert f"{n_val} frames of split 'validation'" in r.stdout
+
+    # the detections are the model's offline pass over the (one) validation segment
+    from hydra.utils import instantiate
+
+    dm = instantiate(_compose("evaluate", ["experiment=demo_synthetic", *bi, f"data.root={store}",
+                                           f"ckpt_path={ckpt}", *TINY]).data)
+    dm.setup("test")
+    frames = list(dm.test_dataloader())
+    assert len({f.segments[0] for f in frames}) == 1
+    dets = [d[0] for d in model.offline_segment(frames)]
+    assert sum(len(d) for d in dets) == len(evaluated) > 0
+    assert sorted(float(s) for d in dets for s in d.scores) == pytest.approx(sorted(o.score for o in evaluated),
+                                                                             abs=1e-6)
+
+    pcfg = _compose("predict", ["experiment=demo_synthetic", *bi, f"ckpt_path={ckpt}", "device=cpu",
+                                f"input={store.parent / 'records' / 'validation'}", *TINY])
+    OmegaConf.set_struct(pcfg, False)
+    pcfg.output_dir = str(tmp_path / "pred")
+    pres = predict(pcfg)
+    assert pres["frames"] == n_val
+    predicted = read_objects(pres["predictions"]).objects
+    assert len(predicted) == len(evaluated)
+    assert [o.object.box.center_x for o in predicted] == pytest.approx(
+        [o.object.box.center_x for o in evaluated], abs=1e-4)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from detector.models.state import RecurrentState, align_state, move_sites, relative_transforms, union_sites
+from detector.models.grid import relative_transforms, union_sites
+from detector.models.temporal import RecurrentState
 from detector.models.voxelizer import Voxelizer
 from tests.helpers.scenes import pose_matrix
 
@@ -34,7 +35,7 @@ def _state_in_frame(world: np.ndarray, pose: np.ndarray) -> RecurrentState:
     cell, inside = VOX.coords(xyz)
     sites = torch.cat([torch.zeros((len(xyz), 1), dtype=torch.long), cell], 1)[inside]
     feats = torch.from_numpy(world).float()[inside]
-    uniq, (mean_world, mem), _ = VOX.pool(sites, [feats, -feats])
+    uniq, (mean_world, mem), _, _ = VOX.pool(sites, [feats, -feats])
     return RecurrentState(uniq, [mean_world], [mem])
 
 
@@ -46,14 +47,14 @@ def _to_frame(world_xyz: torch.Tensor, pose: np.ndarray) -> torch.Tensor:
 def test_identity_poses_leave_the_state_unchanged():
     state = _state_in_frame(_static_world(), pose_matrix(3.0, -2.0, 0.3))
     eye = torch.eye(4, dtype=torch.float64)[None]
-    moved = align_state(state, relative_transforms(eye, eye), VOX)
+    moved = state.moved(relative_transforms(eye, eye), VOX)
     assert torch.equal(moved.sites, state.sites)
     assert moved.sites.dtype == torch.int32 and moved.sites.is_contiguous()
     assert torch.equal(moved.hidden[0], state.hidden[0])
     assert torch.equal(moved.memory[0], state.memory[0])
     # the same pose twice is also the identity
     pose = torch.from_numpy(pose_matrix(3.0, -2.0, 0.3))[None]
-    again = align_state(state, relative_transforms(pose, pose), VOX)
+    again = state.moved(relative_transforms(pose, pose), VOX)
     assert torch.equal(again.sites, state.sites)
     assert torch.allclose(again.hidden[0], state.hidden[0])
 
@@ -67,7 +68,7 @@ def test_translation_by_whole_voxels_is_exact():
     p1 = pose_matrix(0.0, 0.0, 0.0)
     p2 = pose_matrix(5 * VOXEL, -3 * VOXEL, 0.0)  # the ego moved 2.0 m forward, 1.2 m right
     s1, s2 = _state_in_frame(world, p1), _state_in_frame(world, p2)
-    moved = align_state(s1, relative_transforms(torch.from_numpy(p2)[None], torch.from_numpy(p1)[None]), VOX)
+    moved = s1.moved(relative_transforms(torch.from_numpy(p2)[None], torch.from_numpy(p1)[None]), VOX)
     assert torch.equal(moved.sites, s2.sites)
     assert torch.allclose(moved.hidden[0], s2.hidden[0], atol=1e-4)
 
@@ -81,7 +82,7 @@ def test_moved_state_lands_on_the_voxels_of_the_same_world_points():
     p2 = pose_matrix(3.1, 1.4, 0.1 + math.radians(23.0))
     s1, s2 = _state_in_frame(world, p1), _state_in_frame(world, p2)
     transforms = relative_transforms(torch.from_numpy(p2)[None], torch.from_numpy(p1)[None])
-    moved = align_state(s1, transforms, VOX)
+    moved = s1.moved(transforms, VOX)
     assert 0.7 * s1.num_sites < moved.num_sites <= s1.num_sites  # a rotation merges some sites
 
     # features travel with their sites: the carried world position, seen from frame 2, lies within
@@ -106,7 +107,7 @@ def test_sites_leaving_the_grid_are_dropped_and_batches_move_independently():
     sites = torch.tensor([[0, 5, 100, 100], [1, 5, 100, 100], [1, 5, 100, 199]], dtype=torch.int32)
     t = torch.eye(4, dtype=torch.float64).repeat(2, 1, 1)
     t[1, 0, 3] = 10.0  # stream 1 moves its sites 10 m along +x
-    moved, inside = move_sites(sites, t, VOX)
+    moved, inside = VOX.move(sites, t)
     assert inside.tolist() == [True, True, False]  # x index 199 + 25 cells is beyond the grid
     assert moved[0].tolist() == [0, 5, 100, 100]
     assert moved[1].tolist() == [1, 5, 100, 125]
@@ -124,7 +125,7 @@ def test_coinciding_sites_average_and_union_marks_missing_rows():
     lo = torch.tensor(VOX.point_range[:3], dtype=torch.float64)
     t[0, 0, 0] = 0.3
     t[0, :3, 3] = lo - torch.diag(t[0, :3, :3]) * lo
-    moved = align_state(state, t, VOX)
+    moved = state.moved(t, VOX)
     assert moved.num_sites == 1 and moved.hidden[0].item() == 2.0 and moved.memory == [None]
     assert moved.age.tolist() == [1]  # the youngest of the sites that fell together
     assert moved.sites.tolist() == [[0, 1, 1, 0]]

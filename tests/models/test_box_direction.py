@@ -105,11 +105,12 @@ def test_stage_loss_reads_the_clip_frames_it_trains_on(train_frames):
 
 def test_detector_adds_the_stage_loss_and_checks_its_classes():
     model = build_model("lstm")
-    assert model.box_direction is not None and model.box_direction.classes == model.head.classes
+    assert model.box_stages["direction"].classes == model.head.classes
     clip = make_clip(num_frames=2, batch_size=2, num_points=2500, seed=0)
     out = model(clip)
     assert "dir_box" in out.losses and torch.isfinite(out.losses["dir_box"])
     out.losses["loss"].backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.box_direction.parameters())
-    with pytest.raises(ValueError, match="box_direction.classes"):
-        Detector(model.voxelizer, model.backbone, model.temporal, model.head, box_direction=BoxDirection([1]))
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.box_stages["direction"].parameters())
+    with pytest.raises(ValueError, match="box_stages.direction.classes"):
+        Detector(model.voxelizer, model.backbone, model.temporal, model.head,
+                 box_stages={"direction": BoxDirection([1])})

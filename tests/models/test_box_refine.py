@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from detector.eval.iou import paired_iou
+from detector.boxes.iou import paired_iou
 from detector.models import Detections, build_model
 from detector.models.box_refine import BoxRefine, apply_residuals, box_residuals, sweep_xyz_age
 from detector.models.box_stage import jitter_boxes
@@ -80,19 +80,20 @@ def test_stage_refuses_bad_settings():
 
 def test_detector_adds_the_stage_loss_and_checks_its_classes():
     model = build_model("lstm")
-    assert isinstance(model.box_refine, BoxRefine) and model.box_refine.classes == model.head.classes
-    assert build_model("lstm_paper_head").box_refine is None
+    stage = model.box_stages["refine"]
+    assert isinstance(stage, BoxRefine) and stage.classes == model.head.classes
+    assert "refine" not in build_model("lstm_paper_head").box_stages
     clip = make_clip(num_frames=2, batch_size=2, num_points=2500, seed=0)
     out = model(clip)
     assert "refine_box" in out.losses and torch.isfinite(out.losses["refine_box"])
     out.losses["loss"].backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.box_refine.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.box_stages["refine"].parameters())
     model.eval()
     state = model.init_state(2)
     dets, _ = model.step(clip.frames[0], state)
     assert len(dets) == 2
-    with pytest.raises(ValueError, match="box_refine.classes"):
-        Detector(model.voxelizer, model.backbone, model.temporal, model.head, box_refine=BoxRefine([1]))
+    with pytest.raises(ValueError, match="box_stages.refine.classes"):
+        Detector(model.voxelizer, model.backbone, model.temporal, model.head, box_stages={"refine": BoxRefine([1])})
 
 
 def test_sweep_points_are_moved_by_the_poses_and_carry_their_age():
@@ -109,20 +110,20 @@ def test_sweep_points_are_moved_by_the_poses_and_carry_their_age():
 def test_a_stage_of_two_frames_reads_the_sweep_before_in_training_and_streaming():
     # the single-frame network: what differs between a frame streamed and the same frame alone is then the
     # stage's sweep before; every site a candidate, so there are boxes to move
-    model = build_model("single_frame", ["model.box_refine.frames=2", "model.head.score_threshold=[0.0,0.0,0.0]",
-                                         "+model.box_refine.min_points=1"])
-    assert model.box_refine.frames == 2 and model.box_direction.frames == 1
-    for p in model.box_refine.parameters():  # large random weights: residuals far from 0
+    model = build_model("single_frame", ["model.box_stages.refine.frames=2", "model.head.score_threshold=[0.0,0.0,0.0]",
+                                         "+model.box_stages.refine.min_points=1"])
+    assert model.box_stages["refine"].frames == 2 and model.box_stages["direction"].frames == 1
+    for p in model.box_stages["refine"].parameters():  # large random weights: residuals far from 0
         torch.nn.init.normal_(p, std=0.3)
     model.eval()
     clip = make_clip(num_frames=3, batch_size=2, num_points=2500, seed=0)
     f0, f1, f2 = clip.frames
     # training: the last frame's loss reads its points and the frame before's
     swept = sweep_xyz_age(f2.points, f2.poses, f2.timestamps, [Sweep(f1.points, f1.poses, f1.timestamps)])
-    torch.testing.assert_close(model.box_refine.clip_loss(clip.frames),
-                               model.box_refine.loss(swept, f2.boxes, f2.types, f2.num_points))
-    assert not torch.allclose(model.box_refine.clip_loss(clip.frames),
-                              model.box_refine.loss(sweep_xyz_age(f2.points, f2.poses, f2.timestamps, []),
+    torch.testing.assert_close(model.box_stages["refine"].clip_loss(clip.frames),
+                               model.box_stages["refine"].loss(swept, f2.boxes, f2.types, f2.num_points))
+    assert not torch.allclose(model.box_stages["refine"].clip_loss(clip.frames),
+                              model.box_stages["refine"].loss(sweep_xyz_age(f2.points, f2.poses, f2.timestamps, []),
                                                     f2.boxes, f2.types, f2.num_points))
     # streaming keeps this frame's sweep and the one before (not more), and decodes as the clip does
     state = model.init_state(2)

@@ -11,7 +11,8 @@ import torch
 
 from detector import CONFIG_DIR
 from detector.data.batch import ClipBatch
-from detector.models import Detections, State, build_model
+from detector.models import Detections, Detector, State, build_model
+from detector.models.head import DetectionHead
 from tests.helpers.scenes import make_clip, make_scene, make_stream_frames
 
 SMALL = ["lstm", "gru", "peephole", "coupled", "lstm_stacked", "lstm_bidirectional", "single_frame", "concat"]
@@ -38,6 +39,19 @@ def test_every_shipped_config_builds():
 def test_mismatched_channels_are_named():
     with pytest.raises(Exception, match="backbone.in_channels=7 but the voxelizer gives 8"):
         build_model("concat", ["model.backbone.in_channels=7"])
+    model = build_model("single_frame")
+    with pytest.raises(ValueError, match="head.in_channels=9 but the temporal module gives 16"):
+        Detector(model.voxelizer, model.backbone, model.temporal, DetectionHead(9))
+
+
+def test_the_head_input_width_is_the_temporal_modules():
+    """The configs leave the head's width to the detector (a ``_partial_`` head): the temporal module's
+    ``out_channels`` of the backbone's, whatever the mode."""
+    for name, overrides, want in [("single_frame", [], 16), ("concat", [], 16), ("lstm", [], 16),
+                                  ("lstm_bidirectional", [], 32), ("lstm", ["model.temporal.skip=true"], 32),
+                                  ("lstm", ["model.temporal.hidden_channels=8", "model.backbone.out_channels=12"], 8)]:
+        model = build_model(name, overrides)
+        assert model.head.in_channels == want == model.temporal.out_channels(model.backbone.out_channels), name
 
 
 @pytest.mark.parametrize("name", SMALL)
@@ -149,6 +163,25 @@ def test_stream_segments_reset_every_starts_the_state_afresh():
         next(stream_segments(model, seq, "cpu", 0))
 
 
+def test_streams_run_a_bidirectional_model_a_segment_at_a_time():
+    """``stream`` (validation, evaluate, predict) runs a bidirectional model offline over each segment."""
+    from detector.streaming import Stream, stream
+
+    model = build_model("lstm_bidirectional", ALL_SCORES).eval()
+    model.motion_heading = False  # the model's own detections, not turned by motion
+    a = make_clip(num_frames=3, batch_size=1, num_points=2000, seed=6).frames
+    b = [replace(f, segments=["other"]) for f in make_clip(num_frames=2, batch_size=1, num_points=2000, seed=7).frames]
+    with pytest.raises(ValueError, match="bidirectional"):
+        Stream(model)
+    steps = list(stream(model, [*a, *b]))
+    want = [d[0] for d in model.offline_segment(a)] + [d[0] for d in model.offline_segment(b)]
+    assert len(steps) == 5 and all(_outputs_equal(s.detections, w) for s, w in zip(steps, want))
+    assert [s.frame.segments[0] for s in steps] == ["synthetic-0"] * 3 + ["other"] * 2
+    dets, losses = model.offline_segment(a, return_losses=True)
+    assert len(losses) == 3 and {"loss", "aux_objectness", "refine_box", "dir_box"} <= set(losses[0])
+    assert all(_outputs_equal(x[0], w) for x, w in zip(dets, want))
+
+
 def test_bidirectional_model_runs_offline_only():
     model = build_model("lstm_bidirectional", ALL_SCORES).eval()
     frames = make_clip(num_frames=3, batch_size=2, num_points=2000, seed=6).frames
@@ -169,9 +202,9 @@ def test_bidirectional_model_runs_offline_only():
 
 
 def _state_rows_per_stream(state: State) -> list[int]:
-    if state.recurrent is None:
+    if state.temporal is None:
         return [0] * state.batch_size
-    b = state.recurrent.sites[:, 0].long()
+    b = state.temporal.sites[:, 0].long()
     return [int((b == i).sum()) for i in range(state.batch_size)]
 
 
@@ -192,8 +225,8 @@ def test_state_stays_bounded_over_a_long_stream():
         _, s_concat = concat.step(frame, s_concat)
         rows = _state_rows_per_stream(s_lstm)
         assert max(rows) <= top_k and min(rows) > 0
-        assert len(s_concat.sweeps) <= 3
-        assert all(not x.requires_grad for x in s_lstm.recurrent.tensors())
+        assert len(s_concat.temporal.sweeps) <= 3
+        assert all(not x.requires_grad for x in s_lstm.temporal.tensors())
         sizes_lstm.append(s_lstm.nbytes())
         sizes_concat.append(s_concat.nbytes())
     bound = 2 * top_k * (4 * 4 + 4 + 2 * 4 * lstm.temporal.hidden_channels) + 1024   # sites, age, h, c
@@ -228,7 +261,7 @@ def test_skip_gives_the_head_this_frames_features_beside_the_hidden():
     rows = {tuple(r): i for i, r in enumerate(feats.indices.tolist())}
     order = torch.tensor([rows[tuple(r)] for r in fused.indices[on_frame].tolist()])
     assert torch.allclose(x_part[on_frame], feats.features[order])
-    assert torch.equal(h_part, runs[-1].hidden[-1]) and state.recurrent.hidden[-1].shape[1] == h_part.shape[1]
+    assert torch.equal(h_part, runs[-1].hidden[-1]) and state.temporal.hidden[-1].shape[1] == h_part.shape[1]
     with pytest.raises(Exception, match="skip=true needs a causal model"):
         build_model("lstm_bidirectional", ["model.temporal.skip=true"])
 
@@ -246,7 +279,7 @@ def test_forget_after_drops_state_sites_without_a_point_for_that_many_frames(for
         for frame in frames:
             here = {tuple(r) for r in model._encode(frame, state).indices.tolist()}
             _, state = model.step(frame, state)
-            age, sites = state.recurrent.age, state.recurrent.sites.tolist()
+            age, sites = state.temporal.age, state.temporal.sites.tolist()
             assert age.shape == (len(sites),) and age.dtype == torch.int32
             assert all((tuple(r) in here) == (a == 0) for r, a in zip(sites, age.tolist()))
             oldest = max(oldest, int(age.max()))
@@ -269,8 +302,8 @@ def test_history_dropout_drops_whole_regions_of_the_state_in_training_only():
                                 seed=9, radius=25.0)
     torch.manual_seed(0)
     with torch.no_grad():
-        full = model.eval().step(frames[0], model.init_state(1))[1].recurrent.sites
-        kept = model.train().step(frames[0], model.init_state(1))[1].recurrent.sites
+        full = model.eval().step(frames[0], model.init_state(1))[1].temporal.sites
+        kept = model.train().step(frames[0], model.init_state(1))[1].temporal.sites
     all_sites = {tuple(r) for r in full.tolist()}
     kept_sites = {tuple(r) for r in kept.tolist()}
     assert kept_sites < all_sites and 0.2 < len(kept_sites) / len(all_sites) < 0.8
@@ -290,7 +323,7 @@ def test_object_dropout_drops_the_state_inside_labelled_boxes_in_training_only()
     """``temporal.object_dropout``: in training every site the state drops lies inside the BEV footprint
     (grown by ``object_margin``) of a labelled box, and with probability 1 every such site goes; in
     evaluation nothing is dropped."""
-    from detector.models.targets import points_in_boxes
+    from detector.boxes import points_in_boxes
     model = build_model("lstm", ["model.temporal.top_k=100000", "model.temporal.object_dropout=1.0",
                                  "model.temporal.object_margin=0.5"])
     frames = make_stream_frames([make_scene(22, radius=20.0, ego_speed=4.0)], num_frames=1, num_points=1500,
@@ -298,8 +331,8 @@ def test_object_dropout_drops_the_state_inside_labelled_boxes_in_training_only()
     frame = frames[0]
     assert frame.boxes.shape[0] > 0
     with torch.no_grad():
-        full = model.eval().step(frame, model.init_state(1))[1].recurrent.sites
-        kept = model.train().step(frame, model.init_state(1))[1].recurrent.sites
+        full = model.eval().step(frame, model.init_state(1))[1].temporal.sites
+        kept = model.train().step(frame, model.init_state(1))[1].temporal.sites
     centers = model.voxelizer.centers(full)
     footprints = frame.boxes[:, 1:].clone()
     footprints[:, 2], footprints[:, 5] = 0.0, float("inf")       # BEV: any height

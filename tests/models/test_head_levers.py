@@ -9,7 +9,6 @@ import torch
 
 from detector.models.head import DetectionHead
 from detector.models.losses import sigmoid_focal_loss
-from detector.models.nms import rotated_nms
 from detector.models.outputs import HeadOutput
 from detector.models.targets import Targets, assign_targets
 
@@ -65,24 +64,6 @@ def test_margin_below_keeps_the_ground_layer_background():
     lifted = assign_targets(centres, batch, box, types, [1, 2, 4], margin=0.25, margin_below=-0.1)
     # the voxels at ground level (centre z <= 0.1) are background, the body and the margin ring above are not
     assert lifted.labels.tolist() == [-1, -1, 1, 1, -1]
-
-
-def test_direction_vote_turns_a_box_whose_cluster_points_the_other_way():
-    base = torch.tensor([10.0, 5.0, 1.0, 4.5, 2.0, 1.6, 0.3])
-    boxes = base.repeat(4, 1)
-    boxes[1:, 6] = 0.3 + math.pi - 2 * math.pi  # three lower-scored votes for the opposite front
-    boxes[1:, 0] += torch.tensor([0.1, -0.1, 0.05])
-    scores = torch.tensor([0.9, 0.5, 0.5, 0.5])
-    keep, kept = rotated_nms(boxes, scores, 0.25, merge=False, direction_vote=False)
-    assert keep.tolist() == [0] and math.isclose(float(kept[0, 6]), 0.3, abs_tol=1e-6)
-    keep, kept = rotated_nms(boxes, scores, 0.25, merge=False, direction_vote=True)
-    assert keep.tolist() == [0]
-    assert math.isclose(float(kept[0, 6]), 0.3 - math.pi, abs_tol=1e-5)
-    assert torch.allclose(kept[0, :6], base[:6])  # without merge only the heading changes
-    # a minority does not turn it
-    scores = torch.tensor([0.9, 0.2, 0.2, 0.2])
-    _, kept = rotated_nms(boxes, scores, 0.25, merge=True, direction_vote=True)
-    assert math.isclose(float(kept[0, 6]), 0.3, abs_tol=1e-6)
 
 
 def test_pre_nms_per_class_keeps_the_few_sites_of_a_small_class():
@@ -234,94 +215,3 @@ def test_iou_power_ranks_the_better_fitting_box_first():
         DetectionHead(16, iou_power=0.5)
 
 
-def test_direction_per_class_trains_and_decodes_each_class_by_its_own_logit():
-    head = DetectionHead(16, direction_per_class=True)
-    assert head.reg.out_features == 8 + 3
-    # a vehicle site and a pedestrian site, both with heading pi (direction bit 1)
-    boxes = torch.tensor([[10.0, 0.0, 0.0, 4.0, 2.0, 1.5, math.pi - 0.1],
-                          [0.0, 10.0, 0.0, 0.8, 0.8, 1.7, math.pi - 0.1]])
-    centres = boxes[:, :3].clone()
-    labels = torch.tensor([0, 1])
-    code, direction = head.coder.encode(boxes, centres, labels)
-    assert direction.tolist() == [1.0, 1.0]
-    dir_logits = torch.full((2, 3), -5.0)
-    dir_logits[0, 0], dir_logits[1, 1] = 5.0, 5.0  # right for the site's own class only
-    dir_logits.requires_grad_(True)
-    logits = torch.full((2, 3), -10.0)
-    logits[0, 0], logits[1, 1] = 5.0, 5.0
-    out = HeadOutput(torch.zeros((2, 4), dtype=torch.int32), centres, logits, code, dir_logits)
-    loss = head.loss(out, Targets(labels, boxes))
-    assert loss["dir"].item() == pytest.approx(math.log1p(math.exp(-5.0)), rel=1e-5)
-    loss["dir"].backward()
-    # only the logit of the site's own class gets a gradient
-    assert (dir_logits.grad != 0).tolist() == [[True, False, False], [False, True, False]]
-    det = head.decode(out, 1)[0]
-    assert sorted(det.types.tolist()) == [1, 2]
-    assert torch.allclose(det.boxes[:, 6].abs(), torch.full((2,), math.pi - 0.1), atol=1e-5)
-    # the shared logit (the default) reads one column for every class
-    shared = DetectionHead(16)
-    assert shared.reg.out_features == 9
-    out1 = HeadOutput(out.sites, centres, logits, code, torch.tensor([5.0, -5.0]))
-    assert out1.direction(torch.tensor([0, 1]), labels).tolist() == [5.0, -5.0]
-
-
-def test_direction_branch_of_its_own_leaves_the_shared_body_to_class_and_box():
-    from spconv.pytorch import SparseConvTensor
-
-    torch.manual_seed(0)
-    head = DetectionHead(8, channels=16, direction_convs=1, direction_per_class=True)
-    assert head.reg.out_features == 8 and head.dir.out_features == 3
-    sites = torch.tensor([[0, 1, 2, 3], [0, 1, 2, 4], [0, 1, 3, 3]], dtype=torch.int32)
-    x = SparseConvTensor(torch.randn(3, 8), sites, [4, 8, 8], 1)
-    out = head(x, torch.zeros(3, 3))
-    assert out.box_reg.shape == (3, 8) and out.dir_logits.shape == (3, 3)
-    # the direction's gradient reaches its own branch and the input, never the shared body
-    out.dir_logits.sum().backward()
-    assert all(p.grad is None for p in head.body.parameters())
-    assert all(p.grad is not None for p in head.dir_body.parameters())
-    with pytest.raises(ValueError, match="direction_convs"):
-        DetectionHead(8, direction_convs=-1)
-    # detached, the branch sends nothing into its input (the backbone's features)
-    feats = torch.randn(3, 8, requires_grad=True)
-    head_d = DetectionHead(8, channels=16, direction_convs=1, direction_detach=True)
-    head_d(SparseConvTensor(feats, sites, [4, 8, 8], 1), torch.zeros(3, 3)).dir_logits.sum().backward()
-    assert feats.grad is None
-    with pytest.raises(ValueError, match="direction_detach"):
-        DetectionHead(8, direction_detach=True)
-    # the site-relative logit rides along as the last output, of the branch or of the shared body
-
-    for convs in (0, 1):
-        head = DetectionHead(8, channels=16, direction_convs=convs, direction_relative=True)
-        out = head(x, torch.zeros(3, 3))
-        assert out.dir_logits.shape == (3,) and out.rel_dir_logits.shape == (3,) and out.box_reg.shape == (3, 8)
-
-
-
-@pytest.mark.parametrize("heading", [0.3, 0.3 + math.pi, -1.2, -1.2 + math.pi])
-def test_site_relative_direction_decodes_the_front_from_either_end_of_the_box(heading):
-    head = DetectionHead(16, direction_relative=True)
-    assert head.reg.out_features == 8 + 2
-    box = torch.tensor([[10.0, 5.0, 0.0, 4.5, 2.0, 1.5, heading]])
-    front = torch.tensor([math.cos(heading), math.sin(heading), 0.0])
-    # a site near the front bumper, one near the rear, one at the side 0.1 m behind the centre
-    centres = box[0, :3] + torch.stack([1.8 * front, -1.8 * front, -0.1 * front + torch.tensor([0.0, 0.0, 0.5])])
-    labels = torch.zeros(3, dtype=torch.long)
-    code, direction = head.coder.encode(box.repeat(3, 1), centres, labels)
-    rel = head.coder.relative_direction(code, direction)
-    assert rel.tolist() == [0.0, 1.0, 1.0]  # the front lies beyond the centre for the rear sites only
-    # the direction bit says nothing (logit 0); the site-relative logit alone turns every box right
-    out = HeadOutput(torch.zeros((3, 4), dtype=torch.int32), centres, torch.full((3, 3), -10.0), code,
-                     torch.zeros(3), None, (rel * 2 - 1) * 4)
-    boxes = head.coder.decode(code, head.direction_logits(out, torch.arange(3), labels), centres, labels)
-    err = torch.remainder(boxes[:, 6] - heading + math.pi, 2 * math.pi) - math.pi
-    assert err.abs().max().item() < 1e-4
-    # its loss: BCE on the relative target, the site 0.1 m from the centre weighted 0.1 / 0.4
-    out.rel_dir_logits.requires_grad_(True)
-    losses = head.loss(out, Targets(labels, box.repeat(3, 1)))
-    losses["dir_rel"].backward()
-    g = out.rel_dir_logits.grad
-    w = torch.tensor([1.0, 1.0, 0.25])
-    expect = (torch.sigmoid(out.rel_dir_logits.detach()) - rel) * w / w.sum()
-    assert torch.allclose(g, expect, atol=1e-6)
-    assert losses["loss"].item() == pytest.approx(
-        (losses["cls"] + 2.0 * losses["reg"] + 0.2 * (losses["dir"] + losses["dir_rel"])).item(), rel=1e-5)

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import torch
 
-from detector.eval.iou import bev_iou
+from detector.boxes.iou import bev_iou
 from detector.models.nms import rotated_nms
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from detector.boxes.iou import iou3d
 from detector.eval import WaymoMetrics
-from detector.eval.iou import iou3d
 from detector.models import build_model
 from tests.helpers.scenes import make_clip
 

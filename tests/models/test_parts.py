@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 
+from detector.boxes import points_in_boxes
 from detector.models.backbone import SparseUNet
 from detector.models.box_coding import BoxCoder
 from detector.models.losses import sigmoid_focal_loss
-from detector.models.targets import assign_targets, points_in_boxes
+from detector.models.targets import assign_targets
 from detector.models.temporal import top_k_per_stream
 from detector.models.voxelizer import Voxelizer
 

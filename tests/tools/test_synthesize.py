@@ -206,7 +206,7 @@ def test_noise_options_take_effect():
 
 
 def test_objects_never_overlap(demo_segment):
-    from detector.eval.iou import iou3d
+    from detector.boxes.iou import iou3d
 
     for proto in demo_segment:
         boxes = frame_from_proto(proto).boxes.astype(np.float64)

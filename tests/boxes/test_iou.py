@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from detector.eval.iou import bev_iou, box_corners_bev, intersection_area_bev, iou3d, paired_iou
+from detector.boxes.geometry import bev_corners
+from detector.boxes.iou import bev_iou, intersection_area_bev, iou3d, paired_iou
 
 
 def _reference_area(pa: np.ndarray, pb: np.ndarray) -> float:
@@ -39,7 +40,7 @@ def test_intersection_area_matches_reference_clipper():
     rng = np.random.default_rng(0)
     a, b = _random_boxes(rng, 400), _random_boxes(rng, 400)
     got = intersection_area_bev(a, b)
-    ca, cb = box_corners_bev(a), box_corners_bev(b)
+    ca, cb = bev_corners(a), bev_corners(b)
     ref = np.array([_reference_area(ca[i], cb[i]) for i in range(len(a))])
     assert (ref > 0).sum() > 100  # the draw has plenty of overlapping pairs
     np.testing.assert_allclose(got, ref, atol=1e-9)

@@ -16,6 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from detector.boxes.geometry import bev_corners, bev_radius
+
+__all__ = ["MIN_BOX_DIM", "MAX_BOX_DIM", "valid_dims", "intersection_area_bev", "candidate_mask", "paired_iou",
+           "bev_iou", "iou3d"]
+
 #: Boxes with a dimension at or below this (metres) have IoU 0 (official ``kMinBoxDim``).
 MIN_BOX_DIM = 1e-2
 #: Boxes with a dimension at or above this have IoU 0 (official ``kMaxBoxDim``).
@@ -33,20 +38,8 @@ def _as_boxes(boxes, name: str) -> np.ndarray:
     return arr
 
 
-def box_corners_bev(boxes: np.ndarray) -> np.ndarray:
-    """(N, 7) boxes -> (N, 4, 2) BEV corners, counter-clockwise for positive length and width."""
-    boxes = np.asarray(boxes, dtype=np.float64)
-    cos, sin = np.cos(boxes[:, 6]), np.sin(boxes[:, 6])
-    hl, hw = boxes[:, 3] * 0.5, boxes[:, 4] * 0.5
-    local = np.array([[1.0, -1.0], [1.0, 1.0], [-1.0, 1.0], [-1.0, -1.0]])  # (4, 2) in (l, w) units
-    lx = local[None, :, 0] * hl[:, None]
-    ly = local[None, :, 1] * hw[:, None]
-    x = boxes[:, None, 0] + lx * cos[:, None] - ly * sin[:, None]
-    y = boxes[:, None, 1] + lx * sin[:, None] + ly * cos[:, None]
-    return np.stack([x, y], axis=-1)
-
-
-def _valid_dims(boxes: np.ndarray, use_height: bool = True) -> np.ndarray:
+def valid_dims(boxes: np.ndarray, use_height: bool = True) -> np.ndarray:
+    """(N,) bool: the boxes whose sizes lie within (MIN_BOX_DIM, MAX_BOX_DIM) (the height only in 3D)."""
     dims = boxes[:, 3:6]
     small = dims[:, :3] if use_height else dims[:, :2]
     return (small > MIN_BOX_DIM).all(axis=1) & (dims < MAX_BOX_DIM).all(axis=1)
@@ -71,7 +64,7 @@ def _intersection_area_bev(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.zeros(0)
     # Work relative to the centre of A: smaller coordinates, less cancellation in the shoelace sum.
     ox, oy = a[:, 0:1], a[:, 1:2]
-    ca, cb = box_corners_bev(a), box_corners_bev(b)
+    ca, cb = bev_corners(a), bev_corners(b)
     x, y = ca[..., 0] - ox, ca[..., 1] - oy  # (P, V) polygon, V doubles at each clip
     bx, by = cb[..., 0] - ox, cb[..., 1] - oy
     for k in range(4):
@@ -100,20 +93,16 @@ def _intersection_area_bev(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.maximum(area2 * 0.5, 0.0)
 
 
-def _circumradius(boxes: np.ndarray) -> np.ndarray:
-    return 0.5 * np.hypot(boxes[:, 3], boxes[:, 4])
-
-
 def candidate_mask(a: np.ndarray, b: np.ndarray, use_height: bool = True) -> np.ndarray:
     """(N, M) bool: pairs that may overlap (circumscribed circles, and heights in 3D)."""
     dx = a[:, None, 0] - b[None, :, 0]
     dy = a[:, None, 1] - b[None, :, 1]
-    reach = _circumradius(a)[:, None] + _circumradius(b)[None, :]
+    reach = bev_radius(a)[:, None] + bev_radius(b)[None, :]
     mask = dx * dx + dy * dy <= reach * reach
     if use_height:
         dz = np.abs(a[:, None, 2] - b[None, :, 2])
         mask &= dz <= 0.5 * (a[:, None, 5] + b[None, :, 5])
-    mask &= _valid_dims(a, use_height)[:, None] & _valid_dims(b, use_height)[None, :]
+    mask &= valid_dims(a, use_height)[:, None] & valid_dims(b, use_height)[None, :]
     return mask
 
 
@@ -136,7 +125,7 @@ def paired_iou(a: np.ndarray, b: np.ndarray, use_height: bool = True) -> np.ndar
         vol_a = a[:, 3] * a[:, 4]
         vol_b = b[:, 3] * b[:, 4]
     union = vol_a + vol_b - inter
-    ok = (union > _UNION_EPS) & _valid_dims(a, use_height) & _valid_dims(b, use_height)
+    ok = (union > _UNION_EPS) & valid_dims(a, use_height) & valid_dims(b, use_height)
     iou = np.where(ok, inter / np.where(ok, union, 1.0), 0.0)
     return np.clip(iou, 0.0, 1.0)
 
