@@ -34,7 +34,7 @@ class TrackerConfig:
     detection (occlusions) before it dies; ``process_noise``/``measurement_noise``: the constant-velocity
     Kalman filter's acceleration spectral density (m^2/s^3) and centre noise (m^2); ``max_gap_s``: a longer
     timestamp gap ends every track; ``motion_heading``: turn moving boxes to face their track's motion
-    (``detector/models/motion_heading.py``); None: as the model's head says where it still has that flag,
+    (``detector/models/motion_heading.py``); None: as the model says (``Detector.motion_heading``),
     else on.
     """
 

@@ -166,6 +166,7 @@ def test_stream_segments_reset_every_starts_the_state_afresh():
 def test_streams_run_a_bidirectional_model_a_segment_at_a_time():
     """``stream`` (validation, evaluate, predict) runs a bidirectional model offline over each segment."""
     from detector.streaming import Stream, stream
+    from detector.tracking import TrackerConfig
 
     model = build_model("lstm_bidirectional", ALL_SCORES).eval()
     model.motion_heading = False  # the model's own detections, not turned by motion
@@ -173,7 +174,7 @@ def test_streams_run_a_bidirectional_model_a_segment_at_a_time():
     b = [replace(f, segments=["other"]) for f in make_clip(num_frames=2, batch_size=1, num_points=2000, seed=7).frames]
     with pytest.raises(ValueError, match="bidirectional"):
         Stream(model)
-    steps = list(stream(model, [*a, *b]))
+    steps = list(stream(model, [*a, *b], tracker=TrackerConfig(enabled=False)))  # no track ids, scores as decoded
     want = [d[0] for d in model.offline_segment(a)] + [d[0] for d in model.offline_segment(b)]
     assert len(steps) == 5 and all(_outputs_equal(s.detections, w) for s, w in zip(steps, want))
     assert [s.frame.segments[0] for s in steps] == ["synthetic-0"] * 3 + ["other"] * 2

@@ -65,9 +65,9 @@ def test_a_new_segment_restarts_ids_and_tracker_off_gives_none():
     assert ids[0].tolist() == list(range(1, len(ids[0]) + 1))
     assert ids[4].tolist() == ids[0].tolist() and ids[3].tolist() == ids[0].tolist()
     off = Stream(NoisyTruth(), tracker=TrackerConfig(enabled=False))
-    assert off.step(frames[0]).detections.track_ids is None and off.motion is not None
+    assert off.step(frames[0]).detections.track_ids is None and off.tracks.motion is not None
     bare = Stream(NoisyTruth(), tracker=TrackerConfig(enabled=False, motion_heading=False))
-    assert bare.tracker is None
+    assert bare.tracks.tracker is None
 
 
 def test_the_detector_streams_with_track_ids():
