@@ -24,9 +24,11 @@ from data_tools.synth_lidar import NoiseConfig
 from data_tools.synth_segment import SegmentConfig, segment_name, synthesize_segment
 from data_tools.waymo_v2_writer import V2SegmentWriter
 from detector import CONFIG_DIR
+from detector.atomic import ensure_dir
 from detector.data import waymo_v2_schema
 from detector.data.tfrecord import TFRecordWriter
 from detector.data.waymo_reader import parse_frame
+from detector.errors import user_errors
 
 SPLIT_CODES = {"training": 0, "validation": 1, "testing": 2}
 FORMATS = ("v1", "v2", "both")
@@ -112,13 +114,14 @@ def synthesize(out_dir: str | Path, segments: int, val_segments: int, seed: int,
              for split, n in (("training", segments), ("validation", val_segments)) for i in range(n)]
     for root in roots:
         for split in ("training", "validation"):
-            (root / split).mkdir(parents=True, exist_ok=True)
+            ensure_dir(root / split, key="out_dir")
     # the parent never casts rays, so forked workers inherit no Embree threads
     results = map_segments(write_segment, tasks, workers, "synthesize", progress)
     return [p for p, _ in results]
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="synthesize", version_base="1.3")
+@user_errors(prefix="synthesize")
 def main(cfg: DictConfig) -> None:
     paths = synthesize(cfg.out_dir, int(cfg.segments), int(cfg.val_segments), int(cfg.seed), segment_config(cfg),
                        workers=int(cfg.workers), progress=bool(cfg.progress), format=str(cfg.format),
