@@ -115,18 +115,44 @@ def hydra_writes(config: DictConfig) -> int:
 
 class RunFolderCheck(Callback):
     """Hydra callback: the run folder made and checked before Hydra writes into it (module docstring).
-    ``prefix`` is the command's error prefix (``<prefix>: <message>``), the one its ``user_errors`` uses."""
+    ``prefix`` is the command's error prefix (``<prefix>: <message>``), the one its ``user_errors`` uses.
 
-    def __init__(self, prefix: str = "error") -> None:
+    ``resume_preempted`` (train): when ``hydra.run.dir`` was not given on the command line, the newest run
+    folder next to the default one that a signal stopped with the same command line
+    (``detector.preemption.find_preempted_run``) becomes this run's folder, so that the same command again
+    goes on where the preempted run stopped."""
+
+    def __init__(self, prefix: str = "error", resume_preempted: bool = False) -> None:
         self.prefix = prefix
+        self.resume_preempted = bool(resume_preempted)
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        if self.resume_preempted:
+            self._continue_preempted(config)
         run_dir = OmegaConf.select(config, "hydra.run.dir")
         try:
             prepare_run_folder(run_dir, hydra_writes(config))
         except OutputError as e:
             print(f"{self.prefix}: {e}", file=sys.stderr)
             sys.exit(2)
+
+    @staticmethod
+    def _continue_preempted(config: DictConfig) -> None:
+        from omegaconf import open_dict, read_write
+
+        from detector.preemption import find_preempted_run
+
+        given = [o for o in OmegaConf.to_container(config.hydra.overrides.hydra) if o.startswith("hydra.run.dir=")]
+        if given:
+            return  # the user's folder: train resumes from its checkpoint if it has one
+        default = Path(OmegaConf.select(config, "hydra.run.dir"))
+        run = find_preempted_run(default.parent, OmegaConf.to_container(config.hydra.overrides.task))
+        if run is None:
+            return
+        with read_write(config.hydra.run), open_dict(config.hydra.run):
+            config.hydra.run.dir = str(run)
+        print(f"continuing the preempted run in {run} (same command line; hydra.run.dir=DIR to choose another)",
+              file=sys.stderr)
 
 
 __all__ = ["PROBE_MARGIN", "RunFolderCheck", "hydra_writes", "prepare_run_folder", "run_folder_error"]
