@@ -147,8 +147,11 @@ class PreemptionCheckpoint(L.Callback):
                                                       "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         self._restore()
         requeue = self._previous_requeue(trainer)
-        if requeue is not None:  # trainer=slurm: Lightning's handler requeues the job
+        if requeue is not None:  # trainer=slurm: Lightning's handler requeues the job (scontrol requeue)
+            hpc = trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)
             requeue(self._signal, None)
+            if trainer.is_global_zero and os.path.exists(hpc):
+                os.unlink(hpc)  # its copy of the same step: the resumed run reads last.ckpt
         raise Preempted(name, trainer.global_step, str(path))
 
     def _previous_requeue(self, trainer: L.Trainer):

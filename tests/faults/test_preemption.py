@@ -141,7 +141,7 @@ def test_external_sigterm_on_the_plain_command_and_the_default_run_folder(store,
     time.sleep(1.1)  # a later second: the default folder of the rerun is another one
     r = _train_cli(args, None, tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert f"continuing the preempted run in {run}" in r.stderr
+    assert f"continuing the preempted run in outputs/train/{run.name}" in r.stderr
     assert [p.name for p in (tmp_path / "outputs" / "train").iterdir()] == [run.name]
     assert "resuming from the run folder's own checkpoint" in (run / "train.log").read_text()
     _assert_same_weights(run / "checkpoints" / "last.ckpt", uninterrupted)
@@ -179,3 +179,27 @@ def test_ddp_signal_on_one_rank_stops_both_and_resumes_exactly(store, tmp_path):
     r = _train_cli(args, run, tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     _assert_same_weights(run / "checkpoints" / "last.ckpt", tmp_path / "full" / "checkpoints" / "last.ckpt")
+
+
+@pytest.mark.slow
+def test_slurm_sigusr1_saves_the_step_and_requeues(store, tmp_path):
+    """trainer=slurm: SIGUSR1 saves the step and Lightning's SLURM handler requeues the job. SLURM is not
+    installed here: the job's environment variables are set and ``scontrol`` is a script on PATH that
+    records its arguments (what the real one would be asked)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'scontrol.log'}\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    env = {**_env(), "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1",
+           "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_JOB_NAME": "train"}
+    run = tmp_path / "runs" / "4242"
+    script = tmp_path / "signalling_train.py"
+    script.write_text(SIGNALLING.format(at=2, sig="SIGUSR1", rank=0))
+    args = [f"data.root={store}", *ARGS, "trainer=slurm", "trainer.accelerator=cpu", "trainer.devices=1",
+            "trainer.sync_batchnorm=false", f"hydra.run.dir={run}"]
+    r = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, cwd=tmp_path, env=env,
+                       timeout=600)
+    assert r.returncode == EXIT_PREEMPTED, r.stderr[-3000:]
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
+    assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 3
+    assert not list(run.glob("hpc_ckpt_*.ckpt"))  # Lightning's copy of the same step is removed
