@@ -132,6 +132,9 @@ class PreemptionCheckpoint(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self._position = {"epoch": trainer.current_epoch, "batches": batch_idx + 1}
+        accumulate = int(trainer.accumulate_grad_batches)
+        if accumulate > 1 and (batch_idx + 1) % accumulate and batch_idx + 1 != trainer.num_training_batches:
+            return  # inside a gradient-accumulation window: stop after its optimizer step, not before
         stop = trainer.strategy.reduce_boolean_decision(self._signal is not None, all=False)
         if not stop:
             return
