@@ -52,13 +52,13 @@ def growth(samples: list[tuple[int, float]], warmup: float) -> dict:
             "rss_max_after_warmup_mb": float(rss[start:].max()), "samples": n, "warmup_samples": start}
 
 
-def make_store(root: Path, seed: int = 0) -> Path:
+def make_store(root: Path, top_width: int = 512, seed: int = 0) -> Path:
     from data_tools.convert_waymo import convert
     from data_tools.synth_segment import SegmentConfig
     from data_tools.synthesize import synthesize
 
     if not (root / "store").is_dir():
-        synthesize(root / "records", 4, 2, seed, SegmentConfig(frames=10, top_width=512), workers=1)
+        synthesize(root / "records", 4, 2, seed, SegmentConfig(frames=10, top_width=top_width), workers=1)
         convert(root / "records", root / "store")
     return root / "store"
 
@@ -157,6 +157,7 @@ def main() -> None:
     ap.add_argument("--val-every", type=int, default=10, help="validation every this many epochs")
     ap.add_argument("--sample-every", type=int, default=10)
     ap.add_argument("--warmup", type=float, default=0.2, help="fraction of each phase counted as warm-up")
+    ap.add_argument("--top-width", type=int, default=512, help="TOP lidar columns of the synthesized store")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     if args.quick:
@@ -167,10 +168,12 @@ def main() -> None:
     register_resolvers()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    store = Path(args.store) if args.store else make_store(out / "data")
+    store = Path(args.store) if args.store else make_store(out / "data", args.top_width)
     gc.collect()
     train_s, train_info = soak_training(store, out, args.steps, args.val_every, args.sample_every)
     cfg = train_info.pop("cfg")
+    write_json_atomic(out / "soak.json", {"training": {**growth(train_s, args.warmup), **train_info},
+                                          "samples": {"training": train_s}, "partial": "training only"})
     stream_s, stream_info = soak_streaming(cfg, train_info["checkpoint"], args.frames, args.sample_every)
     summary = {"training": {**growth(train_s, args.warmup), **train_info, "steps": args.steps},
                "streaming": {**growth(stream_s, args.warmup), **stream_info, "frames": args.frames},
