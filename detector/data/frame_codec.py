@@ -87,9 +87,23 @@ def decode_points(z) -> tuple[np.ndarray, np.ndarray | None]:
     return points, nlz
 
 
+def as_stored(points: np.ndarray) -> np.ndarray:
+    """``points`` as a format-2 frame file gives them back (bit for bit), without writing one: what the
+    model sees of a converted frame, for frames read straight from records (``detector.predict``)."""
+    points = np.asarray(points, np.float32)
+    if not np.isfinite(points[:, :3]).all():
+        return points  # kept as they are (format 1)
+    out = np.empty_like(points)
+    mm = np.rint(points[:, :3].astype(np.float64) * 1000.0).astype(np.int32)
+    out[:, :3] = np.multiply(mm, np.float32(1e-3), dtype=np.float32)
+    ie = points[:, 3:5]
+    out[:, 3:5] = ie if len(ie) and np.abs(ie).max() > _F16_MAX else ie.astype(np.float16)
+    return out
+
+
 def is_compact(names) -> bool:
     """Whether the members ``names`` of a frame file are format 2's."""
     return "xyz_mm" in names
 
 
-__all__ = ["POINT_ARRAYS", "decode_points", "encode_points", "is_compact"]
+__all__ = ["POINT_ARRAYS", "as_stored", "decode_points", "encode_points", "is_compact"]

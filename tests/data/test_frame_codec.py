@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from detector.data.frame import Frame, FrameFormatError, verify_frame_file
-from detector.data.frame_codec import POINT_ARRAYS
+from detector.data.frame_codec import POINT_ARRAYS, as_stored
 from detector.data.frame_store import FORMAT_VERSION, read_segment, write_segment_meta
 from tests.helpers.faults import flip_bytes
 
@@ -46,6 +46,16 @@ def test_round_trip_within_a_millimetre_and_half_a_float16_step(tmp_path):
     assert np.array_equal(g.nlz, f.nlz)
     g.points = f.points
     assert _same(g, f)
+
+
+def test_as_stored_is_what_a_file_gives_back(tmp_path):
+    f = _frame(seed=4)
+    f.points[3, 3] = 70000.0  # beyond float16: float32 kept
+    f.save_npz(tmp_path / "a.npz")
+    assert np.array_equal(as_stored(f.points), Frame.load_npz(tmp_path / "a.npz").points)
+    g = _frame(seed=5)
+    g.save_npz(tmp_path / "b.npz")
+    assert np.array_equal(as_stored(g.points), Frame.load_npz(tmp_path / "b.npz").points)
 
 
 def test_scan_order_points_need_few_escapes(tmp_path):
