@@ -10,7 +10,10 @@ same source and whose frame files pass their zip CRCs is complete and is skipped
 else is converted again from scratch (giving byte-identical files). A corrupt or truncated record fails
 its segment with the file and byte offset in the message (v2: a missing, truncated or malformed
 component file fails its segment with the file named), and the segment's folder is emptied; the other
-segments are still converted, and the command then exits with status 2 and a summary. Points with
+segments are still converted, and the command then exits with status 2 and a summary. Two converters
+writing one ``dst`` at once (a job array with a repeated shard, a re-run while the first still runs)
+claim each segment before writing it (``data_tools.claims``): the second waits for a segment the first
+holds and then skips it as complete (``busy=skip``: leaves it to the other), never writing it at once. Points with
 NaN/inf values are dropped and counted per record and lidar; a file whose frames cover less time than
 its context name says is reported as cut short. Frames are checked as they are read
 (``detector.data.frame_checks``): a pose that is not finite and rigid, or a timestamp that does not
@@ -31,6 +34,7 @@ import pyarrow as pa
 from google.protobuf.message import DecodeError
 from omegaconf import DictConfig
 
+from data_tools.claims import SegmentBusy, claim_segment
 from data_tools.parallel import map_segments
 from data_tools.segment_checks import damaged_frame, format_nonfinite, lidar_totals, shortfall_warning
 from detector import CONFIG_DIR
@@ -143,15 +147,29 @@ def _clear_incomplete(seg_dir: Path) -> None:
             p.unlink()
 
 
-def convert_segment(job: SegmentJob, dst: str | Path, second_return: bool = True) -> SegmentResult:
-    """Convert one record file or v2 segment (or skip it when its segment is already complete)."""
-    seg_dir = None
+def convert_segment(job: SegmentJob, dst: str | Path, second_return: bool = True, wait: bool = False) -> SegmentResult:
+    """Convert one record file or v2 segment (or skip it when its segment is already complete), holding
+    the segment's claim (``data_tools.claims``) while it does; a segment another converter holds is
+    ``"busy"`` (``wait=True``: wait for it, then skip it if complete or convert it)."""
     try:
         if job.format == "v2":
             segment = job.path.stem
         else:
             segment = read_context_name(job.path)
-        seg_dir = Path(dst) / job.split / segment
+        split_dir = Path(dst) / job.split
+        split_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            claim = claim_segment(split_dir, segment, wait=wait)
+        except SegmentBusy as e:
+            return SegmentResult(job, "busy", segment, error=str(e))
+    except (InputError, DecodeError, OSError, pa.ArrowException) as e:
+        return SegmentResult(job, "failed", error=f"{type(e).__name__}: {e}")
+    with claim:
+        return _convert_claimed(job, split_dir / segment, segment, second_return)
+
+
+def _convert_claimed(job: SegmentJob, seg_dir: Path, segment: str, second_return: bool) -> SegmentResult:
+    try:
         state = completeness(seg_dir, segment, job)
         if state == "":
             return SegmentResult(job, "skipped", segment, read_segment(seg_dir).num_frames)
@@ -180,7 +198,7 @@ def convert_segment(job: SegmentJob, dst: str | Path, second_return: bool = True
                      if w]
         return SegmentResult(job, "converted", segment, len(timestamps), warnings=tuple(warnings))
     except (InputError, DecodeError, OSError, pa.ArrowException) as e:
-        if seg_dir is not None and seg_dir.is_dir():
+        if seg_dir.is_dir():
             _remove_failed(seg_dir)
         return SegmentResult(job, "failed", error=f"{type(e).__name__}: {e}")
 
@@ -199,21 +217,35 @@ def _convert_star(args) -> SegmentResult:
 
 
 def convert(src: str | Path, dst: str | Path, workers: int = 1, shard: str | None = None,
-            second_return: bool = True, progress: bool = False) -> list[SegmentResult]:
-    """Convert every record file of this shard; returns one result per file, in job order."""
+            second_return: bool = True, progress: bool = False, busy: str = "wait") -> list[SegmentResult]:
+    """Convert every record file of this shard; returns one result per file, in job order. Segments
+    another converter holds are left for the end; ``busy="wait"`` then waits for each (skipping it if
+    the other finished it), ``busy="skip"`` leaves them to the other (status ``"busy"``)."""
+    if busy not in ("wait", "skip"):
+        raise InputError(f"busy={busy}: expected wait or skip")
     jobs = select_shard(find_records(src), shard)
     check_not_input(dst, [src], "dst", "src")
     ensure_dir(dst, "dst")
     args = [(job, str(dst), second_return) for job in jobs]
-    return map_segments(_convert_star, args, workers, "convert", progress)
+    results = map_segments(_convert_star, args, workers, "convert", progress)
+    waiting = [i for i, r in enumerate(results) if r.status == "busy"]
+    if waiting and busy == "wait":
+        for i in waiting:
+            print(f"convert_waymo: waiting: {results[i].error}", file=sys.stderr, flush=True)
+        again = map_segments(_convert_star, [(*args[i], True) for i in waiting], workers, "convert (waited)", progress)
+        for i, r in zip(waiting, again):
+            results[i] = r
+    return results
 
 
 def summary(results: list[SegmentResult]) -> str:
-    counts = {s: sum(r.status == s for r in results) for s in ("converted", "skipped", "failed")}
-    frames = sum(r.frames for r in results if r.status != "failed")
+    counts = {s: sum(r.status == s for r in results) for s in ("converted", "skipped", "failed", "busy")}
+    frames = sum(r.frames for r in results if r.status in ("converted", "skipped"))
     lines = [f"segments: {counts['converted']} converted, {counts['skipped']} already complete (skipped), "
-             f"{counts['failed']} failed; {frames} frames in converted and skipped segments"]
+             f"{counts['failed']} failed; {frames} frames in converted and skipped segments"
+             + (f"; {counts['busy']} left to another converter (busy=skip)" if counts["busy"] else "")]
     lines += [f"WARNING {w}" for r in results for w in r.warnings]
+    lines += [f"WARNING busy: {r.error}" for r in results if r.status == "busy"]
     lines += [f"FAILED {r.job.path}: {r.error}" for r in results if r.status == "failed"]
     return "\n".join(lines)
 
@@ -224,10 +256,11 @@ def main(cfg: DictConfig) -> None:
     check_config(cfg, CONVERT_CHECKS)
     parse_shard(cfg.shard)
     results = convert(cfg.src, cfg.dst, workers=int(cfg.workers), shard=cfg.shard,
-                      second_return=bool(cfg.second_return), progress=bool(cfg.progress))
+                      second_return=bool(cfg.second_return), progress=bool(cfg.progress),
+                      busy=str(cfg.busy))
     text = summary(results)
     failed = any(r.status == "failed" for r in results)
-    print(text, file=sys.stderr if failed or any(r.warnings for r in results) else sys.stdout)
+    print(text, file=sys.stderr if failed or any(r.warnings or r.status == "busy" for r in results) else sys.stdout)
     if failed:
         sys.exit(2)
 

@@ -116,7 +116,7 @@ def synthesize(out_dir: str | Path, segments: int, val_segments: int, seed: int,
              for split, n in (("training", segments), ("validation", val_segments)) for i in range(n)]
     for root in roots:
         for split in ("training", "validation"):
-            (root / split).mkdir(parents=True, exist_ok=True)
+            ensure_dir(root / split, key="out_dir")
     # the parent never casts rays, so forked workers inherit no Embree threads
     results = map_segments(write_segment, tasks, workers, "synthesize", progress)
     return [p for p, _ in results]

@@ -169,6 +169,7 @@ TRAIN_CHECKS: list[tuple[str, Check]] = [
     ("module.warmup_pct", number(0.0, maximum=1.0)),
     ("checkpoint.every_n_train_steps", whole(1, nullable=True)),
     ("checkpoint.mode", one_of("max", "min")),
+    ("resume", one_of(True, False)),
     *_DATA,
 ]
 EVALUATE_CHECKS: list[tuple[str, Check]] = [

@@ -5,6 +5,11 @@ TensorBoard logs (``logs/``), ``learning_curves.png``. ``ckpt_path=PATH`` resume
 optimizer, scheduler, epoch and step are restored, and since every random draw of the data
 pipeline is a function of (seed, epoch, clip), a run resumed from an epoch-end checkpoint ends with
 the same weights as an uninterrupted one.
+
+Preemption (``detector/preemption.py``): SIGTERM or SIGUSR1 during training saves the current step to
+``checkpoints/last.ckpt`` and exits with status 75 (``EXIT_PREEMPTED``); with ``ckpt_path`` unset, a run
+folder holding ``checkpoints/last.ckpt`` is resumed from it, so the same command again goes on where it
+stopped (give ``hydra.run.dir``, or let the default time-stamped folder be found: ``RunFolderCheck``).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ prefer_passive_wait()  # before torch loads, through the imports below (see dete
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -31,6 +37,7 @@ from detector.config_checks import TRAIN_CHECKS
 from detector.errors import UserError, user_errors
 from detector.lit_module import DetectorModule
 from detector.output_paths import check_not_input
+from detector.preemption import EXIT_PREEMPTED, Preempted, PreemptionCheckpoint, resume_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +114,7 @@ def build_trainer(cfg: DictConfig, out: Path, callbacks: list | None = None) -> 
     if cfg.module.validation_metrics and ck.monitor:
         cbs.append(AtomicCheckpoint(dirpath=str(out / "checkpoints"), filename="best-{epoch:02d}",
                                    monitor=ck.monitor, mode=ck.mode, save_top_k=1, auto_insert_metric_name=False))
+    cbs.append(PreemptionCheckpoint(out / "checkpoints"))
     cbs += list(callbacks or [])
     return instantiate(cfg.trainer, logger=loggers or False, callbacks=cbs, default_root_dir=str(out))
 
@@ -124,6 +132,9 @@ def _train(cfg: DictConfig, callbacks: list | None) -> dict:
     check_not_input(out, [OmegaConf.select(cfg, "data.root")], "hydra.run.dir", "data.root")
     ensure_dir(out)
     ckpt_path = cfg.get("ckpt_path")
+    if not ckpt_path and cfg.get("resume", True) and (own := resume_checkpoint(out)) is not None:
+        ckpt_path = str(own)
+        log.info("resuming from the run folder's own checkpoint %s (ckpt_path not given)", own)
     if ckpt_path:
         check_checkpoint_file(ckpt_path)
     datamodule = instantiate(cfg.data, seed=int(cfg.seed))
@@ -155,7 +166,14 @@ def _train(cfg: DictConfig, callbacks: list | None) -> dict:
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
 @user_errors(prefix="train")
 def main(cfg: DictConfig) -> None:
-    train(cfg)
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    try:
+        train(cfg)
+    except (Preempted, SIGTERMException) as e:  # SIGTERMException: a signal before the first step
+        log.warning("training %s; run the same command again to resume (exit status %d)",
+                    e if isinstance(e, Preempted) else "stopped by SIGTERM before its first step", EXIT_PREEMPTED)
+        sys.exit(EXIT_PREEMPTED)
 
 
 if __name__ == "__main__":

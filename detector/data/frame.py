@@ -15,8 +15,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from detector.atomic import atomic_open
+from detector.data.frame_codec import POINT_ARRAYS, decode_points, encode_points, is_compact
 from detector.errors import InputError
 
 #: Columns of ``Frame.points``.
@@ -68,12 +70,18 @@ class Frame:
     def num_boxes(self) -> int:
         return len(self.boxes)
 
-    def save_npz(self, path: str | os.PathLike) -> None:
-        """Write atomically: a temporary file in the same folder, then rename."""
+    def save_npz(self, path: str | os.PathLike, compact: bool = True) -> None:
+        """Write atomically: a temporary file in the same folder, then rename. ``compact``: the points in
+        frame-store format 2 (``detector.data.frame_codec``: millimetres, float16 intensity and
+        elongation, compressed); False, or points with NaN/inf coordinates (which the converter drops):
+        format 1 (float32 ``points``, as stores written before)."""
         path = Path(path)
         arrays = {name: getattr(self, name) for name in NPZ_ARRAYS}
         arrays["timestamp_micros"] = np.int64(self.timestamp_micros)
-        if self.nlz is not None:
+        if compact and np.isfinite(self.points[:, :3]).all():  # (non-finite points: format 1, as they are)
+            del arrays["points"]
+            arrays.update(encode_points(self.points, self.nlz))
+        elif self.nlz is not None:
             arrays["nlz"] = self.nlz
         with atomic_open(path) as f:
             np.savez(f, **arrays)
@@ -83,11 +91,15 @@ class Frame:
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as z:
-                missing = [k for k in NPZ_ARRAYS if k not in z.files]
+                missing = [k for k in _required(z.files) if k not in z.files]
                 if missing:
                     raise FrameFormatError(f"{path}: missing arrays {missing} (has {sorted(z.files)})")
-                data = {k: z[k] for k in NPZ_ARRAYS}
-                nlz = z["nlz"] if "nlz" in z.files else None
+                if is_compact(z.files):
+                    data = {k: z[k] for k in NPZ_ARRAYS if k != "points"}
+                    data["points"], nlz = decode_points(z)
+                else:
+                    data = {k: z[k] for k in NPZ_ARRAYS}
+                    nlz = z["nlz"] if "nlz" in z.files else None
         except FrameFormatError:
             raise
         except FileNotFoundError as e:
@@ -128,7 +140,7 @@ class Frame:
 
 #: What reading a truncated or bit-flipped ``.npz`` raises (zip structure, CRC, npy header, deflate).
 _DAMAGE = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, KeyError, struct.error,
-           zlib.error, NotImplementedError)
+           zlib.error, NotImplementedError, pa.ArrowException)
 
 
 def verify_frame_file(path: str | os.PathLike) -> None:
@@ -146,9 +158,16 @@ def verify_frame_file(path: str | os.PathLike) -> None:
         raise FrameFormatError(f"{path}: damaged frame file ({type(e).__name__}: {e})") from e
     if bad is not None:
         raise FrameFormatError(f"{path}: damaged frame file (CRC mismatch in {bad})")
-    missing = [k for k in NPZ_ARRAYS if k not in names]
+    missing = [k for k in _required(names) if k not in names]
     if missing:
         raise FrameFormatError(f"{path}: missing arrays {missing}")
+
+
+def _required(names) -> tuple[str, ...]:
+    """The arrays a frame file with members ``names`` must hold: format 1's, or format 2's points."""
+    if is_compact(names):
+        return tuple(k for k in NPZ_ARRAYS if k != "points") + POINT_ARRAYS
+    return NPZ_ARRAYS
 
 
 def _index_from_name(path: Path) -> int:

@@ -5,7 +5,8 @@ Layout::
     root/<split>/<segment_name>/0000.npz, 0001.npz, ...   (Frame.save_npz)
     root/<split>/<segment_name>/segment.json               (written last: marks the segment complete)
 
-``segment.json`` holds ``format_version``, ``segment``, ``split``, ``num_frames``,
+``segment.json`` holds ``format_version`` (2: compact frame files, ``detector.data.frame_codec``; 1: float32
+points, still read), ``segment``, ``split``, ``num_frames``,
 ``timestamps_micros`` (list), ``source`` (the record it came from) and, when the converter dropped
 points with NaN/inf values, ``nonfinite_points`` (``{lidar name: count}``), and when it dropped invalid
 labels, ``dropped_labels`` (``{reason: count}``, ``detector.data.frame_checks``). A segment folder
@@ -27,7 +28,10 @@ from detector.data.frame import Frame, FrameFormatError
 from detector.data.frame_checks import check_pose, check_stored_labels
 from detector.errors import InputError
 
-FORMAT_VERSION = 1
+#: Written into new segments: 2 = compact frame files (``detector.data.frame_codec``); 1 = float32 points.
+FORMAT_VERSION = 2
+#: Every version this code reads (a store converted before keeps working).
+READABLE_VERSIONS = (1, 2)
 SEGMENT_META = "segment.json"
 SPLITS = ("training", "validation", "testing")
 
@@ -108,8 +112,8 @@ def read_segment(segment_dir: str | os.PathLike, split: str | None = None) -> Se
         meta_split = str(meta.get("split", segment_dir.parent.name))
     except (ValueError, KeyError, TypeError) as e:
         raise FrameStoreError(f"{meta_path}: unreadable segment metadata ({e})") from e
-    if version != FORMAT_VERSION:
-        raise FrameStoreError(f"{meta_path}: format_version {version}, this code reads {FORMAT_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise FrameStoreError(f"{meta_path}: format_version {version}, this code reads {list(READABLE_VERSIONS)}")
     if len(ts) != n:
         raise FrameStoreError(f"{meta_path}: num_frames={n} but {len(ts)} timestamps")
     back = next((i for i in range(1, len(ts)) if ts[i] <= ts[i - 1]), None)
@@ -172,6 +176,6 @@ def check_store_splits(root: str | os.PathLike, splits: Iterable[str] = ()) -> N
 
 
 __all__ = [
-    "FORMAT_VERSION", "SEGMENT_META", "SPLITS", "FrameStoreError", "FrameFormatError", "SegmentInfo",
-    "write_segment_meta", "read_segment", "list_segments", "SplitError", "check_store_splits",
+    "FORMAT_VERSION", "READABLE_VERSIONS", "SEGMENT_META", "SPLITS", "FrameStoreError", "FrameFormatError",
+    "SegmentInfo", "write_segment_meta", "read_segment", "list_segments", "SplitError", "check_store_splits",
 ]

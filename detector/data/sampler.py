@@ -43,6 +43,7 @@ class ClipSampler(Sampler):
         self.drop_last = bool(drop_last)
         self.with_epoch = bool(with_epoch)
         self.epoch = 0
+        self._skip: tuple[int, int] | None = None
         n = len(dataset)
         if self.drop_last:
             self.num_samples = n // self.num_replicas
@@ -55,6 +56,12 @@ class ClipSampler(Sampler):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+
+    def skip_clips(self, epoch: int, clips: int) -> None:
+        """Leave out this rank's first ``clips`` clips of ``epoch``, once: a run resumed inside an epoch
+        (``detector.preemption``) goes on with the clips an uninterrupted run would see next. ``len``
+        stays the whole epoch's, as the trainer counts the batches already done."""
+        self._skip = (int(epoch), int(clips))
 
     def order(self) -> list[int]:
         """The epoch's full order over all ranks (after padding or dropping)."""
@@ -72,6 +79,9 @@ class ClipSampler(Sampler):
 
     def __iter__(self) -> Iterator[int | tuple[int, int]]:
         mine = self.order()[self.rank:self.total_size:self.num_replicas]
+        if self._skip is not None and self._skip[0] == self.epoch:
+            mine = mine[self._skip[1]:]
+            self._skip = None
         return iter([(i, self.epoch) for i in mine] if self.with_epoch else mine)
 
     def __len__(self) -> int:

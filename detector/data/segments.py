@@ -129,12 +129,14 @@ __all__ = ["TFRECORD_SUFFIXES", "SegmentInputError", "RawSegment", "find_segment
 def segment_frame_batches(segments: list[RawSegment], point_range, max_gap_s: float | None,
                           second_return: bool = True):
     """Every frame of every segment as a batch-size-1 ``FrameBatch``, prepared as for evaluation (NaN/inf
-    points dropped with a warning, points cropped to ``point_range``, every box kept), with ``reset`` at
+    points dropped with a warning, the points rounded as the frame store keeps them
+    (``frame_codec.as_stored``), points cropped to ``point_range``, every box kept), with ``reset`` at
     segment starts and timestamp gaps beyond ``max_gap_s``."""
     import logging
 
     from detector.data.clips import drop_nonfinite_points, frame_resets, prepare_frame
     from detector.data.collate import collate_frames
+    from detector.data.frame_codec import as_stored
 
     log = logging.getLogger(__name__)
     for segment in segments:
@@ -143,6 +145,7 @@ def segment_frame_batches(segments: list[RawSegment], point_range, max_gap_s: fl
             frame, dropped = drop_nonfinite_points(frame)
             if dropped:
                 log.warning("%s frame %d: dropped %d points with NaN/inf values", segment.path, frame.index, dropped)
+            frame.points = as_stored(frame.points)  # millimetres, float16 intensity: as the frame store gives them
             frames.append(prepare_frame(frame, point_range, classes=None, keep_boxes_outside_range=True))
             # a segment is ~200 frames: holding one segment's prepared frames keeps the gap logic simple
         resets = frame_resets([f.timestamp_micros for f in frames], max_gap_s)

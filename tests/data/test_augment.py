@@ -127,13 +127,13 @@ def test_clip_dataset_applies_one_transform_to_every_frame(tmp_path):
             np.testing.assert_allclose(fa.boxes, tf.apply_boxes(fp.boxes), atol=1e-5)
             static = fa.points[:30, :3].astype(np.float64)
             world_pos.append(static @ fa.pose[:3, :3].T + fa.pose[:3, 3])
-        for w in world_pos[1:]:
-            np.testing.assert_allclose(w, world_pos[0], atol=5e-4)
+        for w in world_pos[1:]:  # frame files keep millimetres (0.5 mm each frame), scaled by up to 1.2
+            np.testing.assert_allclose(w, world_pos[0], atol=1.5e-3)
         # relative poses carry augmented points of frame t-1 onto those of frame t
         f0, f1 = clip_a.frames[0], clip_a.frames[1]
         rel = np.linalg.inv(f1.pose) @ f0.pose
         moved = f0.points[:30, :3].astype(np.float64) @ rel[:3, :3].T + rel[:3, 3]
-        np.testing.assert_allclose(moved, f1.points[:30, :3], atol=5e-4)
+        np.testing.assert_allclose(moved, f1.points[:30, :3], atol=1.5e-3)  # millimetres in the files
 
 
 def test_clip_augmentation_is_a_function_of_seed_epoch_and_clip(tmp_path):

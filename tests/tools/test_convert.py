@@ -16,6 +16,7 @@ import pytest
 
 from data_tools.convert_waymo import ShardError, convert, find_records, parse_shard, select_shard, summary
 from detector.data.frame import NPZ_ARRAYS, Frame
+from detector.data.frame_codec import POINT_ARRAYS
 from detector.data.frame_store import FORMAT_VERSION, list_segments
 from detector.data.waymo_reader import iter_frames, read_context_name
 from detector.errors import InputError
@@ -47,9 +48,13 @@ def test_layout_and_content(tiny):
         assert meta["num_frames"] == 5 and np.all(np.diff(meta["timestamps_micros"]) == 100_000)
         assert sorted(p.name for p in seg_dir.iterdir()) == [f"{i:04d}.npz" for i in range(5)] + ["segment.json"]
         for i, expected in enumerate(iter_frames(job.path)):
-            with np.load(seg_dir / f"{i:04d}.npz") as z:
-                assert set(NPZ_ARRAYS) | {"nlz"} == set(z.files)
+            with np.load(seg_dir / f"{i:04d}.npz") as z:  # format 2: compact points (detector/data/frame_codec.py)
+                assert (set(NPZ_ARRAYS) - {"points"}) | set(POINT_ARRAYS) | {"ie", "nlz_bits"} == set(z.files)
             loaded = Frame.load_npz(seg_dir / f"{i:04d}.npz")
+            assert np.abs(loaded.points[:, :3] - expected.points[:, :3]).max() <= 0.51e-3  # millimetres
+            half_f16_step = np.spacing(np.abs(expected.points[:, 3:]).astype(np.float16)).astype(np.float32) / 2
+            assert (np.abs(loaded.points[:, 3:] - expected.points[:, 3:]) <= half_f16_step).all()
+            loaded.points = expected.points
             assert loaded.equals(expected)
             assert loaded.nlz.any()
     assert len(list_segments(store, "training")) == 2 and len(list_segments(store, "validation")) == 1
