@@ -254,7 +254,7 @@ def test_city_objects_never_overlap(seed, duration, density):
     the ego) overlap at the start, middle or end of a 4 s or a 20 s segment, at the calibrated density or
     2.5 times it."""
     from data_tools.synth_scene import CityConfig, make_city_scene
-    from detector.eval.iou import bev_iou
+    from detector.boxes.iou import bev_iou
 
     scene = make_city_scene(np.random.default_rng(seed), duration,
                             CityConfig(vehicle_density=density, pedestrian_density=density))
