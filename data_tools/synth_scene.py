@@ -100,7 +100,8 @@ def full_pedestrian_mesh(l: float, w: float, h: float) -> tuple[np.ndarray, np.n
 
 def full_cyclist_mesh(l: float, w: float, h: float) -> tuple[np.ndarray, np.ndarray]:
     """A fuller cyclist than ``cyclist_mesh`` (generator 3): tyres 0.1 m wide, a frame, handlebars spanning
-    the width, a rider with legs down to the pedals, a coat-wide torso and a head."""
+    the width, a rider with legs down to the pedals, a coat-wide torso, arms out to the handlebars' ends and a
+    head."""
     z0 = -h / 2
     r = 0.34
     seat = z0 + 2 * r + 0.1
@@ -110,6 +111,8 @@ def full_cyclist_mesh(l: float, w: float, h: float) -> tuple[np.ndarray, np.ndar
              box(l / 2 - r - 0.1, l / 2 - r, -w / 2, w / 2, seat, seat + 0.1),
              box(-0.25, 0.1, -0.2, -0.06, z0 + r, seat), box(-0.25, 0.1, 0.06, 0.2, z0 + r, seat),
              box(-0.3, 0.2, -0.24, 0.24, seat, z0 + h - 0.25),
+             box(0.2, l / 2 - r, -w / 2, -w / 2 + 0.12, seat + 0.1, z0 + h - 0.4),
+             box(0.2, l / 2 - r, w / 2 - 0.12, w / 2, seat + 0.1, z0 + h - 0.4),
              box(-0.1, 0.12, -0.1, 0.1, z0 + h - 0.25, z0 + h)]
     return merge(parts)
 
