@@ -38,7 +38,7 @@ GENERATOR = 2
 #: (``synth_lidar.Detection``), calibrated to real Waymo label statistics (docs/studies/calibrated_world.md).
 GENERATORS = (2, 3)
 #: The calibrated world's sensor (generator 3).
-CALIBRATED_DETECTION = Detection()
+CALIBRATED_DETECTION = Detection(dark_range=70.0)
 
 FRAME_SECONDS = 0.1
 LEVEL_2 = label_pb2.Label.DifficultyLevel.LEVEL_2
