@@ -213,6 +213,19 @@ class Scene:
     static_albedo: np.ndarray | None = None  # per static triangle (None: REFLECTIVITY of its material)
 
 
+def _actor_mesh(type_: int, size, boxy, pedestrian, cyclist) -> tuple[np.ndarray, np.ndarray]:
+    """The mesh of an actor of ``type_`` and box ``size`` (l, w, h) at the origin: a vehicle body (``boxy``),
+    ``pedestrian(l, w, h)`` / ``cyclist(l, w, h)`` for those classes (each world has its own), a box else."""
+    l, w, h = size
+    if type_ == TYPE_VEHICLE:
+        return vehicle_mesh(l, w, h, boxy)
+    if type_ == TYPE_PEDESTRIAN:
+        return pedestrian(l, w, h)
+    if type_ == TYPE_CYCLIST:
+        return cyclist(l, w, h)
+    return box(-l / 2, l / 2, -w / 2, w / 2, -h / 2, h / 2)
+
+
 def _track_id(rng: np.random.Generator) -> str:
     alphabet = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"))
     return "".join(rng.choice(alphabet, 22))
@@ -250,16 +263,8 @@ def make_scene(rng: np.random.Generator, duration: float, object_range: float = 
     actors: list[Actor] = []
 
     def add(type_, size, s0, d0, **kw):
-        l, w, h = size
-        if type_ == TYPE_VEHICLE:
-            mesh = vehicle_mesh(l, w, h, kw.pop("boxy"))
-        elif type_ == TYPE_PEDESTRIAN:
-            mesh = pedestrian_mesh(l, w, h)
-        elif type_ == TYPE_CYCLIST:
-            mesh = cyclist_mesh(l, w, h)
-        else:
-            mesh = box(-l / 2, l / 2, -w / 2, w / 2, -h / 2, h / 2)
-        actors.append(Actor(type_, (l, w, h), s0, d0, id=_track_id(rng), mesh=mesh, **kw))
+        mesh = _actor_mesh(type_, size, kw.pop("boxy", None), pedestrian_mesh, cyclist_mesh)
+        actors.append(Actor(type_, tuple(size), s0, d0, id=_track_id(rng), mesh=mesh, **kw))
 
     def vehicle():
         size, boxy = _vehicle_size(rng)
@@ -431,16 +436,8 @@ def make_city_scene(rng: np.random.Generator, duration: float, cfg: CityConfig =
     actors: list[Actor] = []
 
     def add(type_, size, s0, d0, albedo, **kw):
-        l, w, h = size
-        if type_ == TYPE_VEHICLE:
-            mesh = vehicle_mesh(l, w, h, kw.pop("boxy"))
-        elif type_ == TYPE_PEDESTRIAN:
-            mesh = full_pedestrian_mesh(l, w, h)
-        elif type_ == TYPE_CYCLIST:
-            mesh = full_cyclist_mesh(l, w, h)
-        else:
-            mesh = box(-l / 2, l / 2, -w / 2, w / 2, -h / 2, h / 2)
-        actors.append(Actor(type_, (l, w, h), s0, d0, id=_track_id(rng), mesh=mesh, albedo=albedo, **kw))
+        mesh = _actor_mesh(type_, size, kw.pop("boxy", None), full_pedestrian_mesh, full_cyclist_mesh)
+        actors.append(Actor(type_, tuple(size), s0, d0, id=_track_id(rng), mesh=mesh, albedo=albedo, **kw))
 
     def vehicle():
         size, boxy = _vehicle_size(rng)

@@ -14,7 +14,7 @@ import pytest
 from data_tools import convert_waymo, stats, synthesize
 from detector import evaluate, predict, train, visualize
 from detector.runfolder import PROBE_MARGIN, prepare_run_folder
-from tests.helpers.faults import assert_one_line_error, fill, read_only, small_tmpfs
+from tests.helpers.faults import assert_one_line_error, fill, read_only, run_hydra, small_tmpfs
 
 #: entry point -> (main, arguments it needs to compose, its error prefix)
 ENTRY_POINTS = {
@@ -30,16 +30,8 @@ ENTRY_POINTS = {
 
 def _run(main, args: list[str], run_dir: Path, capsys) -> tuple[int, str]:
     """The entry point in this process with Hydra's real run folder writes (``.hydra/`` and the log)."""
-    saved = sys.argv
-    sys.argv = ["prog", *args, f"hydra.run.dir={run_dir}"]
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = saved
-    return code, capsys.readouterr().err
+    code, _, err = run_hydra(main, args, run_dir.parent, capsys, run_dir=run_dir, hydra_files=True)
+    return code, err
 
 
 def _names_folder_and_errno(code, err, run_dir, prefix, errno_name):

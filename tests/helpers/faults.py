@@ -82,12 +82,15 @@ def leftovers(folder: Path) -> list[Path]:
                   if p.name.startswith(".") and ".tmp" in p.name or p.name.endswith(".partial"))
 
 
-def run_hydra(main, args: list[str], tmp_path: Path, capsys, run_dir: Path | None = None) -> tuple[int, str, str]:
+def run_hydra(main, args: list[str], tmp_path: Path, capsys, run_dir: Path | None = None,
+              hydra_files: bool = False) -> tuple[int, str, str]:
     """A Hydra entry point (``detector.train.main`` ...) run here with ``args``: (exit status, stdout,
     stderr). An exception that escapes it (a traceback for the user) fails the test. The Hydra run dir
-    (where evaluate and train write) is ``run_dir`` or ``tmp_path/hydra_run``."""
+    (where evaluate and train write) is ``run_dir`` or ``tmp_path/hydra_run``; Hydra's own ``.hydra/``
+    files are written there only with ``hydra_files``."""
     saved = sys.argv
-    sys.argv = ["prog", *args, f"hydra.run.dir={run_dir or tmp_path / 'hydra_run'}", "hydra.output_subdir=null"]
+    sys.argv = ["prog", *args, f"hydra.run.dir={run_dir or tmp_path / 'hydra_run'}",
+                *([] if hydra_files else ["hydra.output_subdir=null"])]
     code = 0
     try:
         main()
