@@ -26,15 +26,42 @@ namespace {
 
 constexpr int kLanes = 8;  // floats per AVX register
 
-// acc[NB] (NB registers of 8 columns) += x[0:c_src] @ w[:, col0 : col0 + 8 NB] for one source row.
+// acc[NB] (NB registers of 8 columns) += x[0:c_src] @ w[:, col0 : col0 + 8 NB] for one source row. With
+// fewer than 4 registers a row, one chain of dependent FMAs per register would wait on the FMA latency
+// (4 cycles) at every channel: the channels are then split over kChains partial sums (channel c into
+// chain c % kChains), added together at the end of the row, in a fixed order.
 template <int NB>
 inline void row_times_block(const float* __restrict x, const float* __restrict w, int64_t c_src,
                             int64_t ld_w, __m256 (&acc)[NB]) {
-  for (int64_t c = 0; c < c_src; ++c) {
-    const __m256 xb = _mm256_broadcast_ss(x + c);
-    const float* wr = w + c * ld_w;
+  constexpr int kChains = NB >= 4 ? 1 : (NB == 3 ? 2 : 4 / NB);
+  if constexpr (kChains == 1) {
+    for (int64_t c = 0; c < c_src; ++c) {
+      const __m256 xb = _mm256_broadcast_ss(x + c);
+      const float* wr = w + c * ld_w;
 #pragma GCC unroll 8
-    for (int j = 0; j < NB; ++j) acc[j] = _mm256_fmadd_ps(xb, _mm256_loadu_ps(wr + j * kLanes), acc[j]);
+      for (int j = 0; j < NB; ++j) acc[j] = _mm256_fmadd_ps(xb, _mm256_loadu_ps(wr + j * kLanes), acc[j]);
+    }
+  } else {
+    __m256 part[kChains][NB];
+    for (int u = 0; u < kChains; ++u)
+      for (int j = 0; j < NB; ++j) part[u][j] = _mm256_setzero_ps();
+    int64_t c = 0;
+    for (; c + kChains <= c_src; c += kChains)
+      for (int u = 0; u < kChains; ++u) {
+        const __m256 xb = _mm256_broadcast_ss(x + c + u);
+        const float* wr = w + (c + u) * ld_w;
+        for (int j = 0; j < NB; ++j) part[u][j] = _mm256_fmadd_ps(xb, _mm256_loadu_ps(wr + j * kLanes), part[u][j]);
+      }
+    for (int u = 0; c < c_src; ++c, ++u) {
+      const __m256 xb = _mm256_broadcast_ss(x + c);
+      const float* wr = w + c * ld_w;
+      for (int j = 0; j < NB; ++j) part[u][j] = _mm256_fmadd_ps(xb, _mm256_loadu_ps(wr + j * kLanes), part[u][j]);
+    }
+    for (int j = 0; j < NB; ++j) {
+      __m256 sum = part[0][j];
+      for (int u = 1; u < kChains; ++u) sum = _mm256_add_ps(sum, part[u][j]);
+      acc[j] = _mm256_add_ps(acc[j], sum);
+    }
   }
 }
 
