@@ -394,7 +394,8 @@ torch::Tensor map_weight_grad(const torch::Tensor& feat, const torch::Tensor& gr
   const int64_t threads = at::get_num_threads();
   const int64_t n_groups = std::min<int64_t>(kv, threads == 1 ? 1 : 3 * threads);
   std::vector<int64_t> count(kv, 0);
-  for (int64_t e = 0; e < rows * kv; ++e) count[e % kv] += pn[e] >= 0;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < kv; ++k) count[k] += pn[r * kv + k] >= 0;
   int64_t total_pairs = 0;
   for (int64_t k = 0; k < kv; ++k) total_pairs += count[k];
   std::vector<int64_t> first(n_groups + 1, kv);
