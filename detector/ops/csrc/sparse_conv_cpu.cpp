@@ -27,13 +27,13 @@ namespace {
 constexpr int kLanes = 8;  // floats per AVX register
 
 // acc[NB] (NB registers of 8 columns) += x[0:c_src] @ w[:, col0 : col0 + 8 NB] for one source row. With
-// fewer than 4 registers a row, one chain of dependent FMAs per register would wait on the FMA latency
+// one or two registers a row, one chain of dependent FMAs per register would wait on the FMA latency
 // (4 cycles) at every channel: the channels are then split over kChains partial sums (channel c into
 // chain c % kChains), added together at the end of the row, in a fixed order.
 template <int NB>
 inline void row_times_block(const float* __restrict x, const float* __restrict w, int64_t c_src,
                             int64_t ld_w, __m256 (&acc)[NB]) {
-  constexpr int kChains = NB >= 4 ? 1 : (NB == 3 ? 2 : 4 / NB);
+  constexpr int kChains = NB >= 3 ? 1 : 4 / NB;
   if constexpr (kChains == 1) {
     for (int64_t c = 0; c < c_src; ++c) {
       const __m256 xb = _mm256_broadcast_ss(x + c);
