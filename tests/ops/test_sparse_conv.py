@@ -88,9 +88,10 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max().clamp(min=1.0)).item()
 
 
-def _check(kind: str, gen: torch.Generator, cin: int = CIN, cout: int = COUT) -> tuple[float, float, float]:
+def _check(kind: str, gen: torch.Generator, cin: int = CIN, cout: int = COUT,
+           density: float = 0.2) -> tuple[float, float, float]:
     CIN, COUT = cin, cout  # noqa: N806 - the module defaults, overridden for wide-channel checks
-    mask, indices, feats = _random_grid(gen, cin=CIN)
+    mask, indices, feats = _random_grid(gen, density=density, cin=CIN)
     f_sparse = feats.clone().requires_grad_(True)
     f_dense = feats.clone().requires_grad_(True)
     x = spconv.SparseConvTensor(f_sparse, indices, list(SHAPE), B)
@@ -162,12 +163,26 @@ def test_wide_channels_match_dense(kind, cin, cout, threads, backend):
         assert max(fwd, din, dw) < TOL, f"{kind} {cin}->{cout}: errors {fwd:.3g} {din:.3g} {dw:.3g} ({threads} threads)"
 
 
+@pytest.mark.parametrize("kind", ["subm", "strided", "inverse"])
+@pytest.mark.parametrize("cin,cout", [(5, 24), (24, 48), (48, 24)])
+def test_dense_neighbourhoods_match_dense(kind, cin, cout, threads, backend):
+    """Sites with most of their 27 neighbours present (a 0.85-full grid, as on LiDAR surfaces and denser),
+    a narrow stem and widths that are not multiples of the register tiles (weight gradient in place below
+    12 input channels, packed from there; 8-column ragged ends)."""
+    gen = torch.Generator().manual_seed(3000 + threads + cin)
+    for _ in range(2):
+        fwd, din, dw = _check(kind, gen, cin, cout, density=0.85)
+        assert max(fwd, din, dw) < TOL, f"{kind} {cin}->{cout}: errors {fwd:.3g} {din:.3g} {dw:.3g} ({threads} threads)"
+
+
 @pytest.mark.skipif(RAW, reason="detector.ops only")
 @pytest.mark.parametrize("kind", ["subm", "strided", "inverse"])
-@pytest.mark.parametrize("cin,cout", [(12, 20), (40, 40)], ids=["row_major", "offset_major"])
-def test_compiled_path_is_independent_of_thread_count(kind, cin, cout):
+@pytest.mark.parametrize("cin,cout", [(5, 24), (12, 20), (40, 40)], ids=["in_place_dw", "row_major", "offset_major"])
+@pytest.mark.parametrize("density", [0.3, 0.85])
+def test_compiled_path_is_independent_of_thread_count(kind, cin, cout, density):
     """Each output row and each weight-gradient offset has one owner: bitwise equal under 1, 2, 4 threads
-    (for small layers, whose kernel sums all offsets in registers, and wide ones, taken offset by offset)."""
+    (for small layers, whose kernel sums all offsets in registers, and wide ones, taken offset by offset;
+    the weight gradient's offsets grouped differently for every thread count)."""
     if cpu_kernels.load() is None:
         pytest.skip("compiled CPU kernels not built or not supported here")
     results = []
@@ -177,7 +192,7 @@ def test_compiled_path_is_independent_of_thread_count(kind, cin, cout):
             torch.set_num_threads(t)
             torch.manual_seed(0)
             gen = torch.Generator().manual_seed(99)
-            _, indices, feats = _random_grid(gen, density=0.3, cin=cin)
+            _, indices, feats = _random_grid(gen, density=density, cin=cin)
             f = feats.clone().requires_grad_(True)
             x = spconv.SparseConvTensor(f, indices, list(SHAPE), B)
             with use_cpu_backend("cpp"):

@@ -26,15 +26,42 @@ namespace {
 
 constexpr int kLanes = 8;  // floats per AVX register
 
-// acc[NB] (NB registers of 8 columns) += x[0:c_src] @ w[:, col0 : col0 + 8 NB] for one source row.
+// acc[NB] (NB registers of 8 columns) += x[0:c_src] @ w[:, col0 : col0 + 8 NB] for one source row. With
+// one or two registers a row, one chain of dependent FMAs per register would wait on the FMA latency
+// (4 cycles) at every channel: the channels are then split over kChains partial sums (channel c into
+// chain c % kChains), added together at the end of the row, in a fixed order.
 template <int NB>
 inline void row_times_block(const float* __restrict x, const float* __restrict w, int64_t c_src,
                             int64_t ld_w, __m256 (&acc)[NB]) {
-  for (int64_t c = 0; c < c_src; ++c) {
-    const __m256 xb = _mm256_broadcast_ss(x + c);
-    const float* wr = w + c * ld_w;
+  constexpr int kChains = NB >= 3 ? 1 : 4 / NB;
+  if constexpr (kChains == 1) {
+    for (int64_t c = 0; c < c_src; ++c) {
+      const __m256 xb = _mm256_broadcast_ss(x + c);
+      const float* wr = w + c * ld_w;
 #pragma GCC unroll 8
-    for (int j = 0; j < NB; ++j) acc[j] = _mm256_fmadd_ps(xb, _mm256_loadu_ps(wr + j * kLanes), acc[j]);
+      for (int j = 0; j < NB; ++j) acc[j] = _mm256_fmadd_ps(xb, _mm256_loadu_ps(wr + j * kLanes), acc[j]);
+    }
+  } else {
+    __m256 part[kChains][NB];
+    for (int u = 0; u < kChains; ++u)
+      for (int j = 0; j < NB; ++j) part[u][j] = _mm256_setzero_ps();
+    int64_t c = 0;
+    for (; c + kChains <= c_src; c += kChains)
+      for (int u = 0; u < kChains; ++u) {
+        const __m256 xb = _mm256_broadcast_ss(x + c + u);
+        const float* wr = w + (c + u) * ld_w;
+        for (int j = 0; j < NB; ++j) part[u][j] = _mm256_fmadd_ps(xb, _mm256_loadu_ps(wr + j * kLanes), part[u][j]);
+      }
+    for (int u = 0; c < c_src; ++c, ++u) {
+      const __m256 xb = _mm256_broadcast_ss(x + c);
+      const float* wr = w + c * ld_w;
+      for (int j = 0; j < NB; ++j) part[u][j] = _mm256_fmadd_ps(xb, _mm256_loadu_ps(wr + j * kLanes), part[u][j]);
+    }
+    for (int j = 0; j < NB; ++j) {
+      __m256 sum = part[0][j];
+      for (int u = 1; u < kChains; ++u) sum = _mm256_add_ps(sum, part[u][j]);
+      acc[j] = _mm256_add_ps(acc[j], sum);
+    }
   }
 }
 
@@ -108,6 +135,78 @@ void dw_accumulate(const float* const* a, const float* const* b, float* acc, int
   int64_t col0 = 0;
   for (; col0 + 2 * kLanes <= ld; col0 += 2 * kLanes) dw_columns<2>(a, b, acc, m, c_in, ld, col0);
   if (col0 < ld) dw_columns<1>(a, b, acc, m, c_in, ld, col0);
+}
+
+
+// The weight gradient's product dW[k] += A^T B over a chunk of m pairs (A: the pairs' input rows, B: their
+// gradient rows), as a GEMM whose inner dimension is the pairs. Both operands are packed per chunk into
+// slivers: A by groups of kDwMr input channels (a[g][p][0:6], zero past c_in), B by blocks of 16 columns
+// (b[cb][p][0:16], a last block of 8 where c_out rounded up to 8 ends there, zero past c_out). A tile of
+// 6 x 16 (or 6 x 8) dW values stays in registers while its two slivers stream through the pairs
+// contiguously: the B sliver (kDwKc x 64 bytes) stays in L1 over all the channel groups, each A sliver
+// (kDwKc x 24 bytes) comes from L2 in sequence. (Reading the rows in place, 6 channels of each row per
+// tile, made every tile stride through L2: 2.5-3.5x slower than the forward on the same layer.)
+constexpr int kDwMr = 6;
+constexpr int64_t kDwKc = 256;  // pairs per chunk
+
+template <int NB>
+inline void dw_packed_tile(const float* __restrict a, const float* __restrict b, int64_t m, float* __restrict acc,
+                           int64_t ld) {
+  __m256 r[kDwMr][NB];
+  for (int q = 0; q < kDwMr; ++q)
+    for (int j = 0; j < NB; ++j) r[q][j] = _mm256_loadu_ps(acc + q * ld + j * kLanes);
+  for (int64_t p = 0; p < m; ++p) {
+    __m256 v[NB];
+    for (int j = 0; j < NB; ++j) v[j] = _mm256_loadu_ps(b + p * NB * kLanes + j * kLanes);
+    for (int q = 0; q < kDwMr; ++q) {
+      const __m256 x = _mm256_broadcast_ss(a + p * kDwMr + q);
+      for (int j = 0; j < NB; ++j) r[q][j] = _mm256_fmadd_ps(x, v[j], r[q][j]);
+    }
+  }
+  for (int q = 0; q < kDwMr; ++q)
+    for (int j = 0; j < NB; ++j) _mm256_storeu_ps(acc + q * ld + j * kLanes, r[q][j]);
+}
+
+// Packs pair p (input row x, gradient row g) into the chunk's slivers.
+inline void dw_pack_pair(const float* __restrict x, const float* __restrict g, int64_t p, int64_t c_in, int64_t c_out,
+                         int64_t ld, float* __restrict apk, float* __restrict bpk) {
+  int64_t c0 = 0;
+  float* dst = apk + p * kDwMr;
+  for (; c0 + kDwMr <= c_in; c0 += kDwMr, dst += kDwKc * kDwMr) std::memcpy(dst, x + c0, sizeof(float) * kDwMr);
+  if (c0 < c_in) {
+    alignas(32) float tail[kDwMr] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    std::memcpy(tail, x + c0, sizeof(float) * (c_in - c0));
+    std::memcpy(dst, tail, sizeof(float) * kDwMr);
+  }
+  int64_t col0 = 0;
+  for (; col0 + 2 * kLanes <= c_out; col0 += 2 * kLanes) {
+    float* d = bpk + col0 * kDwKc + p * 2 * kLanes;
+    _mm256_storeu_ps(d, _mm256_loadu_ps(g + col0));
+    _mm256_storeu_ps(d + kLanes, _mm256_loadu_ps(g + col0 + kLanes));
+  }
+  if (col0 < ld) {  // the ragged end: 16 or 8 columns, zero past c_out
+    const int64_t w = std::min<int64_t>(2 * kLanes, ld - col0);
+    alignas(32) float tail[2 * kLanes] = {};
+    std::memcpy(tail, g + col0, sizeof(float) * (c_out - col0));
+    std::memcpy(bpk + col0 * kDwKc + p * w, tail, sizeof(float) * w);
+  }
+}
+
+// acc (groups * 6, ld) += the chunk's m packed pairs.
+inline void dw_chunk(const float* apk, const float* bpk, int64_t m, int64_t c_in, int64_t ld, float* acc) {
+  const int64_t groups = (c_in + kDwMr - 1) / kDwMr;
+  for (int64_t col0 = 0; col0 < ld; col0 += 2 * kLanes) {
+    const float* b = bpk + col0 * kDwKc;
+    const bool full = ld - col0 >= 2 * kLanes;
+    for (int64_t gi = 0; gi < groups; ++gi) {
+      const float* a = apk + gi * kDwKc * kDwMr;
+      float* c = acc + gi * kDwMr * ld + col0;
+      if (full)
+        dw_packed_tile<2>(a, b, m, c, ld);
+      else
+        dw_packed_tile<1>(a, b, m, c, ld);
+    }
+  }
 }
 
 // Offset-major variant for wide layers, where the KV matrices do not fit in the core's cache: rows are
@@ -261,10 +360,14 @@ torch::Tensor map_counts(const torch::Tensor& nbr) {
 }
 
 // Weight gradient of a convolution given the neighbour map its forward used (rows: output rows,
-// entries: feature rows): dw (KV, c_in, c_out) with dw[k] = sum_r feat[nbr[r, k]]^T grad[r]. The map is
-// transposed first (parallel row blocks), so that each offset's task scans its own contiguous column and
-// takes its pairs in row order, a chunk at a time, straight into the tiles: no pair lists are built or
-// kept (building them cost as much as the products on the 7-16-channel layers).
+// entries: feature rows): dw (KV, c_in, c_out) with dw[k] = sum_r feat[nbr[r, k]]^T grad[r]. The offsets are
+// split into groups (one group with one thread); a group's task walks the map's rows in blocks and, for
+// each of its offsets, takes the block's pairs in row order, a chunk at a time, into that offset's
+// accumulator: the block's gradient rows and the nearby feature rows are read from the cache by every
+// offset of the group (one task per offset scanning the whole map read both tensors from memory once per
+// offset: 27 times for a 3x3x3 kernel). Each dw[k] has one owner and sums its pairs in row order (chunks
+// only split that sequence), so the result does not depend on the groups or the thread count. No pair
+// lists are built or kept.
 torch::Tensor map_weight_grad(const torch::Tensor& feat, const torch::Tensor& grad, const torch::Tensor& nbr) {
   check_cpu_float(feat, "feat");
   check_cpu_float(grad, "grad");
@@ -275,57 +378,82 @@ torch::Tensor map_weight_grad(const torch::Tensor& feat, const torch::Tensor& gr
   auto dw = torch::zeros({kv, c_in, c_out}, feat.options());
   if (rows == 0 || c_in == 0 || c_out == 0) return dw;
   const int32_t* pn = nbr.data_ptr<int32_t>();
-  std::vector<int32_t> column(kv * rows);  // column[k * rows + r] = nbr[r, k]
-  at::parallel_for(0, rows, 4096, [&](int64_t r0, int64_t r1) {
-    constexpr int64_t kTile = 256;  // a tile's rows of the map stay in L1 while each column run is written
-    for (int64_t t0 = r0; t0 < r1; t0 += kTile) {
-      const int64_t t1 = std::min(r1, t0 + kTile);
-      for (int64_t k = 0; k < kv; ++k) {
-        int32_t* out = column.data() + k * rows;
-        for (int64_t r = t0; r < t1; ++r) out[r] = pn[r * kv + k];
-      }
-    }
-  });
   const int64_t ld = (c_out + kLanes - 1) / kLanes * kLanes;
   const float* pf = feat.data_ptr<float>();
   const float* pg = grad.data_ptr<float>();
   float* pdw = dw.data_ptr<float>();
-  // Narrow rows (< 64 input channels) are read in place through pointers, 64 pairs a chunk (so that a
-  // chunk's rows stay in L1 over its tiles); wide ones are copied into contiguous panels of 256 pairs,
-  // which stream from the cache (measured: in place is 1.2-1.4x faster on the demo model's 7-32-channel
-  // layers, copying 1.1x faster on the 64-96-channel ones). Gradient rows are also copied, zero-padded,
-  // where c_out is not a multiple of 8 (the registers' width).
-  const bool copy_rows = c_in >= 64;
-  const int64_t chunk = copy_rows ? 256 : 64;
-  // one task per offset, handed out dynamically (offsets differ widely in pair count); dw[k] has one owner
-#pragma omp parallel num_threads(at::get_num_threads())
+  // Rows of 12 or more input channels are packed into slivers per chunk (``dw_chunk``); narrower ones
+  // are read in place through pointers (gradient rows copied, zero-padded, where c_out is not a multiple
+  // of 8). Measured on the surface benchmark's maps (CPU time, 1 thread): packing 1.1x faster at 16 -> 16,
+  // 1.3x at 16 -> 32, 1.8x at 24 -> 48; in place 1.2x faster at 8 -> 16 and 1.5x at 5 -> 24.
+  const bool packed = c_in >= 12;
+  const int64_t chunk = packed ? kDwKc : 64;
+  const int64_t groups = (c_in + kDwMr - 1) / kDwMr;
+  const int64_t acc_size = groups * kDwMr * ld;
+  // offset groups: contiguous runs of about equal pair counts, a few per thread (handed out dynamically)
+  const int64_t threads = at::get_num_threads();
+  const int64_t n_groups = std::min<int64_t>(kv, threads == 1 ? 1 : 3 * threads);
+  std::vector<int64_t> count(kv, 0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < kv; ++k) count[k] += pn[r * kv + k] >= 0;
+  int64_t total_pairs = 0;
+  for (int64_t k = 0; k < kv; ++k) total_pairs += count[k];
+  std::vector<int64_t> first(n_groups + 1, kv);
+  first[0] = 0;
   {
-    const bool pad_b = copy_rows || ld != c_out;
-    std::vector<float> a(copy_rows ? chunk * c_in : 0), b(pad_b ? chunk * ld : 0, 0.0f), acc(c_in * ld);
-    std::vector<const float*> arow(chunk), brow(chunk);
+    int64_t g = 1, seen = 0;
+    for (int64_t k = 0; k < kv && g < n_groups; ++k) {
+      seen += count[k];
+      if (seen * n_groups >= total_pairs * g && kv - (k + 1) >= n_groups - g) first[g++] = k + 1;
+    }
+    for (; g < n_groups; ++g) first[g] = std::min(kv, first[g - 1] + 1);
+  }
+  // rows per block: about 256 pairs per offset on average
+  const int64_t block = std::clamp<int64_t>(total_pairs > 0 ? 256 * rows * kv / total_pairs : rows, 256, 2048);
+#pragma omp parallel num_threads(static_cast<int>(threads))
+  {
+    const bool pad_b = !packed && ld != c_out;
+    std::vector<float> apk(packed ? groups * kDwKc * kDwMr : 0), bpk(packed ? kDwKc * ld : 0);
+    std::vector<float> b(pad_b ? chunk * ld : 0, 0.0f), acc;
+    std::vector<const float*> arow(packed ? 0 : chunk), brow(packed ? 0 : chunk);
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t k = 0; k < kv; ++k) {
-      const int32_t* col = column.data() + k * rows;
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      int64_t m = 0, total = 0;
-      for (int64_t r = 0; r < rows; ++r) {
-        const int32_t i = col[r];
-        if (i < 0) continue;
-        const float* x = pf + static_cast<int64_t>(i) * c_in;
-        const float* g = pg + r * c_out;
-        if (copy_rows) std::memcpy(&a[m * c_in], x, sizeof(float) * c_in);
-        if (pad_b) std::memcpy(&b[m * ld], g, sizeof(float) * c_out);
-        arow[m] = copy_rows ? &a[m * c_in] : x;
-        brow[m] = pad_b ? &b[m * ld] : g;
-        if (++m == chunk) {
-          dw_accumulate(arow.data(), brow.data(), acc.data(), m, c_in, ld);
-          total += m;
-          m = 0;
+    for (int64_t gi = 0; gi < n_groups; ++gi) {
+      const int64_t k0 = first[gi], k1 = first[gi + 1];
+      if (k0 >= k1) continue;
+      acc.assign((k1 - k0) * acc_size, 0.0f);
+      for (int64_t b0 = 0; b0 < rows; b0 += block) {
+        const int64_t b1 = std::min(rows, b0 + block);
+        for (int64_t k = k0; k < k1; ++k) {
+          if (count[k] == 0) continue;
+          float* acc_k = acc.data() + (k - k0) * acc_size;
+          int64_t m = 0;
+          auto flush = [&]() {
+            if (packed)
+              dw_chunk(apk.data(), bpk.data(), m, c_in, ld, acc_k);
+            else
+              dw_accumulate(arow.data(), brow.data(), acc_k, m, c_in, ld);
+            m = 0;
+          };
+          for (int64_t r = b0; r < b1; ++r) {
+            const int32_t i = pn[r * kv + k];
+            if (i < 0) continue;
+            const float* x = pf + static_cast<int64_t>(i) * c_in;
+            const float* g = pg + r * c_out;
+            if (packed) {
+              dw_pack_pair(x, g, m, c_in, c_out, ld, apk.data(), bpk.data());
+            } else {
+              if (pad_b) std::memcpy(&b[m * ld], g, sizeof(float) * c_out);
+              arow[m] = x;
+              brow[m] = pad_b ? &b[m * ld] : g;
+            }
+            if (++m == chunk) flush();
+          }
+          if (m > 0) flush();
         }
       }
-      if (m > 0) dw_accumulate(arow.data(), brow.data(), acc.data(), m, c_in, ld);
-      if (total + m == 0) continue;
-      for (int64_t c = 0; c < c_in; ++c) std::memcpy(pdw + (k * c_in + c) * c_out, &acc[c * ld], sizeof(float) * c_out);
+      for (int64_t k = k0; k < k1; ++k)
+        for (int64_t c = 0; c < c_in; ++c)
+          std::memcpy(pdw + (k * c_in + c) * c_out, &acc[(k - k0) * acc_size + c * ld], sizeof(float) * c_out);
     }
   }
   return dw;
