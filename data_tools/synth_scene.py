@@ -226,6 +226,16 @@ def _actor_mesh(type_: int, size, boxy, pedestrian, cyclist) -> tuple[np.ndarray
     return box(-l / 2, l / 2, -w / 2, w / 2, -h / 2, h / 2)
 
 
+def _placed(mesh, path, s: float, d: float, yaw_offset: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """``mesh`` (vertices, triangles) turned and moved to the point ``(s, d)`` of ``path`` (its heading there
+    plus ``yaw_offset``), in world coordinates."""
+    x, y, h = path.at(s, d)
+    h = float(h) + yaw_offset
+    v, t = mesh
+    c, sn = np.cos(h), np.sin(h)
+    return np.c_[c * v[:, 0] - sn * v[:, 1] + x, sn * v[:, 0] + c * v[:, 1] + y, v[:, 2]], t
+
+
 def _track_id(rng: np.random.Generator) -> str:
     alphabet = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"))
     return "".join(rng.choice(alphabet, 22))
@@ -310,13 +320,8 @@ def make_scene(rng: np.random.Generator, duration: float, object_range: float = 
     parts, mats = [], []
 
     def place(mesh, s, d, material, yaw_offset=0.0):
-        x, y, h = road.at(s, d)
-        h = float(h) + yaw_offset
-        v, t = mesh
-        c, sn = np.cos(h), np.sin(h)
-        world = np.c_[c * v[:, 0] - sn * v[:, 1] + x, sn * v[:, 0] + c * v[:, 1] + y, v[:, 2]]
-        parts.append((world, t))
-        mats.append(np.full(len(t), material))
+        parts.append(_placed(mesh, road, s, d, yaw_offset))
+        mats.append(np.full(len(mesh[1]), material))
 
     for side in (-1, 1):
         for s, length, (depth, height, setback) in _fill_row(
@@ -509,14 +514,10 @@ def make_city_scene(rng: np.random.Generator, duration: float, cfg: CityConfig =
     parts, mats, albedos = [], [], []
 
     def place(mesh, s, d, material, yaw_offset=0.0, path=None, albedo=None):
-        x, y, h = (path or road).at(s, d)
-        h = float(h) + yaw_offset
-        v, t = mesh
-        c, sn = np.cos(h), np.sin(h)
-        world = np.c_[c * v[:, 0] - sn * v[:, 1] + x, sn * v[:, 0] + c * v[:, 1] + y, v[:, 2]]
-        parts.append((world, t))
-        mats.append(np.full(len(t), material))
-        albedos.append(np.full(len(t), REFLECTIVITY[material] if albedo is None else albedo))
+        parts.append(_placed(mesh, path or road, s, d, yaw_offset))
+        n = len(mesh[1])
+        mats.append(np.full(n, material))
+        albedos.append(np.full(n, REFLECTIVITY[material] if albedo is None else albedo))
 
     def crowd(path, s0, s1, d0, d1, keep):
         """People standing on a 1.05 m grid over ``[s0, s1] x [d0, d1]`` of ``path``, turned up to 0.3 rad

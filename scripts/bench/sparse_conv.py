@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from scripts.bench._harness import best_of  # noqa: E402
 
 VARIANTS = {"spconv-1t": ("spconv", 1), "torch-1t": ("torch", 1), "torch-2t": ("torch", 2),
             "cpp-1t": ("cpp", 1), "cpp-2t": ("cpp", 2)}
@@ -346,12 +347,7 @@ def _record_layers(net, tensor_cls, feats, idx, shape, kind: str) -> list[_Layer
 
 def _timed(fn, repeats: int) -> float:
     fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return best_of(fn, repeats)
 
 
 def _layer_times(layer: _Layer, kind: str, repeats: int) -> dict:

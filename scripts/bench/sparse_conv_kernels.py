@@ -22,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from scripts.bench._harness import best_of  # noqa: E402
 
 
 def _load_so(path: Path):
@@ -44,12 +45,7 @@ def _bench_input(case: str, voxels: int):
 
 
 def _cpu_min(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.process_time()
-        fn()
-        best = min(best, time.process_time() - t0)
-    return best
+    return best_of(fn, repeats, clock=time.process_time)
 
 
 def main() -> None:
