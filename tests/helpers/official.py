@@ -98,16 +98,22 @@ def run_official_op(gt: ObjectArrays, pred: ObjectArrays, config, timeout: float
             gt_difficulty=np.asarray(gt.difficulty, np.uint8),
             config=np.frombuffer(config.SerializeToString(), np.uint8),
         )
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-        proc = subprocess.run([str(OFFICIAL_PYTHON), str(Path(__file__).resolve()), str(src), str(dst)],
-                              cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-        if proc.returncode != 0:
-            raise RuntimeError(f"official op failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-        with np.load(dst) as out:
-            return OfficialResult(
-                names=[str(n) for n in out["names"]], ap=out["ap"], aph=out["aph"], pr=out["pr"],
-                pr_ha=out["pr_ha"], seconds=float(out["seconds"]), peak_rss_mib=float(out["peak_rss_mib"]),
-            )
+        out = _run_official(src, dst, timeout)
+        return OfficialResult(
+            names=[str(n) for n in out["names"]], ap=out["ap"], aph=out["aph"], pr=out["pr"],
+            pr_ha=out["pr_ha"], seconds=float(out["seconds"]), peak_rss_mib=float(out["peak_rss_mib"]),
+        )
+
+
+def _run_official(src: Path, dst: Path, timeout: float | None, **env_extra: str) -> dict[str, np.ndarray]:
+    """This file run by ``.venv-official``'s Python on the inputs in ``src``; the arrays it wrote to ``dst``."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **env_extra)
+    proc = subprocess.run([str(OFFICIAL_PYTHON), str(Path(__file__).resolve()), str(src), str(dst)],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"official op failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    with np.load(dst) as out:
+        return {k: out[k] for k in out.files}
 
 
 @dataclass(frozen=True)
@@ -186,13 +192,8 @@ def run_official_tracking_op(gt: TrackArrays, pred: TrackArrays, config,
             gt_object_id=np.asarray(gt.object_ids, np.int64),
             config=np.frombuffer(config.SerializeToString(), np.uint8),
         )
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION="python")
-        proc = subprocess.run([str(OFFICIAL_PYTHON), str(Path(__file__).resolve()), str(src), str(dst)],
-                              cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-        if proc.returncode != 0:
-            raise RuntimeError(f"official op failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-        with np.load(dst) as out:
-            return OfficialTrackingResult([str(n) for n in out["names"]], out["values"], float(out["seconds"]))
+        out = _run_official(src, dst, timeout, PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION="python")
+        return OfficialTrackingResult([str(n) for n in out["names"]], out["values"], float(out["seconds"]))
 
 
 def _main_tracking(data: dict, config, dst: str) -> None:  # runs inside .venv-official
