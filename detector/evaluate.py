@@ -41,7 +41,7 @@ from detector.eval import ObjectsWriter, WaymoMetrics
 from detector.eval.report import TRACKING_COLUMNS, format_table
 from detector.eval.tracking_metrics import WaymoTrackingMetrics
 from detector.eval.waymo_metrics import LEVEL_2_MAX_POINTS
-from detector.run_dir import check_fresh_run_dir
+from detector.runfolder import check_fresh_run_dir
 from detector.streaming import stream_segments
 from detector.tracking import tracker_config
 
