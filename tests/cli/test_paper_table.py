@@ -249,14 +249,16 @@ def test_tables_and_targets():
 
     results = {"single_frame": result(0.50, 100.0), "concat": result(0.55, 200.0), "lstm": result(0.60, 150.0)}
     costs = {"single_frame": paper_table.Cost(50.0, 100.0, 0.0, 10),
-             "concat": paper_table.Cost(200.0, 400.0, 4000.0, 10),
-             "lstm": paper_table.Cost(80.0, 150.0, 500.0, 10)}
+             "concat": paper_table.Cost(200.0, 400.0, 4000.0, 10, cpu_ms_per_frame=150.0),
+             "lstm": paper_table.Cost(80.0, 150.0, 500.0, 10, cpu_ms_per_frame=60.0)}
+    costs["single_frame"].cpu_ms_per_frame = 30.0
     meta = {"command": "cmd", "description": "desc", "work_dir": "W", "data_root": "D", "device": "cpu",
             "cost_frames": 10, "cost_rounds": 3, "png": "p.png"}
     text = paper_table.format_tables(results, costs, meta)
     assert "| lstm | 60.0 | 20.0 | 60.0 | 20.0 | 25.0 |" in text
-    assert ("| concat | 55.0 (7) | 25.0 (0) | 25.0 (0) | 200.0 | 4.00 | 400.0 | 4.00 "
+    assert ("| concat | 55.0 (7) | 25.0 (0) | 25.0 (0) | 200.0 | 4.00 | 150.0 | 5.00 | 400.0 | 4.00 "
             "| 4000 | 200 | 2.00 | 1.00 | 100 |") in text
+    assert "LSTM per-frame time <= 100 ms (sensor rate): wall 80 ms, CPU 60 ms — met" in text
     assert "LSTM >= single frame + 7.5 AP (vehicle LEVEL_1): +10.0 AP — met" in text
     assert "LSTM >= concat (vehicle LEVEL_1): +5.0 AP — met" in text
     assert "LSTM per-frame time <= 0.5x concat: 0.40x — met" in text
