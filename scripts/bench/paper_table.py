@@ -21,7 +21,9 @@ cores) and the ``bench_synthetic_<model>`` experiments (+-40 m).
    full mode is the experiment configs as they are, ``--quick`` fewer epochs) and is evaluated on the
    validation split from its last checkpoint (``detector.evaluate``), plus the AP on objects occluded
    in the previous frames (``detector.eval.occlusion``). Results land in ``<work-dir>/<model>/``; a
-   rerun reuses a model's finished result unless ``--fresh`` (an unfinished one is trained again whole).
+   rerun reuses a model's finished result unless ``--fresh``; an unfinished one is trained again whole, or
+   with ``--resume`` goes on from its run folder's last checkpoint (a run stopped by SIGTERM saves its current
+   step: a long table can be split into sittings; the training time sums the sittings, ``sittings.json``).
 3. Cost, in this one process: the same validation frames streamed through every trained model
    (state carried), per-frame time (median of interleaved rounds) and peak memory (CPU: peak RSS over
    the RSS before streaming; CUDA: peak allocated), as ratios to single_frame.
@@ -225,10 +227,20 @@ class StepTimer(L.Callback):
         self.times.append(time.perf_counter() - self._t0)
 
 
-def run_model(run: RunPlan, data_root: Path, label_range: float, fresh: bool) -> dict:
-    """Train, evaluate and score the occlusion subset of one model; reuse a finished result."""
+def _sittings(run: RunPlan) -> list[dict]:
+    path = run.work / "sittings.json"
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def run_model(run: RunPlan, data_root: Path, label_range: float, fresh: bool, resume: bool = False) -> dict:
+    """Train, evaluate and score the occlusion subset of one model; reuse a finished result. ``resume``: an
+    unfinished training goes on from its run folder's checkpoint (the sittings' times are summed)."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from detector.atomic import write_json_atomic
     from detector.eval.occlusion import occluded_metrics
     from detector.evaluate import evaluate
+    from detector.preemption import EXIT_PREEMPTED, Preempted
     from detector.train import train
 
     result_path = run.work / "result.json"
@@ -237,16 +249,33 @@ def run_model(run: RunPlan, data_root: Path, label_range: float, fresh: bool) ->
         if done.get("train_overrides") == run.train_overrides and done.get("eval_overrides") == run.eval_overrides:
             print(f"[{run.model}] reusing {result_path}", flush=True)
             return done
-    for stale in ("train", "eval"):  # a run killed earlier restarts whole: its training time must be whole
-        if (run.work / stale).exists():
+    # a run killed earlier restarts whole (its training time must be whole), unless resumed
+    for stale in ("eval",) if resume else ("train", "eval", "sittings.json"):
+        if (run.work / stale).is_dir():
             shutil.rmtree(run.work / stale)
-    print(f"[{run.model}] training: {run.commands()[0]}", flush=True)
+        elif (run.work / stale).exists():
+            (run.work / stale).unlink()
+    sittings = _sittings(run) if resume else []
+    print(f"[{run.model}] training: {run.commands()[0]}"
+          + (f" (resumed: {len(sittings)} sitting(s) before)" if sittings else ""), flush=True)
     cfg = compose("train", run.train_overrides)
     cfg.output_dir = str(run.work / "train")
+    cfg.resume = resume  # train's own: go on from the run folder's checkpoints/last.ckpt
     timer = StepTimer()
     t0 = time.perf_counter()
-    trained = train(cfg, callbacks=[timer])
-    train_s = time.perf_counter() - t0
+    try:
+        trained = train(cfg, callbacks=[timer])
+    except (Preempted, SIGTERMException) as e:
+        run.work.mkdir(parents=True, exist_ok=True)
+        before = sum(x["steps"] for x in sittings)  # the step that was stopped is finished and saved
+        steps = e.step - before if isinstance(e, Preempted) else 0
+        write_json_atomic(run.work / "sittings.json", sittings + [
+            {"seconds": time.perf_counter() - t0, "steps": steps, "ended": "stopped"}])
+        raise SystemExit(f"[{run.model}] training stopped ({e}); its step is saved: run the same command with "
+                         f"--resume to go on (exit status {EXIT_PREEMPTED})") from e
+    sittings = sittings + [{"seconds": time.perf_counter() - t0, "steps": len(timer.times), "ended": "done"}]
+    write_json_atomic(run.work / "sittings.json", sittings)
+    train_s = sum(x["seconds"] for x in sittings)
     ckpt = trained["last_checkpoint"]
     ecfg = compose("evaluate", run.eval_overrides + [f"ckpt_path={ckpt}"])
     ecfg.output_dir = str(run.work / "eval")
@@ -259,13 +288,12 @@ def run_model(run: RunPlan, data_root: Path, label_range: float, fresh: bool) ->
     result = {
         "model": run.model, "train_overrides": run.train_overrides, "eval_overrides": run.eval_overrides,
         "checkpoint": ckpt, "metrics_csv": str(run.work / "train" / "logs" / "csv" / "metrics.csv"),
-        "train_s": train_s, "train_steps": len(timer.times), "train_step_s": statistics.median(steps),
+        "train_s": train_s, "train_steps": sum(x["steps"] for x in sittings),
+        "train_step_s": statistics.median(steps), "sittings": len(sittings),
         "eval_s": eval_s, "eval_frames": evaluated["frames"], "metrics": evaluated["metrics"],
         "occluded": {"metrics": occ.metrics, "num_objects": {str(t): n for t, n in occ.num_objects.items()},
                      "k": occ.k},
     }
-    from detector.atomic import write_json_atomic
-
     write_json_atomic(result_path, result)
     return result
 
@@ -539,6 +567,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="extra Hydra override of every training (and evaluation, for model.*/data.* keys)")
     ap.add_argument("--fresh", action="store_true", help="retrain models whose result exists")
+    ap.add_argument("--resume", action="store_true",
+                    help="an unfinished training goes on from its run folder's checkpoint (not trained again whole)")
     ap.add_argument("--dry-run", action="store_true", help="compose every config, print the plan, run nothing")
     ap.add_argument("--data-only", action="store_true", help="make the benchmark split, then stop")
     ap.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
@@ -601,7 +631,7 @@ def main(argv: list[str] | None = None) -> dict:
         return {"data": options, "generator": split.generator, "seconds": time.perf_counter() - t_start,
                 "calibration": table}
     label_range = float(options.get("label_range", 75.0))  # the synthesizer's default
-    results = {run.model: run_model(run, data_root, label_range, args.fresh) for run in runs}
+    results = {run.model: run_model(run, data_root, label_range, args.fresh, args.resume) for run in runs}
 
     import torch
 

@@ -414,3 +414,45 @@ def test_waymo_md_submission_script(tmp_path, monkeypatch, capsys):
     assert (sorted(o.score for s in shards for o in s.inference_results.objects)
             == pytest.approx([0.1, 0.2, 0.3, 0.5, 0.9]))
     assert (tmp_path / "sub.tar.gz").stat().st_size > 0
+
+
+@pytest.mark.slow  # ~1 min on an idle core: three tiny trainings
+def test_a_stopped_training_resumes_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    """A signal after the first step stops the model's training with its step saved (exit status 75 in the
+    message); ``resume`` goes on from it, the sittings' steps add up and the weights equal an uninterrupted run's."""
+    import os
+    import signal
+
+    import torch
+
+    data = tmp_path / "bench"
+    options = dict(paper_table.BENCH_DATA, segments=1, val_segments=1, frames=12)
+    paper_table.ensure_data(data, options, workers=1, generator=2)
+    extra = TINY + ["data.batch_size=1", "torch_threads=1", "logging.plot=false"]
+
+    def plan(work: str):
+        (run,) = paper_table.plan_runs("quick", ["lstm"], data, tmp_path / work, 0, 1, "cpu", extra)
+        return run
+
+    whole = paper_table.run_model(plan("whole"), data, 40.0, fresh=False)
+    assert whole["sittings"] == 1 and whole["train_steps"] >= 2
+
+    class SignalOnce(paper_table.StepTimer):  # SIGUSR1 (a scheduler's stop signal) during the first step
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            super().on_train_batch_start(trainer, module, batch, batch_idx)
+            if trainer.global_step == 0:
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+    monkeypatch.setattr(paper_table, "StepTimer", SignalOnce)
+    with pytest.raises(SystemExit, match="--resume to go on \\(exit status 75\\)"):
+        paper_table.run_model(plan("split"), data, 40.0, fresh=False)
+    monkeypatch.undo()
+    split_dir = tmp_path / "split" / "lstm"
+    assert json.loads((split_dir / "sittings.json").read_text())[0]["steps"] == 1
+    assert (split_dir / "train" / "checkpoints" / "last.ckpt").is_file() and not (split_dir / "result.json").exists()
+    resumed = paper_table.run_model(plan("split"), data, 40.0, fresh=False, resume=True)
+    assert resumed["sittings"] == 2 and resumed["train_steps"] == whole["train_steps"]
+    a = torch.load(whole["checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+    b = torch.load(resumed["checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["metrics"] == whole["metrics"]
